@@ -1,0 +1,44 @@
+# Quick start: `make demo` runs the app on embedded defaults; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast venv migrate worker serve browser clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-nodeps.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements.txt
+	$(PIP) install --quiet --no-deps -r requirements-nodeps.txt
+	touch $(STAMP)
+
+# Debian's Chromium for browser tests (never a downloaded browser); skipped when present.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else echo "browser tests need Debian's chromium: sudo apt-get install chromium"; fi; }
+
+migrate: venv
+	$(PY) manage.py migrate --noinput
+
+demo: venv migrate
+	$(PY) manage.py demo
+
+test: venv browser
+	$(VENV)/bin/pytest
+
+test-fast: venv
+	$(VENV)/bin/pytest -m "not slow and not browser"
+
+worker: venv
+	$(VENV)/bin/celery -A grag_site worker -Q cpu,gpu --loglevel=INFO --concurrency=1
+
+serve: venv migrate
+	$(PY) manage.py runserver 127.0.0.1:8000
+
+clean:
+	rm -rf $(VENV) var/*.sqlite3 var/test-artifacts

@@ -1,0 +1,164 @@
+"""The human evaluation of the GRAG paper (section 5.5): blinded A/B studies.
+
+Ratings are stored canonically (baseline / challenger / similar) together with the side the
+rater saw, so that blinding and position bias can be audited.
+"""
+import secrets
+
+from django.conf import settings
+from django.db import models
+
+# The paper's four questions (Table 5), exact text.
+DEFAULT_QUESTIONS = [
+    ("q1", "Naturalness", "Which response makes more sense (grammatically correct, fluent, and coherent) in the context of the conversation?"),
+    ("q2", "Accuracy", "Which response is better at correctly reflecting the facts stated in the provided persona without adding contradictory or unmentioned traits?"),
+    ("q3", "Value", "Which response adds more valuable personalization beyond what the Generic Response already provides?"),
+    ("q4", "Balance", "Which response does better at incorporating the persona without sacrificing the conversation quality in terms of helpfulness, engagement, relevance, or appropriateness?"),
+]
+
+
+def new_public_id() -> str:
+    """An opaque, unguessable item id for annotators (never the database id)."""
+    return secrets.token_urlsafe(12)
+
+
+class Study(models.Model):
+    slug = models.SlugField(max_length=100, unique=True)
+    title = models.CharField(max_length=200, blank=True)
+    baseline_name = models.CharField(max_length=200, help_text="System shown to staff as the baseline.")
+    challenger_name = models.CharField(max_length=200)
+    baseline_system = models.ForeignKey(
+        "modeling.System", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    challenger_system = models.ForeignKey(
+        "modeling.System", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    overlap = models.PositiveSmallIntegerField(default=3, help_text="Annotators per item.")
+    seed = models.IntegerField(default=0)
+    min_confidence = models.PositiveSmallIntegerField(default=2, help_text="Ratings below are dropped before the majority vote.")
+    instructions = models.TextField(blank=True, help_text="Markdown shown before the first item.")
+    instructions_version = models.PositiveIntegerField(default=1)
+    reservation_minutes = models.PositiveIntegerField(default=30)
+    too_fast_seconds = models.PositiveIntegerField(default=5, help_text="Items rated faster are flagged.")
+    trap_rate = models.FloatField(default=0.0, help_text="Share of gold/trap items mixed in.")
+    is_open = models.BooleanField(default=True)
+    annotators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="studies")
+    meta = models.JSONField(default=dict, blank=True, help_text="Source file, import settings.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "studies"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Question(models.Model):
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="questions")
+    key = models.CharField(max_length=20)
+    label = models.CharField(max_length=100)
+    text = models.TextField()
+    order = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["order", "key"]
+        constraints = [models.UniqueConstraint(fields=["study", "key"], name="question_unique_key")]
+
+    def __str__(self) -> str:
+        return f"{self.study}:{self.key}"
+
+
+class Item(models.Model):
+    class Kind(models.TextChoices):
+        NORMAL = "normal", "Normal"
+        GOLD = "gold", "Gold (known answer)"
+        TRAP_IDENTICAL = "trap_identical", "Trap: identical responses"
+        TRAP_REPEAT = "trap_repeat", "Trap: repeated with sides swapped"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="items")
+    key = models.CharField(max_length=300, help_text="Key in the source file or the sample key.")
+    public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
+    sample = models.ForeignKey("modeling.Sample", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    persona = models.TextField(blank=True)
+    history = models.JSONField(default=list, help_text='[{"role": "user"|"agent", "text": ...}]')
+    generic_response = models.TextField(blank=True)
+    baseline_response = models.TextField()
+    challenger_response = models.TextField()
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.NORMAL)
+    gold_answers = models.JSONField(default=dict, blank=True, help_text='{"q1": "baseline"|"challenger"|"similar"}')
+    repeat_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="repeats")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["study", "key"], name="item_unique_key")]
+        indexes = [models.Index(fields=["study", "kind"])]
+
+    def __str__(self) -> str:
+        return f"{self.study}:{self.key}"
+
+
+class Assignment(models.Model):
+    """An annotator's reservation of an item, with the side on which the baseline is shown."""
+
+    class Status(models.TextChoices):
+        RESERVED = "reserved", "Reserved"
+        COMPLETED = "completed", "Completed"
+        EXPIRED = "expired", "Expired"
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    baseline_side = models.CharField(max_length=1, choices=[("A", "A"), ("B", "B")])
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RESERVED)
+    reserved_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+    seconds = models.FloatField(null=True, blank=True, help_text="Time from reservation to submit.")
+
+    class Meta:
+        constraints = [
+            # No annotator rates an item twice.
+            models.UniqueConstraint(fields=["item", "annotator"], name="assignment_unique_item_annotator"),
+        ]
+        indexes = [models.Index(fields=["item", "status"]), models.Index(fields=["annotator", "status"])]
+
+
+class Rating(models.Model):
+    """One answer to one question for one item, by a human or an LLM rater.
+
+    Append-only: a changed answer adds a row and clears ``is_current`` on the old one; reports
+    read the current rows.
+    """
+
+    class Choice(models.TextChoices):
+        BASELINE = "baseline", "Baseline"
+        CHALLENGER = "challenger", "Challenger"
+        SIMILAR = "similar", "Similar"
+
+    class RaterKind(models.TextChoices):
+        HUMAN = "human", "Human"
+        LLM = "llm", "LLM"
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="ratings")
+    question = models.CharField(max_length=20, help_text="Question key, e.g. q1.")
+    rater = models.CharField(max_length=150, help_text="Username, or the judge run's name for an LLM.")
+    rater_kind = models.CharField(max_length=8, choices=RaterKind.choices, default=RaterKind.HUMAN)
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="ratings"
+    )
+    assignment = models.ForeignKey(Assignment, null=True, blank=True, on_delete=models.SET_NULL, related_name="ratings")
+    choice = models.CharField(max_length=12, choices=Choice.choices)
+    shown_choice = models.CharField(max_length=1, blank=True, help_text="A, B or S as the rater answered it.")
+    baseline_side = models.CharField(max_length=1, blank=True, help_text="Side the baseline was shown on.")
+    confidence = models.PositiveSmallIntegerField()
+    is_current = models.BooleanField(default=True)
+    meta = models.JSONField(default=dict, blank=True, help_text="LLM: probabilities, flags, raw prompt ids.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["item", "question", "rater"], condition=models.Q(is_current=True), name="rating_one_current"
+            ),
+            models.CheckConstraint(condition=models.Q(confidence__gte=1, confidence__lte=5), name="rating_confidence_1_5"),
+        ]
+        indexes = [models.Index(fields=["item", "question", "is_current"])]

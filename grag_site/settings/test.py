@@ -1,0 +1,21 @@
+"""Tests: fast password hashing; services come from DATABASE_URL / CELERY_BROKER_URL when set."""
+import os
+
+os.environ.setdefault("SECRET_KEY", "insecure-test-key")
+
+from .base import *  # noqa: E402,F401,F403
+from .base import BASE_DIR, env  # noqa: E402
+
+DEBUG = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+ARTIFACTS_DIR = BASE_DIR / "var" / "test-artifacts"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_AUTOREFRESH = True
+
+if not env("CELERY_BROKER_URL", default=""):
+    CELERY_BROKER_URL = f"sqla+sqlite:///{BASE_DIR / 'var' / 'test-celery-broker.sqlite3'}"
+if not env("CELERY_RESULT_BACKEND", default=""):
+    CELERY_RESULT_BACKEND = f"db+sqlite:///{BASE_DIR / 'var' / 'test-celery-results.sqlite3'}"

@@ -1,0 +1,1 @@
+"""The one LLM layer: model loading, generation backends, generic-response augmentation, ICL."""

@@ -1,0 +1,82 @@
+"""Fixtures shared by every test: real services, a real Celery worker process, real data paths."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def shared_file(relative: str) -> Path:
+    """A file of ../shared/data, or skip the test with a clear message when it is absent."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"real dataset file {path} is not present (see ../shared/data/README.md)")
+    return path
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, settings):
+    """Start a real `celery worker` process against the test database and broker.
+
+    Needs transactional_db so that rows the test writes are committed and visible to the worker.
+    Yields the Popen; the worker is stopped (TERM, then KILL) afterwards.
+    """
+    from django.db import connection
+
+    from grag_site.celery import app
+
+    env = dict(os.environ)
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    else:
+        env["DATABASE_URL"] = (
+            f"postgres://{db['USER'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        )
+    env["CELERY_BROKER_URL"] = app.conf.broker_url
+    env["CELERY_RESULT_BACKEND"] = str(app.conf.result_backend)
+    env["DJANGO_SETTINGS_MODULE"] = "grag_site.settings.test"
+    env.pop("TEST_DATABASE_NAME", None)
+    app.control.purge()
+    log = ROOT / "var" / f"test-worker-{os.getpid()}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "grag_site", "worker", "-Q", "cpu,gpu", "--pool", "solo",
+         "--without-heartbeat", "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
+        cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"celery worker exited early:\n{log.read_text()}")
+        if "ready." in log.read_text():
+            break
+        time.sleep(0.3)
+    else:
+        proc.kill()
+        raise RuntimeError(f"celery worker did not become ready:\n{log.read_text()}")
+    proc.log_path = log
+    yield proc
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.3):
+    """Poll ``predicate`` until it returns a truthy value or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
