@@ -12,6 +12,13 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("", include("annotation.urls")),
+    path("", include("annotation.reports.urls")),
+    path("jobs/", include("worker.urls")),
+    path("results/", include("modeling.urls")),
+    path("judge/", include("judge.urls")),
+    path("api/", include("annotation.api_urls")),
+    path("api/", include("annotation.reports.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]

@@ -1,0 +1,5 @@
+"""URL patterns of this part of the app (included from grag_site/urls.py)."""
+from django.urls import path  # noqa: F401
+
+app_name = "reports_api"
+urlpatterns: list = []
