@@ -3,7 +3,7 @@ import pytest
 from tests.conftest import wait_for
 from worker.models import Job
 from worker.services import BrokerUnavailable, job_launch
-from worker.tasks import ping
+from worker.tasks.core import ping
 
 
 @pytest.mark.slow

@@ -1,7 +1,9 @@
 """Celery tasks: thin wrappers that take a job id, re-fetch, call one service, save results."""
+
+__all__ = ["ping"]
 from celery import shared_task
 
-from .jobs import job_context
+from ..jobs import job_context
 
 
 @shared_task(name="worker.ping")
