@@ -26,17 +26,28 @@ def broker_check(*, timeout: float = 3.0) -> None:
         ) from exc
 
 
-def job_launch(*, kind: str, task, params: dict[str, Any] | None = None, user=None, queue: str | None = None) -> Job:
+def job_launch(
+    *, kind: str, task: str | Any, params: dict[str, Any] | None = None, user=None, parent: Job | None = None
+) -> Job:
     """Create a Job and enqueue ``task(job.id)`` after commit, so a worker never sees a missing row.
 
-    The broker is checked first: when it is down the caller gets BrokerUnavailable and no Job exists.
+    ``task`` is a Celery task or its registered name (e.g. "worker.train"); the queue comes from
+    CELERY_TASK_ROUTES. The broker is checked first: when it is down the caller gets
+    BrokerUnavailable and no Job exists.
     """
     broker_check()
-    job = Job.objects.create(kind=kind, params=params or {}, created_by=user)
+    job = Job.objects.create(kind=kind, params=params or {}, created_by=user, parent=parent)
+    job_enqueue(job=job, task=task)
+    return job
+
+
+def job_enqueue(*, job: Job, task: str | Any) -> None:
+    """Publish ``task(job.id)`` once the surrounding transaction commits."""
+    name = task if isinstance(task, str) else task.name
 
     def publish() -> None:
         try:
-            result = task.apply_async(args=[job.pk], **({"queue": queue} if queue else {}))
+            result = app.signature(name, args=[job.pk]).apply_async()
         except Exception as exc:
             Job.objects.filter(pk=job.pk).update(
                 status=Job.Status.FAILED, error=f"could not enqueue: {exc}", finished_at=timezone.now()
@@ -45,4 +56,31 @@ def job_launch(*, kind: str, task, params: dict[str, Any] | None = None, user=No
         Job.objects.filter(pk=job.pk).update(celery_id=result.id or "")
 
     transaction.on_commit(publish)
+
+
+def job_cancel(*, job: Job) -> Job:
+    """Ask a job to stop: revoke it if still queued, and set the flag its loops check if running."""
+    Job.objects.filter(pk=job.pk).update(cancel_requested=True)
+    if job.celery_id:
+        app.control.revoke(job.celery_id)
+    if job.status == Job.Status.QUEUED:
+        Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(
+            status=Job.Status.CANCELLED, finished_at=timezone.now()
+        )
+    job.refresh_from_db()
+    return job
+
+
+def job_retry(*, job: Job) -> Job:
+    """Run a failed or cancelled job again; tasks are idempotent and resume from checkpoints/caches."""
+    if job.status not in (Job.Status.FAILED, Job.Status.CANCELLED):
+        raise ValueError(f"Only failed or cancelled jobs can be retried; job {job.pk} is {job.status}.")
+    broker_check()
+    from .registry import task_for_kind
+
+    Job.objects.filter(pk=job.pk).update(
+        status=Job.Status.QUEUED, cancel_requested=False, error="", traceback="", finished_at=None
+    )
+    job.refresh_from_db()
+    job_enqueue(job=job, task=task_for_kind(job.kind))
     return job

@@ -60,6 +60,8 @@ TEMPLATES = [
         "DIRS": [BASE_DIR / "grag_site" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
+            # {% partialdef %} everywhere without {% load partials %}: page and fragment share a template.
+            "builtins": ["template_partials.templatetags.partials"],
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",

@@ -10,7 +10,7 @@ from worker.tasks.core import ping
 def test_real_worker_runs_a_task_through_the_broker_and_writes_the_database(celery_worker_process, settings):
     from django.db import connection
 
-    job = job_launch(kind=Job.Kind.PING, task=ping)
+    job = job_launch(kind=Job.Kind.PING, task="worker.ping")
     done = wait_for(lambda: Job.objects.filter(pk=job.pk, status=Job.Status.SUCCEEDED).first(), timeout=60)
     assert done.result["pong"] is True
     assert done.result["database"] == connection.vendor  # the worker wrote to the same database

@@ -1,9 +1,9 @@
 """Celery tasks: thin wrappers that take a job id, re-fetch, call one service, save results."""
-
-__all__ = ["ping"]
 from celery import shared_task
 
 from ..jobs import job_context
+
+__all__ = ["ping", "import_dataset"]
 
 
 @shared_task(name="worker.ping")
@@ -14,4 +14,17 @@ def ping(job_id: int) -> dict:
     with job_context(job_id) as handle:
         handle.job.result = {"pong": True, "database": connection.vendor, "host": handle.job.worker_host}
         handle.log("pong")
+    return {"job": job_id}
+
+
+@shared_task(name="worker.import_dataset")
+def import_dataset(job_id: int) -> dict:
+    """Import a dataset file named in the job's parameters (see worker.forms.ImportForm)."""
+    from modeling.importers.service import dataset_import
+
+    with job_context(job_id) as handle:
+        p = handle.job.params
+        report = dataset_import(kind=p["kind"], path=p["path"], split=p.get("split"), name=p.get("name"), limit=p.get("limit"))
+        handle.job.result = report.as_dict() if hasattr(report, "as_dict") else dict(report)
+        handle.log(f"imported {handle.job.result}")
     return {"job": job_id}

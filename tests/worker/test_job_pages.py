@@ -1,0 +1,79 @@
+"""Staff launch and watch jobs in the browser; bad parameters queue nothing."""
+import pytest
+from django.contrib.auth.models import User
+from django.urls import reverse
+
+from tests.conftest import wait_for
+from worker.models import Job
+
+
+@pytest.fixture
+def staff_client(client, db):
+    user = User.objects.create_user("admin", password="pw", is_staff=True, is_superuser=True)
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.django_db
+def test_job_pages_are_staff_only(client):
+    job = Job.objects.create(kind=Job.Kind.PING)
+    for url in [reverse("worker:job_list"), reverse("worker:job_detail", args=[job.pk]), reverse("worker:job_launch", args=["import"])]:
+        assert client.get(url).status_code == 302  # anonymous -> login
+    User.objects.create_user("ann", password="pw")
+    client.login(username="ann", password="pw")
+    for url in [reverse("worker:job_list"), reverse("worker:job_detail", args=[job.pk])]:
+        assert client.get(url).status_code == 403
+
+
+def test_bad_launch_parameters_show_form_errors_and_queue_nothing(staff_client):
+    response = staff_client.post(reverse("worker:job_launch", args=["import"]), {"kind": "spc", "path": "/no/such/file.csv"})
+    assert response.status_code == 200
+    assert "does not exist on this host" in response.content.decode()
+    response = staff_client.post(reverse("worker:job_launch", args=["train"]), {"method": "postgrag", "epochs": 0})
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "This field is required" in body and "greater than or equal to 1" in body
+    assert Job.objects.count() == 0
+
+
+def test_unknown_job_kind_is_404(staff_client):
+    assert staff_client.get(reverse("worker:job_launch", args=["nonsense"])).status_code == 404
+
+
+def test_job_list_polls_only_while_jobs_are_active(staff_client):
+    Job.objects.create(kind=Job.Kind.PING, status=Job.Status.SUCCEEDED)
+    page = staff_client.get(reverse("worker:job_list")).content.decode()
+    assert 'hx-trigger="every 2s"' not in page
+    Job.objects.create(kind=Job.Kind.PING, status=Job.Status.RUNNING, progress_done=3, progress_total=10)
+    fragment = staff_client.get(reverse("worker:job_list"), headers={"HX-Request": "true"}).content.decode()
+    assert 'hx-trigger="every 2s"' in fragment and "<html" not in fragment
+    assert 'value="3" max="10"' in fragment
+
+
+def test_cancel_a_queued_job_marks_it_cancelled_and_sets_the_stop_flag(staff_client):
+    job = Job.objects.create(kind=Job.Kind.PING)
+    staff_client.post(reverse("worker:job_cancel", args=[job.pk]))
+    job.refresh_from_db()
+    assert job.status == Job.Status.CANCELLED and job.cancel_requested
+
+
+def test_retry_refuses_a_succeeded_job(staff_client):
+    job = Job.objects.create(kind=Job.Kind.PING, status=Job.Status.SUCCEEDED)
+    response = staff_client.post(reverse("worker:job_retry", args=[job.pk]), follow=True)
+    assert "Only failed or cancelled jobs can be retried" in response.content.decode()
+
+
+@pytest.mark.slow
+def test_launch_from_the_browser_runs_on_a_real_worker_and_retry_reruns(celery_worker_process, client):
+    user = User.objects.create_user("admin", password="pw", is_staff=True)
+    client.force_login(user)
+    from worker.services import job_launch
+
+    job = job_launch(kind=Job.Kind.PING, task="worker.ping", user=user)
+    wait_for(lambda: Job.objects.get(pk=job.pk).status == Job.Status.SUCCEEDED)
+    page = client.get(reverse("worker:job_detail", args=[job.pk])).content.decode()
+    assert "Succeeded" in page and "pong" in page
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.FAILED)
+    client.post(reverse("worker:job_retry", args=[job.pk]))
+    done = wait_for(lambda: Job.objects.filter(pk=job.pk, status=Job.Status.SUCCEEDED, attempts=2).first())
+    assert done.attempts == 2

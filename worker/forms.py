@@ -1,0 +1,143 @@
+"""One launch form per job kind. A form that does not validate queues nothing."""
+from pathlib import Path
+
+from django import forms
+from django.utils.text import slugify
+
+from annotation.models import Study
+from modeling.models import Dataset, System
+
+SPLITS = [("test", "test"), ("valid", "valid"), ("train", "train")]
+TRAINABLE = [
+    (System.Method.PRESFT_HIST, "PreSFT(Hist)"),
+    (System.Method.PRESFT_TST, "PreSFT(TST)"),
+    (System.Method.PREGRAG, "PreGRAG"),
+    (System.Method.POSTGRAG, "PostGRAG"),
+]
+
+
+class LaunchForm(forms.Form):
+    def job_params(self) -> dict:
+        """The job's parameters: JSON-safe cleaned data (models by name)."""
+        params = {}
+        for key, value in self.cleaned_data.items():
+            if hasattr(value, "name") and hasattr(value, "pk"):
+                value = value.name
+            elif hasattr(value, "slug") and hasattr(value, "pk"):
+                value = value.slug
+            if value not in (None, ""):
+                params[key] = value
+        return params
+
+
+class DatasetChoice(forms.ModelChoiceField):
+    def __init__(self, **kwargs):
+        super().__init__(queryset=Dataset.objects.all(), to_field_name="name", **kwargs)
+
+
+class SystemChoice(forms.ModelChoiceField):
+    def __init__(self, **kwargs):
+        super().__init__(queryset=System.objects.all(), to_field_name="name", **kwargs)
+
+
+class ImportForm(LaunchForm):
+    kind = forms.ChoiceField(choices=Dataset.Kind.choices)
+    path = forms.CharField(help_text="File (or PFG folder) on the worker's filesystem.")
+    split = forms.ChoiceField(choices=[("", "from the file / seeded 90:10"), *SPLITS], required=False)
+    name = forms.SlugField(required=False, help_text="Dataset name; defaults to the format name.")
+    limit = forms.IntegerField(min_value=1, required=False, help_text="Import only the first N conversations.")
+
+    def clean_path(self):
+        path = Path(self.cleaned_data["path"]).expanduser()
+        if not path.exists():
+            raise forms.ValidationError(f"{path} does not exist on this host.")
+        return str(path)
+
+
+class AugmentForm(LaunchForm):
+    dataset = DatasetChoice()
+    split = forms.ChoiceField(choices=SPLITS)
+    model = forms.CharField(initial="smollm2", help_text="e.g. meta-llama/Llama-3.1-8B-Instruct on a GPU worker")
+    limit = forms.IntegerField(min_value=1, required=False)
+    batch_size = forms.IntegerField(min_value=1, max_value=256, initial=8)
+
+
+class ICLForm(LaunchForm):
+    dataset = DatasetChoice()
+    split = forms.ChoiceField(choices=SPLITS)
+    method = forms.ChoiceField(choices=[(System.Method.ICL_HIST, "ICL(Hist)"), (System.Method.ICL_TST, "ICL(TST)")])
+    n_shot = forms.IntegerField(min_value=0, max_value=5, initial=0)
+    model = forms.CharField(initial="smollm2", help_text="e.g. Qwen/Qwen2.5-32B-Instruct on a GPU worker")
+    limit = forms.IntegerField(min_value=1, required=False)
+
+
+class TrainForm(LaunchForm):
+    dataset = DatasetChoice()
+    method = forms.ChoiceField(choices=TRAINABLE)
+    backbone = forms.CharField(initial="smollm2", help_text="e.g. facebook/bart-base on a GPU worker")
+    system_name = forms.CharField(required=False, help_text="Defaults to '<dataset>-<method>'.")
+    epochs = forms.IntegerField(min_value=1, initial=1)
+    max_steps = forms.IntegerField(min_value=1, required=False, help_text="Stop after this many optimiser steps.")
+    batch_size = forms.IntegerField(min_value=1, initial=8)
+    lr = forms.FloatField(min_value=0, initial=1e-4)
+    alpha = forms.FloatField(min_value=0, initial=0.5, help_text="Weight of style removal L_G (PostGRAG)")
+    beta = forms.FloatField(min_value=0, initial=1e-2, help_text="Weight of C-JEPA (PreGRAG, PostGRAG)")
+    limit = forms.IntegerField(min_value=1, required=False, help_text="Train on the first N samples.")
+
+    def clean(self):
+        data = super().clean()
+        if data.get("dataset") and data.get("method") and not data.get("system_name"):
+            data["system_name"] = slugify(f"{data['dataset'].name}-{data['method']}")
+        if data.get("system_name") and System.objects.filter(name=data["system_name"]).exists():
+            self.add_error("system_name", f"A system named {data['system_name']!r} exists; choose another name.")
+        return data
+
+
+class GenerateForm(LaunchForm):
+    system = SystemChoice()
+    split = forms.ChoiceField(choices=SPLITS)
+    decoding = forms.ChoiceField(choices=[("greedy", "greedy"), ("beam", "beam search"), ("sample", "sampling")])
+    limit = forms.IntegerField(min_value=1, required=False)
+
+
+class MetricsForm(LaunchForm):
+    system = SystemChoice()
+    split = forms.ChoiceField(choices=SPLITS)
+    bert_model = forms.CharField(required=False, help_text="BERTScore model path (default roberta-large).")
+
+
+class StudyForm(LaunchForm):
+    slug = forms.SlugField()
+    baseline = SystemChoice()
+    challenger = SystemChoice()
+    split = forms.ChoiceField(choices=SPLITS)
+    limit = forms.IntegerField(min_value=1, required=False)
+    overlap = forms.IntegerField(min_value=1, max_value=10, initial=3)
+    seed = forms.IntegerField(initial=0)
+
+    def clean(self):
+        data = super().clean()
+        if data.get("baseline") and data.get("baseline") == data.get("challenger"):
+            self.add_error("challenger", "The challenger must differ from the baseline.")
+        if data.get("slug") and Study.objects.filter(slug=data["slug"]).exists():
+            self.add_error("slug", f"A study {data['slug']!r} exists already.")
+        return data
+
+
+class JudgeForm(LaunchForm):
+    study = forms.ModelChoiceField(queryset=Study.objects.all(), to_field_name="slug")
+    model = forms.CharField(initial="smollm2", help_text="e.g. Qwen/Qwen2.5-32B-Instruct on a GPU worker")
+    name = forms.CharField(required=False, help_text="Rater name, e.g. LLM-145.")
+    limit = forms.IntegerField(min_value=1, required=False)
+
+
+LAUNCH_FORMS: dict[str, type[LaunchForm]] = {
+    "import": ImportForm,
+    "augment": AugmentForm,
+    "icl": ICLForm,
+    "train": TrainForm,
+    "generate": GenerateForm,
+    "metrics": MetricsForm,
+    "study": StudyForm,
+    "judge": JudgeForm,
+}

@@ -1,0 +1,73 @@
+"""Staff pages to launch and watch jobs. Progress refreshes by htmx polling of a partial."""
+from django.contrib import messages
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from grag_site.permissions import staff_required
+
+from .forms import LAUNCH_FORMS
+from .models import Job
+from .registry import task_for_kind
+from .selectors import job_list as select_jobs
+from .selectors import jobs_active
+from .services import BrokerUnavailable, job_cancel, job_launch, job_retry
+
+
+@require_GET
+@staff_required
+def job_list(request):
+    jobs = list(select_jobs(status=request.GET.get("status") or None, kind=request.GET.get("kind") or None)[:200])
+    template = "worker/job_list.html#jobs" if request.htmx else "worker/job_list.html"
+    return render(
+        request, template,
+        {"jobs": jobs, "polling": jobs_active(jobs=jobs), "launchable": list(LAUNCH_FORMS),
+         "kinds": Job.Kind.choices, "statuses": Job.Status.choices},
+    )
+
+
+@require_GET
+@staff_required
+def job_detail(request, pk: int):
+    job = get_object_or_404(Job.objects.select_related("parent", "created_by"), pk=pk)
+    children = list(job.children.order_by("pk"))
+    template = "worker/job_detail.html#status" if request.htmx else "worker/job_detail.html"
+    return render(request, template, {"job": job, "children": children, "polling": jobs_active(jobs=[job, *children])})
+
+
+@require_POST
+@staff_required
+def job_cancel_view(request, pk: int):
+    job = job_cancel(job=get_object_or_404(Job, pk=pk))
+    messages.info(request, f"Asked {job} to stop.")
+    return redirect("worker:job_detail", pk=job.pk)
+
+
+@require_POST
+@staff_required
+def job_retry_view(request, pk: int):
+    job = get_object_or_404(Job, pk=pk)
+    try:
+        job_retry(job=job)
+    except (ValueError, BrokerUnavailable) as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.info(request, f"{job} queued again; it resumes from its last checkpoint or cache.")
+    return redirect("worker:job_detail", pk=job.pk)
+
+
+@require_http_methods(["GET", "POST"])
+@staff_required
+def job_launch_view(request, kind: str):
+    form_class = LAUNCH_FORMS.get(kind)
+    if form_class is None:
+        return render(request, "worker/launch.html", {"unknown": kind, "launchable": list(LAUNCH_FORMS)}, status=404)
+    form = form_class(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            job = job_launch(kind=kind, task=task_for_kind(kind), params=form.job_params(), user=request.user)
+        except BrokerUnavailable as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Launched {job}.")
+            return redirect("worker:job_detail", pk=job.pk)
+    return render(request, "worker/launch.html", {"form": form, "kind": Job.Kind(kind), "launchable": list(LAUNCH_FORMS)})
