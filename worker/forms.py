@@ -141,3 +141,52 @@ LAUNCH_FORMS: dict[str, type[LaunchForm]] = {
     "study": StudyForm,
     "judge": JudgeForm,
 }
+
+
+class PipelineForm(LaunchForm):
+    """dataset -> augment -> train the chosen methods -> generate -> metrics -> study -> judge."""
+
+    dataset = DatasetChoice()
+    methods = forms.MultipleChoiceField(choices=TRAINABLE, initial=["presft_hist", "postgrag"],
+                                        widget=forms.CheckboxSelectMultiple)
+    baseline = forms.ChoiceField(choices=TRAINABLE, initial="presft_hist")
+    challenger = forms.ChoiceField(choices=TRAINABLE, initial="postgrag")
+    backbone = forms.CharField(initial="smollm2")
+    llm = forms.CharField(initial="smollm2", label="Generic-response LLM")
+    judge_model = forms.CharField(initial="smollm2")
+    train_split = forms.ChoiceField(choices=SPLITS, initial="train")
+    eval_split = forms.ChoiceField(choices=SPLITS, initial="test")
+    train_limit = forms.IntegerField(min_value=1, required=False, initial=64)
+    eval_limit = forms.IntegerField(min_value=1, required=False, initial=12)
+    max_steps = forms.IntegerField(min_value=1, required=False, initial=8)
+    batch_size = forms.IntegerField(min_value=1, initial=4)
+    lr = forms.FloatField(min_value=0, initial=1e-4)
+    alpha = forms.FloatField(min_value=0, initial=0.5)
+    beta = forms.FloatField(min_value=0, initial=1e-2)
+    study_slug = forms.SlugField(required=False)
+    overlap = forms.IntegerField(min_value=1, max_value=10, initial=3)
+    seed = forms.IntegerField(initial=0)
+    augment = forms.BooleanField(required=False, initial=True)
+    judge = forms.BooleanField(required=False, initial=True)
+
+    def clean(self):
+        data = super().clean()
+        methods = data.get("methods") or []
+        for role in ("baseline", "challenger"):
+            if data.get(role) and data[role] not in methods:
+                self.add_error(role, f"The {role} must be one of the methods to train.")
+        if data.get("baseline") and data.get("baseline") == data.get("challenger"):
+            self.add_error("challenger", "The challenger must differ from the baseline.")
+        return data
+
+    def plan(self):
+        from .pipeline import PipelinePlan
+
+        params = self.job_params()
+        params["methods"] = list(params.get("methods", []))
+        params.setdefault("augment", False)
+        params.setdefault("judge", False)
+        return PipelinePlan(**params)
+
+
+LAUNCH_FORMS["pipeline"] = PipelineForm

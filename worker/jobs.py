@@ -99,6 +99,8 @@ def job_context(job_id: int) -> Iterator[JobHandle]:
         job.refresh_from_db(fields=["progress_total"])
         Job.objects.filter(pk=job_id).update(
             status=Job.Status.SUCCEEDED, result=handle.job.result, finished_at=timezone.now(),
-            progress_done=max(job.progress_total, 1) if job.progress_total else 1,
-            progress_total=max(job.progress_total, 1),
+            progress_done=max(job.progress_total, 1), progress_total=max(job.progress_total, 1),
         )
+        if job.parent_id:  # a pipeline stage: the pipeline's progress counts finished stages
+            done = Job.objects.filter(parent_id=job.parent_id, status=Job.Status.SUCCEEDED).count()
+            Job.objects.filter(pk=job.parent_id).update(progress_done=done)

@@ -7,6 +7,7 @@ from grag_site.permissions import staff_required
 
 from .forms import LAUNCH_FORMS
 from .models import Job
+from .pipeline import pipeline_launch
 from .registry import task_for_kind
 from .selectors import job_list as select_jobs
 from .selectors import jobs_active
@@ -64,7 +65,10 @@ def job_launch_view(request, kind: str):
     form = form_class(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            job = job_launch(kind=kind, task=task_for_kind(kind), params=form.job_params(), user=request.user)
+            if kind == Job.Kind.PIPELINE:
+                job = pipeline_launch(plan=form.plan(), user=request.user)
+            else:
+                job = job_launch(kind=kind, task=task_for_kind(kind), params=form.job_params(), user=request.user)
         except BrokerUnavailable as exc:
             form.add_error(None, str(exc))
         else:

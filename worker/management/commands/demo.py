@@ -1,0 +1,194 @@
+"""`python manage.py demo`: the whole GRAG pipeline on CPU with the offline SmolLM2 model.
+
+Imports a dataset (the bundled demo data by default), creates an admin and three demo
+annotators, then runs: generic responses -> a few training steps of each method -> generation
+-> metrics -> a study of baseline vs challenger -> an LLM judge run.
+
+With --no-serve the pipeline runs in this process and a JSON summary is printed. Without it,
+a Celery worker and the web server are started, the pipeline is launched on the worker, and the
+URL and logins are printed so the admin can watch it in the browser (Ctrl-C stops both).
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.management.base import BaseCommand, CommandError
+
+from worker.models import Job
+from worker.pipeline import PipelinePlan, pipeline_create, pipeline_launch
+
+DEMO_DIR = Path(settings.BASE_DIR) / "data" / "demo"
+DEMO_PASSWORD = "grag-demo"  # local demo only; printed so the admin can log in
+ANNOTATORS = ["annotator1", "annotator2", "annotator3"]
+
+
+def guess_kind(path: Path) -> str:
+    """The importer for a data path: by folder content, extension and file name."""
+    if path.is_dir():
+        if (path / "full_dialog.csv").exists():
+            return "pfg"
+        raise CommandError(f"{path} is a folder without full_dialog.csv; pass a file or a PFG folder.")
+    name = path.name.lower()
+    if name.endswith(".jsonl"):
+        return "jsonl"
+    if name.endswith(".txt"):
+        return "convai2"
+    if "persona" in name and name.endswith(".csv"):
+        return "spc"
+    if name.endswith(".csv"):
+        return "ed"
+    raise CommandError(f"Cannot tell the format of {path}; use import_dataset first, then demo --dataset NAME.")
+
+
+class Command(BaseCommand):
+    help = "Run the whole GRAG pipeline on CPU with the offline model (see module docstring)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--no-serve", action="store_true", help="Run in the foreground and print a JSON summary.")
+        parser.add_argument("--data", type=Path, help="Dataset file or folder (default: the bundled demo data).")
+        parser.add_argument("--limit", type=int, default=None, help="Import at most N conversations.")
+        parser.add_argument("--train-limit", type=int, default=48)
+        parser.add_argument("--eval-limit", type=int, default=8)
+        parser.add_argument("--max-steps", type=int, default=6)
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--no-judge", action="store_true")
+
+    def handle(self, *args, **opts):
+        from modeling.importers.service import dataset_import
+        from modeling.models import Dataset
+
+        path = opts["data"] or self._demo_file()
+        if not path.exists():
+            raise CommandError(f"{path} does not exist.")
+        kind = guess_kind(path)
+        name = "demo" if opts["data"] is None else None
+        report = dataset_import(kind=kind, path=str(path), name=name, limit=opts["limit"])
+        report = report.as_dict() if hasattr(report, "as_dict") else dict(report)
+        dataset = Dataset.objects.get(name=report["dataset"])
+        splits = set(dataset.samples.values_list("split", flat=True).distinct())
+        train_split = "train" if "train" in splits else sorted(splits)[0]
+        eval_split = next((s for s in ("test", "valid") if s in splits and s != train_split), train_split)
+        logins = self._users()
+        plan = PipelinePlan(
+            dataset=dataset.name, train_split=train_split, eval_split=eval_split,
+            train_limit=opts["train_limit"], eval_limit=opts["eval_limit"], max_steps=opts["max_steps"],
+            judge=not opts["no_judge"],
+        )
+        admin = User.objects.get(username="admin")
+        if opts["no_serve"]:
+            summary = self._run_foreground(plan, admin)
+            summary.update(import_report=report, logins=logins)
+            self.stdout.write(json.dumps(summary))
+            return
+        self._serve(plan, admin, logins, opts["port"])
+
+    def _demo_file(self) -> Path:
+        files = sorted(DEMO_DIR.glob("*.jsonl"))
+        if not files:
+            raise CommandError(f"No demo dataset in {DEMO_DIR}.")
+        return files[0]
+
+    def _users(self) -> dict:
+        admin, _ = User.objects.get_or_create(username="admin", defaults={"is_staff": True, "is_superuser": True})
+        admin.is_staff = admin.is_superuser = True
+        admin.set_password(DEMO_PASSWORD)
+        admin.save()
+        for username in ANNOTATORS:
+            user, _ = User.objects.get_or_create(username=username)
+            user.set_password(DEMO_PASSWORD)
+            user.save()
+        return {"admin": DEMO_PASSWORD, **{u: DEMO_PASSWORD for u in ANNOTATORS}}
+
+    def _give_study_to_annotators(self, slug: str) -> None:
+        from annotation.models import Study
+
+        study = Study.objects.filter(slug=slug).first()
+        if study:
+            study.annotators.add(*User.objects.filter(username__in=ANNOTATORS))
+
+    def _run_foreground(self, plan: PipelinePlan, admin: User) -> dict:
+        """Run every stage in this process, in order, through the same tasks a worker runs."""
+        from grag_site.celery import app
+        from worker.registry import task_for_kind
+
+        started = time.monotonic()
+        parent, children = pipeline_create(plan=plan, user=admin)
+        app.tasks["worker.pipeline_start"](parent.pk)
+        for child in children:
+            self.stderr.write(f"[{time.monotonic() - started:6.0f}s] {child.get_kind_display()} {child.params}")
+            try:
+                app.tasks[task_for_kind(child.kind)](child.pk)
+            except Exception as exc:
+                app.tasks["worker.pipeline_failed"](parent.pk)
+                child.refresh_from_db()
+                raise CommandError(f"Stage {child} failed: {child.error or exc}") from exc
+            if child.kind == Job.Kind.STUDY:
+                self._give_study_to_annotators(plan.slug())
+        app.tasks["worker.pipeline_finish"](parent.pk)
+        summary = self._summary(plan)
+        summary["seconds"] = round(time.monotonic() - started, 1)
+        summary["pipeline_job"] = parent.pk
+        return summary
+
+    def _summary(self, plan: PipelinePlan) -> dict:
+        from annotation.models import Rating, Study
+        from modeling.models import MetricResult, Sample, System
+
+        systems = System.objects.filter(name__in=[plan.system_name(m) for m in plan.methods])
+        metrics = {
+            s.name: {m.name: round(m.value, 4) for m in MetricResult.objects.filter(system=s, sample__isnull=True)}
+            for s in systems
+        }
+        study = Study.objects.filter(slug=plan.slug()).first()
+        return {
+            "dataset": plan.dataset,
+            "samples": Sample.objects.filter(dataset__name=plan.dataset).count(),
+            "generic_responses": Sample.objects.filter(dataset__name=plan.dataset).exclude(generic_response="").count(),
+            "systems": sorted(s.name for s in systems),
+            "responses": {s.name: s.responses.count() for s in systems},
+            "metrics": metrics,
+            "study": {"slug": study.slug, "items": study.items.count()} if study else None,
+            "judge_ratings": Rating.objects.filter(item__study=study, rater_kind="llm").count() if study else 0,
+        }
+
+    def _serve(self, plan: PipelinePlan, admin: User, logins: dict, port: int) -> None:
+        root = Path(settings.BASE_DIR)
+        env = dict(os.environ)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "grag_site", "worker", "-Q", "cpu,gpu", "--pool", "solo",
+             "--loglevel", "INFO"], cwd=root, env=env, stdout=open(root / "var" / "demo-worker.log", "w"),
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        web = subprocess.Popen(
+            [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"], cwd=root, env=env,
+            start_new_session=True,
+        )
+        parent = pipeline_launch(plan=plan, user=admin)
+        url = f"http://127.0.0.1:{port}"
+        self.stdout.write(
+            f"\nGRAG demo running at {url}\n"
+            f"  watch the pipeline: {url}/jobs/{parent.pk}/\n"
+            f"  admin login: admin / {DEMO_PASSWORD}\n"
+            f"  annotators (study '{plan.slug()}' once created): "
+            + ", ".join(f"{u} / {p}" for u, p in logins.items() if u != "admin")
+            + f"\n  worker log: var/demo-worker.log\nPress Ctrl-C to stop.\n"
+        )
+        try:
+            while worker.poll() is None and web.poll() is None:
+                time.sleep(2)
+                if Job.objects.filter(kind=Job.Kind.STUDY, parent=parent, status=Job.Status.SUCCEEDED).exists():
+                    self._give_study_to_annotators(plan.slug())
+        except KeyboardInterrupt:
+            pass
+        finally:
+            for proc in (web, worker):
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGTERM)
+            for proc in (web, worker):
+                proc.wait(timeout=30)

@@ -1,0 +1,112 @@
+"""The whole GRAG pipeline as one Celery canvas (issue: launch whole experiments from the browser).
+
+dataset -> augment (R_G) -> train each chosen method -> generate -> metrics -> study of
+baseline vs challenger -> judge. Each stage is a child Job, so the admin watches every stage's
+progress; the stages run as a chain of immutable signatures, each taking its own job id.
+Names are fixed up front (systems "<prefix><method>", study slug), so a stage finds what the
+previous one produced without passing results through the broker.
+"""
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django.utils.text import slugify
+
+from .models import Job
+from .registry import task_for_kind
+
+
+@dataclass(frozen=True)
+class PipelinePlan:
+    """What a pipeline run does; every field is a launch-form field."""
+
+    dataset: str
+    methods: list[str] = field(default_factory=lambda: ["presft_hist", "postgrag"])
+    baseline: str = "presft_hist"
+    challenger: str = "postgrag"
+    backbone: str = "smollm2"
+    llm: str = "smollm2"  # generic-response model (paper: Llama-3.1-8B-Instruct in 4-bit)
+    judge_model: str = "smollm2"  # paper: Qwen2.5-32B-Instruct in 4-bit
+    train_split: str = "train"
+    eval_split: str = "test"
+    train_limit: int | None = 64
+    eval_limit: int | None = 12
+    max_steps: int | None = 8
+    batch_size: int = 4
+    lr: float = 1e-4
+    alpha: float = 0.5
+    beta: float = 1e-2
+    study_slug: str = ""
+    overlap: int = 3
+    seed: int = 0
+    augment: bool = True
+    judge: bool = True
+
+    def system_name(self, method: str) -> str:
+        return slugify(f"{self.dataset}-{method}")
+
+    def slug(self) -> str:
+        return self.study_slug or slugify(f"{self.dataset}-{self.baseline}-vs-{self.challenger}")
+
+    def stages(self) -> list[tuple[str, dict]]:
+        """(job kind, job params) for each stage, in order."""
+        stages: list[tuple[str, dict]] = []
+        if self.augment:
+            for split in dict.fromkeys([self.train_split, self.eval_split]):
+                limit = self.train_limit if split == self.train_split else self.eval_limit
+                stages.append((Job.Kind.AUGMENT, {"dataset": self.dataset, "split": split, "model": self.llm,
+                                                  "limit": limit, "batch_size": 8}))
+        for method in self.methods:
+            stages.append((Job.Kind.TRAIN, {
+                "dataset": self.dataset, "method": method, "backbone": self.backbone,
+                "system_name": self.system_name(method), "epochs": 1, "max_steps": self.max_steps,
+                "batch_size": self.batch_size, "lr": self.lr, "alpha": self.alpha, "beta": self.beta,
+                "limit": self.train_limit, "split": self.train_split, "seed": self.seed,
+            }))
+            stages.append((Job.Kind.GENERATE, {"system": self.system_name(method), "split": self.eval_split,
+                                               "limit": self.eval_limit, "decoding": "greedy"}))
+            stages.append((Job.Kind.METRICS, {"system": self.system_name(method), "split": self.eval_split}))
+        stages.append((Job.Kind.STUDY, {
+            "slug": self.slug(), "baseline": self.system_name(self.baseline),
+            "challenger": self.system_name(self.challenger), "split": self.eval_split, "limit": self.eval_limit,
+            "overlap": self.overlap, "seed": self.seed,
+        }))
+        if self.judge:
+            stages.append((Job.Kind.JUDGE, {"study": self.slug(), "model": self.judge_model,
+                                            "name": f"LLM-{self.judge_model}".replace("/", "-")[:150]}))
+        return stages
+
+
+def pipeline_create(*, plan: PipelinePlan, user=None) -> tuple[Job, list[Job]]:
+    """Create the pipeline Job and one queued child Job per stage, in one transaction."""
+    from dataclasses import asdict
+
+    with transaction.atomic():
+        parent = Job.objects.create(kind=Job.Kind.PIPELINE, params=asdict(plan), created_by=user)
+        children = [
+            Job.objects.create(kind=kind, params=params, parent=parent, created_by=user)
+            for kind, params in plan.stages()
+        ]
+        Job.objects.filter(pk=parent.pk).update(progress_total=len(children))
+    return parent, children
+
+
+def pipeline_canvas(*, parent: Job, children: list[Job]):
+    """The Celery chain: start marker, each stage, finish marker; a failure marks the pipeline failed."""
+    from celery import chain
+
+    from grag_site.celery import app
+
+    steps = [app.signature("worker.pipeline_start", args=[parent.pk], immutable=True)]
+    steps += [app.signature(task_for_kind(child.kind), args=[child.pk], immutable=True) for child in children]
+    steps.append(app.signature("worker.pipeline_finish", args=[parent.pk], immutable=True))
+    return chain(*steps).on_error(app.signature("worker.pipeline_failed", args=[parent.pk], immutable=True))
+
+
+def pipeline_launch(*, plan: PipelinePlan, user=None) -> Job:
+    """Check the broker, create the pipeline's jobs and send its chain once they are committed."""
+    from .services import broker_check
+
+    broker_check()
+    parent, children = pipeline_create(plan=plan, user=user)
+    transaction.on_commit(lambda: pipeline_canvas(parent=parent, children=children).apply_async())
+    return parent
