@@ -1,0 +1,201 @@
+"""Reads of annotation data that take more than one query: payloads, progress, quality figures.
+
+What an annotator can fetch goes through ``item_payload`` only: it carries the opaque
+``public_id`` and the two texts in the order stored for this annotator, never a system name,
+an item key, a database id or which side is the baseline (blinding, section 5.5).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+
+from .models import Assignment, Item, Rating, Study
+
+TRAP_KINDS = (Item.Kind.TRAP_IDENTICAL, Item.Kind.TRAP_REPEAT)
+RATED_KINDS = (Item.Kind.NORMAL, Item.Kind.GOLD)
+
+
+def annotator_studies(*, user) -> QuerySet[Study]:
+    """The studies the user annotates (staff see only those they were given, too)."""
+    if not user.is_authenticated:
+        return Study.objects.none()
+    return Study.objects.filter(annotators=user).order_by("-created_at")
+
+
+def study_for_annotator(*, user, slug: str) -> Study | None:
+    """The study ``slug`` if ``user`` annotates it, else None (callers answer 404)."""
+    return annotator_studies(user=user).filter(slug=slug).first()
+
+
+def assignment_for_annotator(*, study: Study, annotator, public_id: str) -> Assignment | None:
+    """The annotator's assignment of the item with this opaque id, or None (callers answer 404)."""
+    return (
+        Assignment.objects.select_related("item", "item__study")
+        .filter(item__study=study, item__public_id=public_id, annotator=annotator)
+        .first()
+    )
+
+
+def annotator_progress(*, study: Study, annotator) -> dict[str, int]:
+    """Items done and the most this annotator can do: done plus the items still open to them."""
+    now = timezone.now()
+    done = Assignment.objects.filter(item__study=study, annotator=annotator, status=Assignment.Status.COMPLETED).count()
+    live = Q(assignments__status=Assignment.Status.COMPLETED) | Q(
+        assignments__status=Assignment.Status.RESERVED, assignments__expires_at__gt=now
+    )
+    mine = Assignment.objects.filter(item__study=study, annotator=annotator).filter(
+        Q(status=Assignment.Status.COMPLETED) | Q(status=Assignment.Status.RESERVED, expires_at__gt=now)
+    )
+    open_items = (
+        Item.objects.filter(study=study, kind__in=RATED_KINDS)
+        .exclude(pk__in=mine.values("item_id"))
+        .annotate(live=Count("assignments", filter=live))
+        .filter(live__lt=study.overlap)
+        .count()
+    )
+    reserved = mine.filter(status=Assignment.Status.RESERVED).count()
+    return {"done": done, "total": done + reserved + open_items}
+
+
+def item_payload(*, assignment: Assignment) -> dict[str, Any]:
+    """What the annotator sees of an item, blinded: response A and B in the order stored for them."""
+    item = assignment.item
+    study = item.study
+    if assignment.baseline_side == "A":
+        response_a, response_b = item.baseline_response, item.challenger_response
+    else:
+        response_a, response_b = item.challenger_response, item.baseline_response
+    return {
+        "item": item.public_id,
+        "persona": item.persona,
+        "history": [{"role": t.get("role", ""), "text": t.get("text", "")} for t in item.history or []],
+        "generic_response": item.generic_response,
+        "response_a": response_a,
+        "response_b": response_b,
+        "questions": [{"key": q.key, "label": q.label, "text": q.text} for q in study.questions.all()],
+        "progress": annotator_progress(study=study, annotator=assignment.annotator),
+    }
+
+
+def assignment_current_answers(*, assignment: Assignment) -> dict[str, dict[str, Any]]:
+    """The annotator's current answers to this item as shown to them: {q: {"choice", "confidence"}}."""
+    return {
+        r.question: {"choice": r.shown_choice, "confidence": r.confidence}
+        for r in Rating.objects.filter(
+            item=assignment.item, annotator=assignment.annotator, rater_kind=Rating.RaterKind.HUMAN, is_current=True
+        )
+    }
+
+
+# --------------------------------------------------------------------------- staff
+
+
+def study_items_state(*, study: Study) -> list[dict[str, Any]]:
+    """Each item with its assignment state, for staff: completed, live reserved and expired counts."""
+    now = timezone.now()
+    rows = (
+        Item.objects.filter(study=study)
+        .annotate(
+            completed=Count("assignments", filter=Q(assignments__status=Assignment.Status.COMPLETED)),
+            reserved=Count(
+                "assignments",
+                filter=Q(assignments__status=Assignment.Status.RESERVED, assignments__expires_at__gt=now),
+            ),
+            expired=Count(
+                "assignments",
+                filter=Q(assignments__status=Assignment.Status.EXPIRED)
+                | Q(assignments__status=Assignment.Status.RESERVED, assignments__expires_at__lte=now),
+            ),
+        )
+        .order_by("key")
+    )
+    return [
+        {
+            "key": i.key, "item": i.public_id, "kind": i.kind, "completed": i.completed, "reserved": i.reserved,
+            "expired": i.expired,
+            "state": "done" if i.completed >= study.overlap else ("in progress" if i.completed or i.reserved else "open"),
+        }
+        for i in rows
+    ]
+
+
+def study_ratings(*, study: Study, include_quality_items: bool = False, rater_kind: str | None = None) -> QuerySet[Rating]:
+    """The current ratings of a study; gold and trap items are left out unless asked for."""
+    qs = Rating.objects.filter(item__study=study, is_current=True).select_related("item")
+    if not include_quality_items:
+        qs = qs.filter(item__kind=Item.Kind.NORMAL)
+    if rater_kind:
+        qs = qs.filter(rater_kind=rater_kind)
+    return qs.order_by("item__key", "rater", "question")
+
+
+def study_votes_rows(*, study: Study) -> list[dict[str, Any]]:
+    """Rows of ``export_votes`` (the same columns ``import_votes`` reads), current ratings only."""
+    return [
+        {
+            "item_key": r.item.key, "rater": r.rater, "rater_kind": r.rater_kind, "question": r.question,
+            "choice": r.choice, "confidence": r.confidence,
+        }
+        for r in study_ratings(study=study)
+    ]
+
+
+def annotator_quality(*, study: Study) -> list[dict[str, Any]]:
+    """Per human annotator: quality-control pass rate, consistency, too-fast items, left-side preference.
+
+    - pass rate: share of answers to gold and identical-pair items that match the known answer;
+    - consistency: share of answers to a repeated pair (sides swapped) equal to the annotator's
+      answer to the original, compared canonically;
+    - too fast: completed items rated in fewer than ``study.too_fast_seconds`` seconds;
+    - left preference: among their non-"Similar" answers, the share that chose the left side (A);
+      0.5 means no position bias.
+    """
+    ratings = list(
+        Rating.objects.filter(item__study=study, is_current=True, rater_kind=Rating.RaterKind.HUMAN)
+        .select_related("item")
+        .values_list("rater", "item_id", "item__kind", "item__gold_answers", "item__repeat_of_id", "question", "choice",
+                     "shown_choice")
+    )
+    by_rater_item: dict[tuple[str, int], dict[str, str]] = defaultdict(dict)
+    for rater, item_id, _kind, _gold, _rep, question, choice, _shown in ratings:
+        by_rater_item[(rater, item_id)][question] = choice
+    stats: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for rater, item_id, kind, gold, repeat_of, question, choice, shown in ratings:
+        s = stats[rater]
+        if shown in ("A", "B"):
+            s["sided"] += 1
+            s["left"] += shown == "A"
+        if kind in (Item.Kind.GOLD, Item.Kind.TRAP_IDENTICAL) and question in (gold or {}):
+            s["checks"] += 1
+            s["passed"] += gold[question] == choice
+        if kind == Item.Kind.TRAP_REPEAT:
+            original = by_rater_item.get((rater, repeat_of), {}).get(question)
+            if original is not None:
+                s["repeats"] += 1
+                s["consistent"] += original == choice
+    timing = (
+        Assignment.objects.filter(item__study=study, status=Assignment.Status.COMPLETED)
+        .values("annotator__username")
+        .annotate(items=Count("id"), too_fast=Count("id", filter=Q(seconds__lt=study.too_fast_seconds)))
+    )
+    out = []
+    names = {t["annotator__username"]: t for t in timing}
+    for rater in sorted(set(stats) | set(names)):
+        s, t = stats.get(rater, {}), names.get(rater, {"items": 0, "too_fast": 0})
+        out.append(
+            {
+                "annotator": rater,
+                "items": t["items"],
+                "too_fast": t["too_fast"],
+                "pass_rate": s["passed"] / s["checks"] if s.get("checks") else None,
+                "checks": s.get("checks", 0),
+                "consistency": s["consistent"] / s["repeats"] if s.get("repeats") else None,
+                "repeats": s.get("repeats", 0),
+                "left_preference": s["left"] / s["sided"] if s.get("sided") else None,
+                "sided_answers": s.get("sided", 0),
+            }
+        )
+    return out

@@ -1,0 +1,610 @@
+"""Operations that change annotation data: studies, annotators, assignment and ratings.
+
+The human evaluation of the GRAG paper (section 5.5, Table 5): each item pairs a baseline's and
+a challenger's response for one sample; ``overlap`` annotators (three in the paper) answer four
+questions with "A better" / "B better" / "Similar" and a confidence from 1 to 5. What the
+annotator saw (A/B/S, the side the baseline was on) is stored next to the canonical answer
+(baseline / challenger / similar), so blinding and position bias can be audited later.
+
+Concurrency: on PostgreSQL, ``assignment_next`` locks candidate item rows with
+``SELECT ... FOR UPDATE SKIP LOCKED`` and re-counts their live assignments after taking the
+lock, so two annotators asking at once never push an item past its overlap; the database's
+unique constraints (one assignment per item and annotator, one current rating per item,
+question and rater) back the code up.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from .models import DEFAULT_QUESTIONS, Assignment, Item, Question, Rating, Study
+
+User = get_user_model()
+
+CHOICES_SHOWN = ("A", "B", "S")
+# Lines longer than this in a study file are refused: no real item is that long, and reading one
+# would only exhaust memory.
+MAX_LINE_BYTES = 1_000_000
+# Candidate items locked per request: a few, so that one skipped by the side-balance rule
+# still leaves a choice, but not so many that concurrent annotators starve each other.
+CANDIDATES_LOCKED = 4
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer as the annotator gave it: the question key, A / B / S as shown, confidence 1-5."""
+
+    question: str
+    choice: str
+    confidence: int
+
+
+class RatingInvalid(ValueError):
+    """Answers that cannot be stored; ``errors`` maps each bad field to what is wrong with it."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
+class ReservationLost(RatingInvalid):
+    """The annotator's reservation expired and the item went to someone else meanwhile."""
+
+
+class StudyFileError(ValueError):
+    """A study file that cannot be imported; the message names the file and line."""
+
+
+# --------------------------------------------------------------------------- studies
+
+
+def study_questions_create(*, study: Study) -> None:
+    """Give a new study the paper's four questions (Table 5); staff may edit them later."""
+    Question.objects.bulk_create(
+        [Question(study=study, key=k, label=label, text=text, order=i) for i, (k, label, text) in enumerate(DEFAULT_QUESTIONS)]
+    )
+
+
+def _history_normalise(history: Any, where: str) -> list[dict[str, str]]:
+    """Turns as [{"role": "user"|"agent", "text"}]; a plain string becomes turns by its prefixes."""
+    if isinstance(history, str):
+        turns = []
+        for line in history.splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            role, sep, text = line.partition(":")
+            if sep and role.strip().lower() in ("user", "agent"):
+                turns.append({"role": role.strip().lower(), "text": text.strip()})
+            elif turns:
+                turns[-1]["text"] += "\n" + line
+            else:
+                turns.append({"role": "user", "text": line})
+        return turns
+    if not isinstance(history, list):
+        raise StudyFileError(f"{where}: \"history\" must be a list of turns or a string, not {type(history).__name__}")
+    turns = []
+    for i, turn in enumerate(history):
+        if not isinstance(turn, dict) or turn.get("role") not in ("user", "agent") or not isinstance(turn.get("text"), str):
+            raise StudyFileError(
+                f"{where}: history[{i}] must be {{\"role\": \"user\"|\"agent\", \"text\": \"...\"}}, got {json.dumps(turn)[:200]}"
+            )
+        turns.append({"role": turn["role"], "text": turn["text"]})
+    return turns
+
+
+def _study_file_read(*, path: str | Path, baseline: str, challenger: str) -> list[dict[str, Any]]:
+    """Parse and check every line of a study file before anything is written."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudyFileError(f"{path}: no such file")
+    rows, seen = [], {}
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            where = f"{path}:{lineno}"
+            if len(raw) > MAX_LINE_BYTES:
+                raise StudyFileError(f"{where}: line is longer than {MAX_LINE_BYTES} bytes")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise StudyFileError(f"{where}: not UTF-8 ({exc.reason} at byte {exc.start}); save the file as UTF-8") from exc
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise StudyFileError(f"{where}: not valid JSON ({exc.msg}, column {exc.colno})") from exc
+            if not isinstance(obj, dict):
+                raise StudyFileError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+            key = obj.get("key")
+            if isinstance(key, int) and not isinstance(key, bool):
+                key = str(key)
+            if not isinstance(key, str) or not key.strip():
+                raise StudyFileError(f"{where}: \"key\" is missing or not a non-empty string")
+            if len(key) > 300:
+                raise StudyFileError(f"{where}: \"key\" is longer than 300 characters")
+            if key in seen:
+                raise StudyFileError(f"{where}: key {key!r} already used on line {seen[key]}")
+            seen[key] = lineno
+            persona = obj.get("persona", "")
+            if isinstance(persona, list) and all(isinstance(p, str) for p in persona):
+                persona = "\n".join(persona)
+            if not isinstance(persona, str):
+                raise StudyFileError(f"{where}: \"persona\" must be a string or a list of strings")
+            history = _history_normalise(obj.get("history", []), where)
+            generic = obj.get("generic_response") or ""
+            if not isinstance(generic, str):
+                raise StudyFileError(f"{where}: \"generic_response\" must be a string (may be empty)")
+            responses = obj.get("responses")
+            if not isinstance(responses, dict):
+                raise StudyFileError(f"{where}: \"responses\" must be an object {{\"<system>\": \"<text>\"}}")
+            for name in (baseline, challenger):
+                value = responses.get(name)
+                if not isinstance(value, str) or not value.strip():
+                    have = ", ".join(sorted(map(str, responses))) or "none"
+                    raise StudyFileError(f"{where}: no response of system {name!r} (systems on this line: {have})")
+            gold = obj.get("gold") or {}
+            if not isinstance(gold, dict):
+                raise StudyFileError(f"{where}: \"gold\" must be an object {{\"q1\": \"<system>\"|\"similar\"}}")
+            gold_answers = {}
+            for q, answer in gold.items():
+                canonical = {baseline: "baseline", challenger: "challenger", "similar": "similar"}.get(answer)
+                if canonical is None:
+                    raise StudyFileError(f"{where}: gold answer for {q!r} must be {baseline!r}, {challenger!r} or 'similar'")
+                gold_answers[str(q)] = canonical
+            rows.append(
+                {
+                    "key": key, "persona": persona, "history": history, "generic_response": generic,
+                    "baseline_response": responses[baseline], "challenger_response": responses[challenger],
+                    "kind": Item.Kind.GOLD if gold_answers else Item.Kind.NORMAL, "gold_answers": gold_answers,
+                }
+            )
+    if not rows:
+        raise StudyFileError(f"{path}: no items (the file is empty)")
+    return rows
+
+
+_ITEM_CONTENT = ("persona", "history", "generic_response", "baseline_response", "challenger_response", "kind", "gold_answers")
+
+
+@transaction.atomic
+def study_import_jsonl(
+    *, path: str | Path, slug: str, baseline: str, challenger: str, overlap: int = 3, seed: int = 0,
+    trap_rate: float = 0.0,
+) -> tuple[Study, int]:
+    """Create a study from a JSONL file (one item a line); return it and its number of items.
+
+    Every line is checked before anything is written. Importing the same file again changes
+    nothing; new lines are added; a line whose item differs from the stored one is refused.
+    """
+    if baseline == challenger:
+        raise StudyFileError("baseline and challenger must be different systems")
+    if overlap < 1:
+        raise StudyFileError("overlap must be at least 1")
+    rows = _study_file_read(path=path, baseline=baseline, challenger=challenger)
+    study = Study.objects.select_for_update().filter(slug=slug).first()
+    if study is None:
+        study = study_create(
+            slug=slug, baseline_name=baseline, challenger_name=challenger, overlap=overlap, seed=seed, trap_rate=trap_rate,
+            meta={"source": str(path)},
+        )
+    elif (study.baseline_name, study.challenger_name) != (baseline, challenger):
+        raise StudyFileError(
+            f"study {slug!r} compares {study.baseline_name!r} with {study.challenger_name!r}, not {baseline!r} with "
+            f"{challenger!r}; choose another --slug"
+        )
+    existing = {item.key: item for item in study.items.all()}
+    new = []
+    for lineno, row in enumerate(rows, start=1):
+        old = existing.get(row["key"])
+        if old is None:
+            new.append(Item(study=study, **row))
+        elif any(getattr(old, f) != row[f] for f in _ITEM_CONTENT):
+            raise StudyFileError(
+                f"{path}: item {row['key']!r} differs from the one already in study {slug!r}; "
+                "items of a study cannot change once imported (use a new --slug)"
+            )
+    Item.objects.bulk_create(new)
+    if new:
+        study_traps_create(study=study)
+    return study, study.items.filter(kind__in=[Item.Kind.NORMAL, Item.Kind.GOLD]).count()
+
+
+def study_create(
+    *, slug: str, baseline_name: str, challenger_name: str, overlap: int = 3, seed: int = 0, trap_rate: float = 0.0,
+    title: str = "", meta: dict | None = None, **fields: Any,
+) -> Study:
+    """Create an empty study with the paper's four questions."""
+    study = Study.objects.create(
+        slug=slug, title=title or slug, baseline_name=baseline_name, challenger_name=challenger_name,
+        overlap=overlap, seed=seed, trap_rate=trap_rate, meta=meta or {}, **fields,
+    )
+    study_questions_create(study=study)
+    return study
+
+
+@transaction.atomic
+def study_create_from_systems(
+    *, slug: str, baseline, challenger, split: str = "test", limit: int | None = None, overlap: int = 3, seed: int = 0,
+    trap_rate: float = 0.0,
+) -> Study:
+    """Create a study from the stored responses of two systems on the samples both answered.
+
+    With ``limit``, a seeded random subset of that size is taken (the paper rates 145 SPC test
+    turns, section 5.5).
+    """
+    from modeling.models import Response
+
+    if baseline.pk == challenger.pk:
+        raise ValueError("baseline and challenger must be different systems")
+    if Study.objects.filter(slug=slug).exists():
+        raise ValueError(f"a study with slug {slug!r} already exists")
+    base = {r.sample_id: r.text for r in Response.objects.filter(system=baseline, sample__split=split)}
+    chal = {r.sample_id: r.text for r in Response.objects.filter(system=challenger, sample__split=split)}
+    common = sorted(set(base) & set(chal))
+    if not common:
+        raise ValueError(f"{baseline.name} and {challenger.name} have no responses to the same {split!r} samples")
+    if limit is not None and limit < len(common):
+        common = sorted(random.Random(seed).sample(common, limit))
+    from modeling.models import Sample
+
+    study = study_create(
+        slug=slug, baseline_name=baseline.name, challenger_name=challenger.name, overlap=overlap, seed=seed,
+        trap_rate=trap_rate, baseline_system=baseline, challenger_system=challenger,
+        meta={"split": split, "limit": limit},
+    )
+    Item.objects.bulk_create(
+        [
+            Item(
+                study=study, key=s.key, sample=s, persona=s.agent_persona, history=s.history,
+                generic_response=s.generic_response, baseline_response=base[s.pk], challenger_response=chal[s.pk],
+            )
+            for s in Sample.objects.filter(pk__in=common).order_by("key")
+        ]
+    )
+    study_traps_create(study=study)
+    return study
+
+
+def study_traps_create(*, study: Study) -> int:
+    """Add quality-control items at ``study.trap_rate``: identical pairs and repeated pairs.
+
+    An identical pair's right answer is "Similar"; a repeated pair is shown to an annotator who
+    rated the original, with the sides swapped, to measure consistency. Both are ordinary items
+    to the annotator (same fields, opaque ids) and are kept out of the aggregate. Returns how
+    many were added.
+    """
+    if study.trap_rate <= 0:
+        return 0
+    normal = list(study.items.filter(kind=Item.Kind.NORMAL).order_by("key"))
+    have = set(study.items.exclude(kind__in=[Item.Kind.NORMAL, Item.Kind.GOLD]).values_list("key", flat=True))
+    per_kind = max(1, math.ceil(study.trap_rate * len(normal) / 2))
+    rng = random.Random(f"{study.seed}:traps")
+    picks = rng.sample(normal, min(len(normal), per_kind * 2))
+    traps = []
+    for i, item in enumerate(picks):
+        if i % 2 == 0:
+            key = f"trap-identical:{item.key}"[:300]
+            # Which system's text is doubled is seeded, so it says nothing about either side.
+            text = item.baseline_response if rng.random() < 0.5 else item.challenger_response
+            fields = {"kind": Item.Kind.TRAP_IDENTICAL, "baseline_response": text, "challenger_response": text,
+                      "gold_answers": {q: "similar" for q in study.questions.values_list("key", flat=True)}}
+        else:
+            key = f"trap-repeat:{item.key}"[:300]
+            fields = {"kind": Item.Kind.TRAP_REPEAT, "repeat_of": item, "baseline_response": item.baseline_response,
+                      "challenger_response": item.challenger_response}
+        if key in have:
+            continue
+        traps.append(Item(study=study, key=key, sample=item.sample, persona=item.persona, history=item.history,
+                          generic_response=item.generic_response, **fields))
+    Item.objects.bulk_create(traps)
+    return len(traps)
+
+
+# --------------------------------------------------------------------------- annotators
+
+
+@transaction.atomic
+def annotator_add(*, username: str, password: str | None, study: Study | None) -> User:
+    """Create or update an annotator (a plain, non-staff user) and give them ``study``.
+
+    ``password=None`` keeps an existing user's password (a new one gets none usable until set).
+    """
+    username = (username or "").strip()
+    if not username:
+        raise ValueError("username must not be empty")
+    if len(username) > 150:
+        raise ValueError("username must be at most 150 characters")
+    user, created = User.objects.get_or_create(username=username)
+    if password is not None:
+        if not password:
+            raise ValueError("password must not be empty")
+        user.set_password(password)
+        user.save(update_fields=["password"])
+    elif created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    if study is not None:
+        study.annotators.add(user)
+    return user
+
+
+# --------------------------------------------------------------------------- assignment
+
+
+def _live_q(now, prefix: str = "") -> Q:
+    """Assignments that hold a slot of their item: completed, or reserved and not yet expired."""
+    return Q(**{f"{prefix}status": Assignment.Status.COMPLETED}) | Q(
+        **{f"{prefix}status": Assignment.Status.RESERVED, f"{prefix}expires_at__gt": now}
+    )
+
+
+def _seeded_side(study: Study, annotator_id: int, item_id: int) -> str:
+    digest = hashlib.sha256(f"{study.seed}:{annotator_id}:{item_id}".encode()).digest()
+    return "A" if digest[0] % 2 == 0 else "B"
+
+
+def _side_choose(*, study: Study, annotator, item: Item, mine: dict[str, int], others: list[str]) -> str:
+    """The side the baseline is shown on for (annotator, item).
+
+    Rules, in order: keep the annotator's own count of baseline-as-A within one of half (so a
+    human's left-side preference cannot masquerade as a system preference); then give the item
+    the order its other raters saw less (so its raters see both orders); then a seeded coin.
+    """
+    if mine["A"] != mine["B"]:
+        return "A" if mine["A"] < mine["B"] else "B"
+    if others.count("A") != others.count("B"):
+        return "A" if others.count("A") < others.count("B") else "B"
+    return _seeded_side(study, annotator.pk, item.pk)
+
+
+def _annotator_sides(*, study: Study, annotator, now) -> dict[str, int]:
+    counts = dict(
+        Assignment.objects.filter(_live_q(now), item__study=study, annotator=annotator)
+        .values_list("baseline_side").annotate(n=Count("id")).order_by()
+    )
+    return {"A": counts.get("A", 0), "B": counts.get("B", 0)}
+
+
+def _trap_due(*, study: Study, annotator) -> bool:
+    """Whether the annotator's next item should be a quality-control item (rate ``study.trap_rate``)."""
+    if study.trap_rate <= 0:
+        return False
+    done = Assignment.objects.filter(item__study=study, annotator=annotator, status=Assignment.Status.COMPLETED)
+    total = done.count()
+    traps = done.exclude(item__kind__in=[Item.Kind.NORMAL, Item.Kind.GOLD]).count()
+    return traps < math.floor(study.trap_rate * (total + 1))
+
+
+def _candidates(*, study: Study, annotator, now, traps: bool):
+    mine = Assignment.objects.filter(item=OuterRef("pk"), annotator=annotator).filter(
+        Q(status=Assignment.Status.COMPLETED) | Q(status=Assignment.Status.RESERVED, expires_at__gt=now)
+    )
+    items = Item.objects.filter(study=study).exclude(Exists(mine))
+    if traps:
+        # A repeated pair only makes sense to someone who rated the original.
+        rated = Assignment.objects.filter(annotator=annotator, status=Assignment.Status.COMPLETED).values("item_id")
+        return items.filter(
+            Q(kind=Item.Kind.TRAP_IDENTICAL) | Q(kind=Item.Kind.TRAP_REPEAT, repeat_of_id__in=rated)
+        ).order_by("public_id")
+    live = (
+        Assignment.objects.filter(_live_q(now), item=OuterRef("pk")).values("item").annotate(n=Count("id")).values("n")
+    )
+    # Fill items that others started first, so complete items (three ratings) appear early.
+    return (
+        items.filter(kind__in=[Item.Kind.NORMAL, Item.Kind.GOLD])
+        .annotate(live=Coalesce(Subquery(live, output_field=IntegerField()), Value(0)))
+        .filter(live__lt=study.overlap)
+        .order_by("-live", "public_id")
+    )
+
+
+def _lock(qs, *, skip_locked: bool, limit: int):
+    if connection.features.has_select_for_update_skip_locked:
+        return list(qs.select_for_update(skip_locked=skip_locked, of=("self",))[:limit])
+    # SQLite locks the whole database for a write transaction; nothing to skip.
+    return list(qs[:limit])
+
+
+def assignment_next(*, study: Study, annotator) -> Assignment | None:
+    """Reserve the annotator's next item, or return their live reservation; None when nothing is left.
+
+    The item is one they have not rated whose completed plus live reserved assignments are
+    below the overlap. A reservation lasts ``study.reservation_minutes``; after that the slot
+    goes back to the pool.
+    """
+    if not study.is_open:
+        return None
+    for _attempt in range(20):
+        with transaction.atomic():
+            assignment, retry = _assignment_next_once(study=study, annotator=annotator)
+        if not retry:
+            return assignment
+    return None
+
+
+def _assignment_next_once(*, study: Study, annotator) -> tuple[Assignment | None, bool]:
+    now = timezone.now()
+    # One request at a time per annotator (a double click must not reserve two items).
+    User.objects.select_for_update().filter(pk=annotator.pk).first()
+    current = (
+        Assignment.objects.filter(item__study=study, annotator=annotator, status=Assignment.Status.RESERVED)
+        .select_related("item").order_by("-reserved_at")
+    )
+    for a in current:
+        if a.expires_at > now:
+            return a, False
+    current.filter(expires_at__lte=now).update(status=Assignment.Status.EXPIRED)
+
+    chosen, others = None, []
+    mine = _annotator_sides(study=study, annotator=annotator, now=now)
+    for traps in ([True, False] if _trap_due(study=study, annotator=annotator) else [False]):
+        qs = _candidates(study=study, annotator=annotator, now=now, traps=traps)
+        locked = _lock(qs, skip_locked=True, limit=CANDIDATES_LOCKED)
+        if not locked and not traps and qs.exists():
+            # Every open item is locked by someone else this instant: wait for one rather
+            # than tell the annotator the study is done.
+            locked = _lock(qs, skip_locked=False, limit=1)
+        fallback = None
+        for item in locked:
+            # Re-count under the lock: the candidate query's snapshot may predate a commit.
+            sides = list(
+                Assignment.objects.filter(_live_q(now), item=item).exclude(annotator=annotator)
+                .values_list("baseline_side", flat=True)
+            )
+            if item.kind not in (Item.Kind.TRAP_IDENTICAL, Item.Kind.TRAP_REPEAT) and len(sides) >= study.overlap:
+                continue
+            if item.kind == Item.Kind.TRAP_REPEAT:
+                chosen, others = item, sides
+                break
+            side = _side_choose(study=study, annotator=annotator, item=item, mine=mine, others=sides)
+            if len(sides) == study.overlap - 1 and sides and all(s == side for s in sides):
+                # This side would give all raters of the item the same order; prefer another item.
+                fallback = fallback or (item, sides)
+                continue
+            chosen, others = item, sides
+            break
+        if chosen is None and fallback is not None:
+            chosen, others = fallback
+        if chosen is not None:
+            break
+    if chosen is None:
+        retry = _candidates(study=study, annotator=annotator, now=now, traps=False).exists()
+        return None, retry
+
+    if chosen.kind == Item.Kind.TRAP_REPEAT:
+        original = Assignment.objects.get(item_id=chosen.repeat_of_id, annotator=annotator)
+        side = "B" if original.baseline_side == "A" else "A"
+    else:
+        side = _side_choose(study=study, annotator=annotator, item=chosen, mine=mine, others=others)
+    expires = now + timedelta(minutes=study.reservation_minutes)
+    previous = Assignment.objects.filter(item=chosen, annotator=annotator).first()
+    if previous is not None:
+        # An expired reservation of the same item comes back with the order it had: the
+        # order is fixed per (annotator, item), never reshuffled on a reload.
+        if mine["A"] == mine["B"] or previous.baseline_side == side:
+            side = previous.baseline_side
+        previous.baseline_side, previous.status = side, Assignment.Status.RESERVED
+        previous.reserved_at, previous.expires_at, previous.completed_at, previous.seconds = now, expires, None, None
+        previous.save()
+        return previous, False
+    try:
+        with transaction.atomic():
+            a = Assignment.objects.create(
+                item=chosen, annotator=annotator, baseline_side=side, reserved_at=now, expires_at=expires
+            )
+    except IntegrityError:
+        return None, True
+    return a, False
+
+
+# --------------------------------------------------------------------------- ratings
+
+
+def _canonical(shown: str, baseline_side: str) -> str:
+    if shown == "S":
+        return Rating.Choice.SIMILAR
+    return Rating.Choice.BASELINE if shown == baseline_side else Rating.Choice.CHALLENGER
+
+
+def answers_validate(*, study: Study, answers: list[Answer]) -> list[Answer]:
+    """Check that every question of the study is answered once with A/B/S and a confidence 1-5."""
+    keys = list(study.questions.values_list("key", flat=True))
+    errors: dict[str, str] = {}
+    given: dict[str, Answer] = {}
+    for a in answers:
+        q = str(a.question)
+        if q not in keys:
+            errors[q or "question"] = f"no question {q!r} in this study (questions: {', '.join(keys)})"
+        elif q in given:
+            errors[q] = "answered twice"
+        else:
+            given[q] = a
+    for q in keys:
+        a = given.get(q)
+        if a is None:
+            errors.setdefault(q, "answer this question: choose A, B or Similar")
+            continue
+        if a.choice not in CHOICES_SHOWN:
+            errors[q] = "choose A, B or Similar"
+        conf = a.confidence
+        if isinstance(conf, bool) or not isinstance(conf, int) or not 1 <= conf <= 5:
+            errors[f"{q}.confidence"] = "give a confidence from 1 (not confident) to 5 (very confident)"
+    if errors:
+        raise RatingInvalid(errors)
+    return [given[q] for q in keys]
+
+
+@transaction.atomic
+def rating_submit(*, assignment: Assignment, answers: list[Answer]) -> list[Rating]:
+    """Store an annotator's answers to every question of an item; return the current ratings.
+
+    All questions are required; on any error nothing is stored. Submitting the same answers
+    again (a double click, a retry) stores nothing. Changing answers is allowed until the
+    annotator moves on to another item: each changed answer adds a row and the old row stops
+    being current, so every change is kept with its timestamp (append-only).
+    """
+    assignment = Assignment.objects.select_for_update().select_related("item__study", "annotator").get(pk=assignment.pk)
+    item, study, annotator = assignment.item, assignment.item.study, assignment.annotator
+    answers = answers_validate(study=study, answers=answers)
+    now = timezone.now()
+    current = {
+        r.question: r for r in Rating.objects.filter(item=item, rater=annotator.get_username(), is_current=True)
+    }
+
+    if assignment.status == Assignment.Status.COMPLETED:
+        unchanged = all(
+            q.question in current
+            and current[q.question].shown_choice == q.choice
+            and current[q.question].confidence == q.confidence
+            for q in answers
+        )
+        if unchanged:
+            return [current[a.question] for a in answers]
+        moved_on = Assignment.objects.filter(
+            item__study=study, annotator=annotator, reserved_at__gt=assignment.reserved_at
+        ).exclude(pk=assignment.pk).exists()
+        if moved_on:
+            raise RatingInvalid({"item": "this item is closed: answers can be changed only before moving to the next item"})
+    else:
+        if assignment.status == Assignment.Status.EXPIRED or assignment.expires_at <= now:
+            # A late submit still counts if the slot is free; lock the item to decide.
+            Item.objects.select_for_update().filter(pk=item.pk).first()
+            taken = Assignment.objects.filter(_live_q(now), item=item).exclude(pk=assignment.pk).count()
+            if item.kind in (Item.Kind.NORMAL, Item.Kind.GOLD) and taken >= study.overlap:
+                raise ReservationLost(
+                    {"item": "your reservation of this item expired and it went to another annotator; ask for the next item"}
+                )
+        assignment.status = Assignment.Status.COMPLETED
+        assignment.completed_at = now
+        assignment.seconds = (now - assignment.reserved_at).total_seconds()
+        assignment.save(update_fields=["status", "completed_at", "seconds"])
+
+    result = []
+    for a in answers:
+        old = current.get(a.question)
+        if old is not None and old.shown_choice == a.choice and old.confidence == a.confidence:
+            result.append(old)
+            continue
+        if old is not None:
+            Rating.objects.filter(pk=old.pk).update(is_current=False)
+        result.append(
+            Rating.objects.create(
+                item=item, question=a.question, rater=annotator.get_username(), rater_kind=Rating.RaterKind.HUMAN,
+                annotator=annotator, assignment=assignment, choice=_canonical(a.choice, assignment.baseline_side),
+                shown_choice=a.choice, baseline_side=assignment.baseline_side, confidence=a.confidence,
+            )
+        )
+    return result
