@@ -9,6 +9,7 @@ class JudgeRun(models.Model):
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled (resumable)"
 
     name = models.CharField(max_length=150, unique=True, help_text="Becomes the rater name, e.g. LLM-145.")
     study = models.ForeignKey("annotation.Study", on_delete=models.CASCADE, related_name="judge_runs")

@@ -1,0 +1,63 @@
+"""`python manage.py run_judge SLUG --model M [--name RUN] [--limit N] [--queue]`: an LLM judge run."""
+import json
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+
+from annotation.models import Study
+from judge.prompts import DEFAULT_PROMPT_VERSION, PROMPTS
+from judge.services import JudgeRunError, judge_default_model, judge_run_create, judge_run_execute
+
+
+class Command(BaseCommand):
+    help = (
+        "Judge a study's items with an LLM in both orders and store the verdicts as Ratings of an LLM rater "
+        "named after the run. Running it again with the same name resumes the run. Prints one JSON line: "
+        '{"run", "items", "ratings", "consistency", "seconds"}.'
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("study", help="Slug of the study to judge.")
+        parser.add_argument("--model", default=None,
+                            help="Judge model id or folder (default: Qwen/Qwen2.5-32B-Instruct with CUDA, else smollm2).")
+        parser.add_argument("--name", default=None, help="Run name, which becomes the rater name (default LLM-<slug>).")
+        parser.add_argument("--limit", type=int, default=None, help="Judge only the first N items.")
+        parser.add_argument("--prompt-version", default=DEFAULT_PROMPT_VERSION, choices=sorted(PROMPTS))
+        parser.add_argument("--queue", action="store_true", help="Send the run to a worker instead of running it here.")
+
+    def handle(self, *args, **opts):
+        try:
+            study = Study.objects.get(slug=opts["study"])
+        except Study.DoesNotExist:
+            raise CommandError(f"No study with slug {opts['study']!r}; `import_study` creates one.") from None
+        model_id = opts["model"] or judge_default_model()
+        started = time.monotonic()
+        try:
+            if not opts["queue"]:
+                # Fail at once with the loader's message when the model is not on this machine.
+                from modeling.llm.loading import ModelNotFound, resolve_model
+
+                try:
+                    resolve_model(model_id)
+                except ModelNotFound as exc:
+                    raise CommandError(str(exc)) from None
+            run = judge_run_create(study=study, model_id=model_id, name=opts["name"],
+                                   prompt_version=opts["prompt_version"], limit=opts["limit"])
+            if opts["queue"]:
+                from worker.models import Job
+                from worker.services import BrokerUnavailable, job_launch
+
+                try:
+                    job = job_launch(kind=Job.Kind.JUDGE, task="worker.judge",
+                                     params={"run_id": run.pk, "limit": opts["limit"]})
+                except BrokerUnavailable as exc:
+                    raise CommandError(str(exc)) from None
+                self.stdout.write(json.dumps({"run": run.name, "job": job.pk, "status": "queued"}))
+                return
+            summary = judge_run_execute(run=run, limit=opts["limit"])
+        except JudgeRunError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(json.dumps({
+            "run": run.name, "items": summary["items"], "ratings": summary["ratings"],
+            "consistency": summary["consistency"], "seconds": round(time.monotonic() - started, 2),
+        }))

@@ -1,0 +1,254 @@
+"""Judge runs: create one, execute it (resumably), and write its verdicts as an LLM rater's Ratings.
+
+The paper checks its 145 human-annotated SPC turns with Qwen2.5-32B-Instruct as a judge and then
+extends the judge to 2,000 turns (section 5.5, Figure 2). Here a run is a study, a judge model, a
+prompt version and a name; the name is the rater name of its Ratings (rater_kind="llm"), so every
+report treats a judge like one more annotator.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from annotation.models import Item, Rating, Study
+from modeling.progress import Cancelled, ProgressCallback, no_progress
+
+from .models import JudgeRun, JudgeVerdict
+from .prompts import DEFAULT_PROMPT_VERSION, prompt_hash, prompt_messages, prompt_template, responses_in_order
+from .scoring import Score, encode_messages, pair_verdict, score_prompt_groups
+from .selectors import judge_run_summary
+
+logger = logging.getLogger(__name__)
+
+SIDES = ("A", "B")  # the baseline shown as Response A, then as Response B
+DEFAULT_ITEMS_PER_BATCH = 4  # items scored, then committed in one transaction, between progress calls
+
+
+class JudgeRunError(ValueError):
+    """A judge run cannot be created or executed as asked; the message says why and what to do."""
+
+
+def judge_default_model() -> str:
+    """The paper's judge on a GPU host, the offline SmolLM2 on a CPU-only one."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return "Qwen/Qwen2.5-32B-Instruct"
+    except ImportError:  # torch missing: only the web process, which never runs a judge
+        pass
+    return "smollm2"
+
+
+def judge_run_create(
+    *,
+    study: Study,
+    model_id: str,
+    name: str | None = None,
+    prompt_version: str = DEFAULT_PROMPT_VERSION,
+    limit: int | None = None,
+    settings: dict | None = None,
+) -> JudgeRun:
+    """Create a run, or return the existing run of that name when it is the same study, model and prompt.
+
+    Returning the existing run is what makes ``run_judge`` resumable: running the same command again
+    continues where it stopped instead of duplicating the rater.
+    """
+    try:
+        template = prompt_template(prompt_version)
+    except KeyError as exc:
+        raise JudgeRunError(str(exc)) from None
+    if limit is not None and limit < 1:
+        raise JudgeRunError(f"limit must be a positive number of items, got {limit}.")
+    name = name or f"LLM-{study.slug}"
+    existing = JudgeRun.objects.filter(name=name).first()
+    if existing is not None:
+        if (existing.study_id, existing.model_id, existing.prompt_version) != (study.pk, model_id, prompt_version):
+            raise JudgeRunError(
+                f"A judge run named {name!r} already exists for study {existing.study.slug!r}, model "
+                f"{existing.model_id!r}, prompt {existing.prompt_version!r}; pick another name (--name) to "
+                f"start a new run, or repeat its settings to resume it."
+            )
+        if limit is not None and existing.settings.get("limit") != limit:
+            existing.settings = {**existing.settings, "limit": limit}
+            existing.save(update_fields=["settings"])
+        return existing
+    if get_user_model().objects.filter(username=name).exists() or Rating.objects.filter(
+        rater=name, rater_kind=Rating.RaterKind.HUMAN
+    ).exists():
+        raise JudgeRunError(f"{name!r} is already a human annotator's name; a judge run needs its own rater name (--name).")
+    if not study.questions.exists():
+        raise JudgeRunError(f"Study {study.slug!r} has no questions to judge.")
+    if not study.items.exists():
+        raise JudgeRunError(f"Study {study.slug!r} has no items to judge.")
+    return JudgeRun.objects.create(
+        name=name, study=study, model_id=model_id, prompt_version=template.version, prompt_text=template.as_text(),
+        settings={"limit": limit, "items_per_batch": DEFAULT_ITEMS_PER_BATCH, "quantization": "auto",
+                  "prefix_cache": True, **(settings or {})},
+    )
+
+
+@dataclass
+class _Pending:
+    """One prompt still to be scored: an (item, question, order) without a stored verdict."""
+
+    item: Item
+    question: str
+    baseline_side: str
+    messages: list[dict]
+    token_ids: list[int]
+
+
+def judge_run_execute(*, run: JudgeRun, limit: int | None = None, progress: ProgressCallback | None = None) -> dict:
+    """Judge every (item, question) of the run's study in both orders and write the Ratings.
+
+    Resumable: verdicts already stored (not failed) are kept and not recomputed; each batch of
+    items is committed in one transaction before ``progress`` is called, so a ``Cancelled`` raised
+    by the callback (or a killed process) loses at most the batch in flight. Failed verdicts are
+    retried on the next execution. Returns the run's summary (also stored in ``run.summary``).
+    """
+    from modeling.llm.loading import load_causal_lm, load_tokenizer
+
+    progress = progress or no_progress
+    started = time.monotonic()
+    limit = limit if limit is not None else run.settings.get("limit")
+    template = prompt_template(run.prompt_version)
+    study = run.study
+    questions = list(study.questions.order_by("order", "key"))
+    items = list(study.items.order_by("pk")[:limit] if limit else study.items.order_by("pk"))
+    if not questions or not items:
+        raise JudgeRunError(f"Study {study.slug!r} has no {'questions' if not questions else 'items'} to judge.")
+
+    JudgeRun.objects.filter(pk=run.pk).update(status=JudgeRun.Status.RUNNING, finished_at=None)
+    done = set(
+        JudgeVerdict.objects.filter(run=run, failed=False, item__in=[i.pk for i in items]).values_list(
+            "item_id", "question", "baseline_side"
+        )
+    )
+    total = len(items) * len(questions) * len(SIDES)
+    progress(len(done), total)
+    batch_size = max(1, int(run.settings.get("items_per_batch") or DEFAULT_ITEMS_PER_BATCH))
+    try:
+        tokenizer = load_tokenizer(run.model_id)
+        model = load_causal_lm(run.model_id, quantization=run.settings.get("quantization", "auto"))
+        computed = 0
+        for start in range(0, len(items), batch_size):
+            batch = items[start:start + batch_size]
+            groups = [_pending_for_item(item, questions, done, template, tokenizer) for item in batch]
+            groups = [g for g in groups if g]
+            if groups:
+                scores = score_prompt_groups(
+                    model, tokenizer, [[p.token_ids for p in g] for g in groups],
+                    prefix_cache=bool(run.settings.get("prefix_cache", True)),
+                )
+                with transaction.atomic():
+                    for group, group_scores in zip(groups, scores):
+                        for pending, score in zip(group, group_scores):
+                            _verdict_store(run=run, pending=pending, score=score)
+                            if not score.failed:
+                                done.add((pending.item.pk, pending.question, pending.baseline_side))
+                            computed += 1
+                    _ratings_write(run=run, items=batch, questions=[q.key for q in questions])
+            progress(len(done), total)
+    except Cancelled:
+        JudgeRun.objects.filter(pk=run.pk).update(status=JudgeRun.Status.CANCELLED)
+        raise
+    except Exception:
+        JudgeRun.objects.filter(pk=run.pk).update(status=JudgeRun.Status.FAILED, finished_at=timezone.now())
+        raise
+    summary = judge_run_summary(run=run, items=items)
+    summary["computed"] = computed
+    summary["seconds"] = round(time.monotonic() - started, 2)
+    JudgeRun.objects.filter(pk=run.pk).update(
+        status=JudgeRun.Status.SUCCEEDED, summary=summary, finished_at=timezone.now()
+    )
+    run.refresh_from_db()
+    logger.info("judge run %s: %s", run.name, summary)
+    return summary
+
+
+def _pending_for_item(item: Item, questions, done: set, template, tokenizer) -> list[_Pending]:
+    pending = []
+    for question in questions:
+        for side in SIDES:
+            if (item.pk, question.key, side) in done:
+                continue
+            response_a, response_b = responses_in_order(
+                baseline=item.baseline_response, challenger=item.challenger_response, baseline_side=side
+            )
+            messages = prompt_messages(
+                template=template, persona=item.persona, history=item.history or [],
+                generic_response=item.generic_response, response_a=response_a, response_b=response_b,
+                question=question.text,
+            )
+            pending.append(_Pending(item, question.key, side, messages, encode_messages(tokenizer, messages)))
+    return pending
+
+
+def _verdict_store(*, run: JudgeRun, pending: _Pending, score: Score) -> None:
+    JudgeVerdict.objects.update_or_create(
+        run=run, item=pending.item, question=pending.question, baseline_side=pending.baseline_side,
+        defaults={
+            "probabilities": score.probabilities or {},
+            "raw": {"prompt_hash": prompt_hash(pending.messages), "n_tokens": score.n_tokens,
+                    "cached_prefix_tokens": score.cached_prefix_tokens, "option_mass": score.option_mass,
+                    "choice": score.choice, "confidence": score.confidence},
+            "failed": score.failed,
+            "error": score.error,
+        },
+    )
+
+
+def _ratings_write(*, run: JudgeRun, items: Iterable[Item], questions: list[str]) -> int:
+    """Write (or keep) the current Rating of every (item, question) whose two orders are both scored.
+
+    A pair with a failed order gets no Rating: a failure is never a vote. Ratings are append-only:
+    an unchanged verdict keeps its row, a changed one retires the old row (is_current=False).
+    """
+    items = list(items)
+    verdicts: dict[tuple[int, str], dict[str, JudgeVerdict]] = {}
+    for v in JudgeVerdict.objects.filter(run=run, item__in=[i.pk for i in items], failed=False):
+        verdicts.setdefault((v.item_id, v.question), {})[v.baseline_side] = v
+    current = {
+        (r.item_id, r.question): r
+        for r in Rating.objects.filter(item__in=[i.pk for i in items], rater=run.name, is_current=True)
+    }
+    # A flipped verdict is a deliberate "similar" vote: give it the lowest confidence that still
+    # counts in the study's majority vote (section 5.5 filters by confidence before voting).
+    flipped_confidence = min(5, max(1, run.study.min_confidence))
+    written = 0
+    for item in items:
+        for question in questions:
+            orders = verdicts.get((item.pk, question), {})
+            if set(orders) != set(SIDES):
+                continue
+            verdict = pair_verdict(
+                baseline_as_a=orders["A"].probabilities, baseline_as_b=orders["B"].probabilities,
+                flipped_confidence=flipped_confidence,
+            )
+            meta = {
+                "judge_run": run.pk,
+                "model": run.model_id,
+                "prompt_version": run.prompt_version,
+                "probabilities": {k: round(p, 6) for k, p in verdict.probabilities.items()},
+                "orders": verdict.orders,
+                "shown_probabilities": {side: orders[side].probabilities for side in SIDES},
+                "flipped": verdict.flipped,
+            }
+            old = current.get((item.pk, question))
+            if old is not None:
+                if old.choice == verdict.choice and old.confidence == verdict.confidence and old.meta == meta:
+                    continue
+                Rating.objects.filter(pk=old.pk).update(is_current=False)
+            Rating.objects.create(
+                item=item, question=question, rater=run.name, rater_kind=Rating.RaterKind.LLM,
+                choice=verdict.choice, confidence=verdict.confidence, meta=meta,
+            )
+            written += 1
+    return written
