@@ -1,5 +1,19 @@
-"""URL patterns of this part of the app (included from grag_site/urls.py)."""
-from django.urls import path  # noqa: F401
+"""Annotation API routes (included under /api/ from grag_site/urls.py)."""
+from django.urls import path
+
+from . import api
 
 app_name = "annotation_api"
-urlpatterns: list = []
+urlpatterns = [
+    path("token/", api.TokenView.as_view(), name="token"),
+    path("studies/", api.StudyListView.as_view(), name="studies"),
+    path("studies/<slug:slug>/", api.StudyDetailView.as_view(), name="study"),
+    path("studies/<slug:slug>/next/", api.NextItemView.as_view(), name="next"),
+    path("studies/<slug:slug>/items/<str:item>/ratings/", api.RatingSubmitView.as_view(), name="ratings"),
+    path("staff/studies/", api.StaffStudyListView.as_view(), name="staff-studies"),
+    path("staff/studies/<slug:slug>/", api.StaffStudyDetailView.as_view(), name="staff-study"),
+    path("staff/studies/<slug:slug>/items/", api.StaffItemsView.as_view(), name="staff-items"),
+    path("staff/studies/<slug:slug>/ratings/", api.StaffRatingsView.as_view(), name="staff-ratings"),
+    path("staff/studies/<slug:slug>/quality/", api.StaffQualityView.as_view(), name="staff-quality"),
+    path("staff/studies/<slug:slug>/annotators/", api.StaffAnnotatorsView.as_view(), name="staff-annotators"),
+]

@@ -105,14 +105,61 @@ def _history_normalise(history: Any, where: str) -> list[dict[str, str]]:
     return turns
 
 
-def _study_file_read(*, path: str | Path, baseline: str, challenger: str) -> list[dict[str, Any]]:
+def item_row_parse(obj: Any, *, where: str, baseline: str, challenger: str) -> dict[str, Any]:
+    """Check one study item (a JSONL line or an API object) and return Item fields; raise StudyFileError."""
+    if not isinstance(obj, dict):
+        raise StudyFileError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    key = obj.get("key")
+    if isinstance(key, int) and not isinstance(key, bool):
+        key = str(key)
+    if not isinstance(key, str) or not key.strip():
+        raise StudyFileError(f"{where}: \"key\" is missing or not a non-empty string")
+    if len(key) > 300:
+        raise StudyFileError(f"{where}: \"key\" is longer than 300 characters")
+    persona = obj.get("persona", "")
+    if isinstance(persona, list) and all(isinstance(p, str) for p in persona):
+        persona = "\n".join(persona)
+    if not isinstance(persona, str):
+        raise StudyFileError(f"{where}: \"persona\" must be a string or a list of strings")
+    history = _history_normalise(obj.get("history", []), where)
+    generic = obj.get("generic_response") or ""
+    if not isinstance(generic, str):
+        raise StudyFileError(f"{where}: \"generic_response\" must be a string (may be empty)")
+    responses = obj.get("responses")
+    if not isinstance(responses, dict):
+        raise StudyFileError(f"{where}: \"responses\" must be an object {{\"<system>\": \"<text>\"}}")
+    for name in (baseline, challenger):
+        value = responses.get(name)
+        if not isinstance(value, str) or not value.strip():
+            have = ", ".join(sorted(map(str, responses))) or "none"
+            raise StudyFileError(f"{where}: no response of system {name!r} (systems on this line: {have})")
+    gold = obj.get("gold") or {}
+    if not isinstance(gold, dict):
+        raise StudyFileError(f"{where}: \"gold\" must be an object {{\"q1\": \"<system>\"|\"similar\"}}")
+    gold_answers = {}
+    for q, answer in gold.items():
+        canonical = {baseline: "baseline", challenger: "challenger", "similar": "similar"}.get(answer)
+        if canonical is None:
+            raise StudyFileError(f"{where}: gold answer for {q!r} must be {baseline!r}, {challenger!r} or 'similar'")
+        gold_answers[str(q)] = canonical
+    return {
+        "key": key, "persona": persona, "history": history, "generic_response": generic,
+        "baseline_response": responses[baseline], "challenger_response": responses[challenger],
+        "kind": Item.Kind.GOLD if gold_answers else Item.Kind.NORMAL, "gold_answers": gold_answers,
+    }
+
+
+def _study_file_read(*, path: str | Path, baseline: str, challenger: str) -> list[tuple[str, dict[str, Any]]]:
     """Parse and check every line of a study file before anything is written."""
     path = Path(path)
     if not path.is_file():
         raise StudyFileError(f"{path}: no such file")
     rows, seen = [], {}
     with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
+        lineno = 0
+        # readline with a limit: a runaway line is refused without reading it whole.
+        while raw := fh.readline(MAX_LINE_BYTES + 1):
+            lineno += 1
             where = f"{path}:{lineno}"
             if len(raw) > MAX_LINE_BYTES:
                 raise StudyFileError(f"{where}: line is longer than {MAX_LINE_BYTES} bytes")
@@ -126,51 +173,11 @@ def _study_file_read(*, path: str | Path, baseline: str, challenger: str) -> lis
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise StudyFileError(f"{where}: not valid JSON ({exc.msg}, column {exc.colno})") from exc
-            if not isinstance(obj, dict):
-                raise StudyFileError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            key = obj.get("key")
-            if isinstance(key, int) and not isinstance(key, bool):
-                key = str(key)
-            if not isinstance(key, str) or not key.strip():
-                raise StudyFileError(f"{where}: \"key\" is missing or not a non-empty string")
-            if len(key) > 300:
-                raise StudyFileError(f"{where}: \"key\" is longer than 300 characters")
-            if key in seen:
-                raise StudyFileError(f"{where}: key {key!r} already used on line {seen[key]}")
-            seen[key] = lineno
-            persona = obj.get("persona", "")
-            if isinstance(persona, list) and all(isinstance(p, str) for p in persona):
-                persona = "\n".join(persona)
-            if not isinstance(persona, str):
-                raise StudyFileError(f"{where}: \"persona\" must be a string or a list of strings")
-            history = _history_normalise(obj.get("history", []), where)
-            generic = obj.get("generic_response") or ""
-            if not isinstance(generic, str):
-                raise StudyFileError(f"{where}: \"generic_response\" must be a string (may be empty)")
-            responses = obj.get("responses")
-            if not isinstance(responses, dict):
-                raise StudyFileError(f"{where}: \"responses\" must be an object {{\"<system>\": \"<text>\"}}")
-            for name in (baseline, challenger):
-                value = responses.get(name)
-                if not isinstance(value, str) or not value.strip():
-                    have = ", ".join(sorted(map(str, responses))) or "none"
-                    raise StudyFileError(f"{where}: no response of system {name!r} (systems on this line: {have})")
-            gold = obj.get("gold") or {}
-            if not isinstance(gold, dict):
-                raise StudyFileError(f"{where}: \"gold\" must be an object {{\"q1\": \"<system>\"|\"similar\"}}")
-            gold_answers = {}
-            for q, answer in gold.items():
-                canonical = {baseline: "baseline", challenger: "challenger", "similar": "similar"}.get(answer)
-                if canonical is None:
-                    raise StudyFileError(f"{where}: gold answer for {q!r} must be {baseline!r}, {challenger!r} or 'similar'")
-                gold_answers[str(q)] = canonical
-            rows.append(
-                {
-                    "key": key, "persona": persona, "history": history, "generic_response": generic,
-                    "baseline_response": responses[baseline], "challenger_response": responses[challenger],
-                    "kind": Item.Kind.GOLD if gold_answers else Item.Kind.NORMAL, "gold_answers": gold_answers,
-                }
-            )
+            row = item_row_parse(obj, where=where, baseline=baseline, challenger=challenger)
+            if row["key"] in seen:
+                raise StudyFileError(f"{where}: key {row['key']!r} already used on line {seen[row['key']]}")
+            seen[row["key"]] = lineno
+            rows.append((where, row))
     if not rows:
         raise StudyFileError(f"{path}: no items (the file is empty)")
     return rows
@@ -205,21 +212,31 @@ def study_import_jsonl(
             f"study {slug!r} compares {study.baseline_name!r} with {study.challenger_name!r}, not {baseline!r} with "
             f"{challenger!r}; choose another --slug"
         )
+    study_items_add(study=study, rows=rows)
+    return study, study.items.filter(kind__in=[Item.Kind.NORMAL, Item.Kind.GOLD]).count()
+
+
+def study_items_add(*, study: Study, rows: list[tuple[str, dict[str, Any]]]) -> int:
+    """Add checked items (``(where, fields)`` pairs) to a study; return how many were new.
+
+    An item already there with the same content is left alone (re-importing changes nothing);
+    one with the same key and different content is refused, since ratings may refer to it.
+    """
     existing = {item.key: item for item in study.items.all()}
     new = []
-    for lineno, row in enumerate(rows, start=1):
+    for where, row in rows:
         old = existing.get(row["key"])
         if old is None:
             new.append(Item(study=study, **row))
         elif any(getattr(old, f) != row[f] for f in _ITEM_CONTENT):
             raise StudyFileError(
-                f"{path}: item {row['key']!r} differs from the one already in study {slug!r}; "
-                "items of a study cannot change once imported (use a new --slug)"
+                f"{where}: item {row['key']!r} differs from the one already in study {study.slug!r}; "
+                "items of a study cannot change once imported (use a new slug)"
             )
     Item.objects.bulk_create(new)
     if new:
         study_traps_create(study=study)
-    return study, study.items.filter(kind__in=[Item.Kind.NORMAL, Item.Kind.GOLD]).count()
+    return len(new)
 
 
 def study_create(
@@ -311,6 +328,73 @@ def study_traps_create(*, study: Study) -> int:
                           generic_response=item.generic_response, **fields))
     Item.objects.bulk_create(traps)
     return len(traps)
+
+
+STUDY_EDITABLE = (
+    "title", "overlap", "min_confidence", "instructions", "reservation_minutes", "too_fast_seconds", "trap_rate", "is_open",
+)
+
+
+@transaction.atomic
+def study_update(*, study: Study, questions: list[dict[str, str]] | None = None, **fields: Any) -> Study:
+    """Change a study's settings, instructions (markdown) or questions.
+
+    Changed instructions bump ``instructions_version`` so annotators see them again. Questions
+    are matched by key: existing ones get the new label and text, new keys are added, and a
+    question left out is removed only while nobody has answered it.
+    """
+    unknown = set(fields) - set(STUDY_EDITABLE)
+    if unknown:
+        raise ValueError(f"cannot change {', '.join(sorted(unknown))} (editable: {', '.join(STUDY_EDITABLE)})")
+    if "overlap" in fields and int(fields["overlap"]) < 1:
+        raise ValueError("overlap must be at least 1")
+    if "trap_rate" in fields and not 0 <= float(fields["trap_rate"]) < 1:
+        raise ValueError("trap_rate must be between 0 and 1")
+    if "instructions" in fields and fields["instructions"] != study.instructions:
+        study.instructions_version += 1
+    for name, value in fields.items():
+        setattr(study, name, value)
+    study.save()
+    if questions is not None:
+        keys = []
+        for i, q in enumerate(questions):
+            key, text = str(q.get("key", "")).strip(), str(q.get("text", "")).strip()
+            if not key or not text:
+                raise ValueError(f"questions[{i}]: a question needs a key and a text")
+            if key in keys:
+                raise ValueError(f"questions[{i}]: key {key!r} used twice")
+            keys.append(key)
+            Question.objects.update_or_create(
+                study=study, key=key, defaults={"label": str(q.get("label") or key), "text": text, "order": i}
+            )
+        dropped = study.questions.exclude(key__in=keys)
+        answered = Rating.objects.filter(item__study=study, question__in=dropped.values("key")).values_list(
+            "question", flat=True
+        ).distinct()
+        if answered:
+            raise ValueError(f"questions {', '.join(sorted(answered))} have ratings and cannot be removed")
+        dropped.delete()
+    if "trap_rate" in fields:
+        study_traps_create(study=study)
+    return study
+
+
+def study_create_with_items(*, items: list[Any], **fields: Any) -> tuple[Study, int]:
+    """Create a study from item objects in the study-file format (the staff API's create)."""
+    baseline, challenger = fields.get("baseline_name"), fields.get("challenger_name")
+    if not baseline or not challenger or baseline == challenger:
+        raise StudyFileError("baseline_name and challenger_name must be two different system names")
+    rows, seen = [], set()
+    for i, obj in enumerate(items):
+        row = item_row_parse(obj, where=f"items[{i}]", baseline=baseline, challenger=challenger)
+        if row["key"] in seen:
+            raise StudyFileError(f"items[{i}]: key {row['key']!r} used twice")
+        seen.add(row["key"])
+        rows.append((f"items[{i}]", row))
+    with transaction.atomic():
+        study = study_create(**fields)
+        study_items_add(study=study, rows=rows)
+    return study, len(rows)
 
 
 # --------------------------------------------------------------------------- annotators

@@ -1,0 +1,289 @@
+"""The annotation API (Django REST Framework): views parse, call one service or selector, render.
+
+Annotators reach only the studies they were given; any other study or item answers 404, so
+the API does not even confirm that it exists. Staff routes live under ``/api/staff/``.
+"""
+from django.contrib.auth import authenticate
+from django.db import transaction
+from django.http import Http404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.authtoken.models import Token
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import selectors, services
+from .models import Study
+from .permissions import IsStaff
+from .serializers import (
+    AnnotatorAddSerializer,
+    AnnotatorQualitySerializer,
+    AnnotatorSerializer,
+    AnnotatorStudySerializer,
+    ErrorSerializer,
+    ItemPayloadSerializer,
+    ItemStateSerializer,
+    RatingSubmitResultSerializer,
+    RatingSubmitSerializer,
+    StudySerializer,
+    StudyUpdateSerializer,
+    TokenRequestSerializer,
+    TokenSerializer,
+    VoteRowSerializer,
+)
+
+MAX_ANSWERS = 100  # more answers than any study has questions: refuse rather than loop
+
+
+def _error(errors: dict[str, str], code: int = status.HTTP_400_BAD_REQUEST) -> Response:
+    detail = "; ".join(f"{k}: {v}" for k, v in errors.items())
+    return Response({"detail": detail, "errors": errors}, status=code)
+
+
+def _annotator_study(request, slug: str) -> Study:
+    study = selectors.study_for_annotator(user=request.user, slug=slug)
+    if study is None:
+        raise Http404("No such study among yours.")
+    return study
+
+
+def _staff_study(slug: str) -> Study:
+    study = Study.objects.filter(slug=slug).first()
+    if study is None:
+        raise Http404("No such study.")
+    return study
+
+
+def _answers_parse(data) -> list[services.Answer]:
+    """Turn the request body into Answers; shape errors name the field (answers[i].confidence)."""
+    if not isinstance(data, dict) or not isinstance(data.get("answers"), list):
+        raise services.RatingInvalid({"answers": 'send {"answers": [{"question", "choice", "confidence"}, ...]}'})
+    raw = data["answers"]
+    if len(raw) > MAX_ANSWERS:
+        raise services.RatingInvalid({"answers": f"at most {MAX_ANSWERS} answers"})
+    answers, errors = [], {}
+    for i, el in enumerate(raw):
+        if not isinstance(el, dict):
+            errors[f"answers[{i}]"] = 'each answer must be {"question", "choice", "confidence"}'
+            continue
+        question = el.get("question")
+        if not isinstance(question, str) or not question:
+            errors[f"answers[{i}].question"] = "give the question key, e.g. q1"
+            continue
+        choice = el.get("choice")
+        choice = choice.strip().upper() if isinstance(choice, str) else ""
+        confidence = el.get("confidence")
+        if isinstance(confidence, str) and confidence.strip().isdigit():
+            confidence = int(confidence)
+        if isinstance(confidence, bool) or not isinstance(confidence, int):
+            confidence = None  # rating_submit names it: "<q>.confidence"
+        answers.append(services.Answer(question=question, choice=choice, confidence=confidence))
+    if errors:
+        raise services.RatingInvalid(errors)
+    return answers
+
+
+class TokenView(APIView):
+    """Exchange a username and password for an API token."""
+
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+    @extend_schema(
+        request=TokenRequestSerializer,
+        responses={200: TokenSerializer, 400: ErrorSerializer},
+        summary="Get an API token",
+        tags=["auth"],
+    )
+    def post(self, request):
+        data = request.data if isinstance(request.data, dict) else {}
+        username, password = data.get("username"), data.get("password")
+        if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
+            return _error({"username": "send a username and a password"})
+        user = authenticate(request, username=username, password=password)
+        if user is None or not user.is_active:
+            return _error({"password": "username or password is wrong"})
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})
+
+
+class StudyListView(APIView):
+    @extend_schema(responses=AnnotatorStudySerializer(many=True), summary="Your studies", tags=["annotate"])
+    def get(self, request):
+        rows = [
+            {
+                "slug": s.slug, "title": s.title, "instructions": s.instructions,
+                "instructions_version": s.instructions_version, "is_open": s.is_open,
+                "progress": selectors.annotator_progress(study=s, annotator=request.user),
+            }
+            for s in selectors.annotator_studies(user=request.user)
+        ]
+        return Response(AnnotatorStudySerializer(rows, many=True).data)
+
+
+class StudyDetailView(APIView):
+    @extend_schema(responses={200: AnnotatorStudySerializer, 404: ErrorSerializer}, summary="One of your studies", tags=["annotate"])
+    def get(self, request, slug: str):
+        s = _annotator_study(request, slug)
+        row = {
+            "slug": s.slug, "title": s.title, "instructions": s.instructions,
+            "instructions_version": s.instructions_version, "is_open": s.is_open,
+            "progress": selectors.annotator_progress(study=s, annotator=request.user),
+        }
+        return Response(AnnotatorStudySerializer(row).data)
+
+
+class NextItemView(APIView):
+    @extend_schema(
+        request=None,
+        responses={
+            200: ItemPayloadSerializer,
+            204: OpenApiResponse(description="Nothing left for you in this study."),
+            404: ErrorSerializer,
+        },
+        summary="Reserve and return your next item",
+        tags=["annotate"],
+    )
+    def post(self, request, slug: str):
+        study = _annotator_study(request, slug)
+        assignment = services.assignment_next(study=study, annotator=request.user)
+        if assignment is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(ItemPayloadSerializer(selectors.item_payload(assignment=assignment)).data)
+
+
+class RatingSubmitView(APIView):
+    @extend_schema(
+        request=RatingSubmitSerializer,
+        responses={
+            201: RatingSubmitResultSerializer,
+            200: OpenApiResponse(RatingSubmitResultSerializer, description="The same answers again: nothing stored."),
+            400: ErrorSerializer,
+            404: ErrorSerializer,
+            409: OpenApiResponse(ErrorSerializer, description="Your reservation expired and the item went to someone else."),
+        },
+        summary="Answer every question of an item",
+        tags=["annotate"],
+    )
+    def post(self, request, slug: str, item: str):
+        study = _annotator_study(request, slug)
+        assignment = selectors.assignment_for_annotator(study=study, annotator=request.user, public_id=item)
+        if assignment is None:
+            raise Http404("No such item among yours; ask for the next item first.")
+        try:
+            answers = _answers_parse(request.data)
+            before = assignment.ratings.count()
+            ratings = services.rating_submit(assignment=assignment, answers=answers)
+        except services.ReservationLost as exc:
+            return _error(exc.errors, status.HTTP_409_CONFLICT)
+        except services.RatingInvalid as exc:
+            return _error(exc.errors)
+        stored = assignment.ratings.count() - before
+        body = {
+            "item": assignment.item.public_id,
+            "answers": [{"question": r.question, "choice": r.shown_choice, "confidence": r.confidence} for r in ratings],
+            "stored": stored,
+            "progress": selectors.annotator_progress(study=study, annotator=request.user),
+        }
+        return Response(body, status=status.HTTP_201_CREATED if stored else status.HTTP_200_OK)
+
+
+# --------------------------------------------------------------------------- staff
+
+
+class StaffStudyListView(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(responses=StudySerializer(many=True), summary="All studies", tags=["staff"])
+    def get(self, request):
+        return Response(StudySerializer(Study.objects.prefetch_related("questions"), many=True).data)
+
+    @extend_schema(request=StudySerializer, responses={201: StudySerializer, 400: ErrorSerializer}, summary="Create a study", tags=["staff"])
+    def post(self, request):
+        ser = StudySerializer(data=request.data)
+        if not ser.is_valid():
+            return Response({"detail": "invalid study", "errors": ser.errors}, status=400)
+        data = dict(ser.validated_data)
+        items = data.pop("items", [])
+        questions = data.pop("questions", None)
+        try:
+            with transaction.atomic():
+                study, _n = services.study_create_with_items(items=items, **data)
+                if questions:
+                    services.study_update(study=study, questions=questions)
+        except ValueError as exc:
+            return _error({"items" if "items[" in str(exc) else "study": str(exc)})
+        return Response(StudySerializer(study).data, status=status.HTTP_201_CREATED)
+
+
+class StaffStudyDetailView(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(responses={200: StudySerializer, 404: ErrorSerializer}, summary="A study", tags=["staff"])
+    def get(self, request, slug: str):
+        return Response(StudySerializer(_staff_study(slug)).data)
+
+    @extend_schema(request=StudyUpdateSerializer, responses={200: StudySerializer, 400: ErrorSerializer}, summary="Edit a study", tags=["staff"])
+    def patch(self, request, slug: str):
+        study = _staff_study(slug)
+        ser = StudyUpdateSerializer(study, data=request.data, partial=True)
+        if not ser.is_valid():
+            return Response({"detail": "invalid change", "errors": ser.errors}, status=400)
+        data = dict(ser.validated_data)
+        questions = data.pop("questions", None)
+        try:
+            study = services.study_update(study=study, questions=questions, **data)
+        except ValueError as exc:
+            return _error({"study": str(exc)})
+        return Response(StudySerializer(study).data)
+
+
+class StaffItemsView(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(responses=ItemStateSerializer(many=True), summary="Items with their assignment state", tags=["staff"])
+    def get(self, request, slug: str):
+        return Response(ItemStateSerializer(selectors.study_items_state(study=_staff_study(slug)), many=True).data)
+
+
+class StaffRatingsView(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(responses=VoteRowSerializer(many=True), summary="Export current ratings (export_votes rows)", tags=["staff"])
+    def get(self, request, slug: str):
+        return Response(VoteRowSerializer(selectors.study_votes_rows(study=_staff_study(slug)), many=True).data)
+
+
+class StaffQualityView(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(responses=AnnotatorQualitySerializer(many=True), summary="Per-annotator quality control", tags=["staff"])
+    def get(self, request, slug: str):
+        return Response(AnnotatorQualitySerializer(selectors.annotator_quality(study=_staff_study(slug)), many=True).data)
+
+
+class StaffAnnotatorsView(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(responses=AnnotatorSerializer(many=True), summary="A study's annotators", tags=["staff"])
+    def get(self, request, slug: str):
+        users = _staff_study(slug).annotators.order_by("username")
+        return Response(AnnotatorSerializer([{"username": u.username} for u in users], many=True).data)
+
+    @extend_schema(
+        request=AnnotatorAddSerializer, responses={201: AnnotatorSerializer, 400: ErrorSerializer},
+        summary="Create or update an annotator and give them this study", tags=["staff"],
+    )
+    def post(self, request, slug: str):
+        study = _staff_study(slug)
+        ser = AnnotatorAddSerializer(data=request.data)
+        if not ser.is_valid():
+            return Response({"detail": "invalid annotator", "errors": ser.errors}, status=400)
+        try:
+            user = services.annotator_add(
+                username=ser.validated_data["username"], password=ser.validated_data.get("password"), study=study
+            )
+        except ValueError as exc:
+            return _error({"username": str(exc)})
+        return Response({"username": user.username}, status=status.HTTP_201_CREATED)
