@@ -692,3 +692,99 @@ def rating_submit(*, assignment: Assignment, answers: list[Answer]) -> list[Rati
             )
         )
     return result
+
+
+# --------------------------------------------------------------------------- votes files
+
+VOTE_COLUMNS = ("item_key", "rater", "rater_kind", "question", "choice", "confidence")
+
+
+class VotesFileError(ValueError):
+    """A votes file that cannot be imported; the message names the file and line."""
+
+
+def _votes_read(*, study: Study, path: Path) -> list[tuple[int, dict[str, Any]]]:
+    import csv
+
+    if not path.is_file():
+        raise VotesFileError(f"{path}: no such file")
+    items = dict(study.items.values_list("key", "id"))
+    questions = set(study.questions.values_list("key", flat=True))
+    rows, seen = [], {}
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            missing = [c for c in VOTE_COLUMNS if c not in header]
+            if missing:
+                raise VotesFileError(
+                    f"{path}:1: missing column(s) {', '.join(missing)}; the header must be {','.join(VOTE_COLUMNS)}"
+                )
+            for row in reader:
+                line = reader.line_num
+                where = f"{path}:{line}"
+                if None in row or any(row.get(c) is None for c in VOTE_COLUMNS):
+                    raise VotesFileError(f"{where}: expected {len(header)} columns, got a different number")
+                key, rater = row["item_key"].strip(), row["rater"].strip()
+                if key not in items:
+                    raise VotesFileError(f"{where}: no item {key!r} in study {study.slug!r}")
+                if not rater or len(rater) > 150:
+                    raise VotesFileError(f"{where}: rater must be a name of 1 to 150 characters")
+                kind = row["rater_kind"].strip()
+                if kind not in Rating.RaterKind.values:
+                    raise VotesFileError(f"{where}: rater_kind must be human or llm, not {kind!r}")
+                question = row["question"].strip()
+                if question not in questions:
+                    raise VotesFileError(f"{where}: no question {question!r} in study {study.slug!r}")
+                choice = row["choice"].strip()
+                if choice not in Rating.Choice.values:
+                    raise VotesFileError(f"{where}: choice must be baseline, challenger or similar, not {choice!r}")
+                try:
+                    confidence = int(row["confidence"].strip())
+                except ValueError:
+                    raise VotesFileError(f"{where}: confidence must be a whole number from 1 to 5, not {row['confidence']!r}")
+                if not 1 <= confidence <= 5:
+                    raise VotesFileError(f"{where}: confidence must be from 1 to 5, not {confidence}")
+                ident = (key, question, rater)
+                if ident in seen:
+                    raise VotesFileError(f"{where}: a second vote of {rater!r} on {key!r} {question} (first on line {seen[ident]})")
+                seen[ident] = line
+                rows.append((line, {"item_id": items[key], "rater": rater, "rater_kind": kind, "question": question,
+                                    "choice": choice, "confidence": confidence}))
+    except UnicodeDecodeError as exc:
+        raise VotesFileError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start}); save the file as UTF-8") from exc
+    except csv.Error as exc:
+        raise VotesFileError(f"{path}: unreadable CSV ({exc})") from exc
+    return rows
+
+
+@transaction.atomic
+def votes_import(*, study: Study, path: str | Path) -> dict[str, int]:
+    """Load ratings collected elsewhere (columns ``VOTE_COLUMNS``); return counts added/changed/unchanged.
+
+    The whole file is checked first; on any bad line nothing is written. A vote equal to the
+    rater's current one is skipped (re-importing changes nothing); a different one is appended
+    and becomes current, like a changed answer in the app.
+    """
+    rows = _votes_read(study=study, path=Path(path))
+    current = {
+        (r.item_id, r.question, r.rater): r
+        for r in Rating.objects.filter(item__study=study, is_current=True)
+    }
+    users = dict(User.objects.filter(username__in={r["rater"] for _, r in rows}).values_list("username", "id"))
+    added = changed = unchanged = 0
+    for _line, r in rows:
+        old = current.get((r["item_id"], r["question"], r["rater"]))
+        if old is not None and (old.choice, old.confidence, old.rater_kind) == (r["choice"], r["confidence"], r["rater_kind"]):
+            unchanged += 1
+            continue
+        if old is not None:
+            Rating.objects.filter(pk=old.pk).update(is_current=False)
+            changed += 1
+        else:
+            added += 1
+        Rating.objects.create(
+            annotator_id=users.get(r["rater"]) if r["rater_kind"] == Rating.RaterKind.HUMAN else None,
+            meta={"source": str(path)}, **r,
+        )
+    return {"added": added, "changed": changed, "unchanged": unchanged}
