@@ -1,5 +1,19 @@
-"""URL patterns of this part of the app (included from grag_site/urls.py)."""
-from django.urls import path  # noqa: F401
+"""Annotator and staff pages of studies (included from grag_site/urls.py at the site root).
+
+Item URLs carry the opaque ``Item.public_id``, never a database id (blinding, section 5.5).
+"""
+from django.urls import path
+
+from . import views
 
 app_name = "annotation"
-urlpatterns: list = []
+urlpatterns = [
+    path("studies/", views.study_list, name="study_list"),
+    path("studies/<slug:slug>/", views.study_instructions, name="study_instructions"),
+    path("studies/<slug:slug>/annotate/", views.annotate, name="annotate"),
+    path("studies/<slug:slug>/items/<str:public_id>/", views.item_rate, name="item_rate"),
+    path("studies/<slug:slug>/manage/", views.study_manage, name="study_manage"),
+    path("studies/<slug:slug>/manage/instructions/", views.study_instructions_edit, name="study_instructions_edit"),
+    path("studies/<slug:slug>/manage/questions/", views.study_questions_edit, name="study_questions_edit"),
+    path("studies/<slug:slug>/manage/annotators/", views.study_annotator_add, name="study_annotator_add"),
+]

@@ -1,0 +1,122 @@
+"""Forms of the annotator and staff pages: they parse and validate, services change data."""
+from django import forms
+
+from .models import Question
+
+# What an annotator picks per question (paper section 5.5, Table 5). The values are the sides
+# as shown; the service maps them to baseline / challenger with the stored side.
+CHOICES = [("A", "Response A is better"), ("B", "Response B is better"), ("S", "Similar")]
+CONFIDENCES = [
+    (1, "1 · not confident"),
+    (2, "2"),
+    (3, "3"),
+    (4, "4"),
+    (5, "5 · very confident"),
+]
+
+
+class RatingForm(forms.Form):
+    """One choice and one confidence per question; every question must be answered.
+
+    Field names are ``<question key>-choice`` and ``<question key>-confidence`` so the no-JS form,
+    the htmx form and the tests post the same thing.
+    """
+
+    def __init__(self, *args, questions: list[dict], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.questions = questions
+        for q in questions:
+            label = q.get("label") or q["key"]
+            self.fields[f"{q['key']}-choice"] = forms.ChoiceField(
+                choices=CHOICES,
+                error_messages={
+                    "required": f"{label}: choose Response A, Response B or Similar.",
+                    "invalid_choice": f"{label}: choose Response A, Response B or Similar.",
+                },
+            )
+            self.fields[f"{q['key']}-confidence"] = forms.TypedChoiceField(
+                choices=CONFIDENCES,
+                coerce=int,
+                error_messages={
+                    "required": f"{label}: choose a confidence from 1 to 5.",
+                    "invalid_choice": f"{label}: choose a confidence from 1 to 5.",
+                },
+            )
+
+    def answers(self) -> list:
+        """The cleaned answers in question order, as the rating service takes them."""
+        from .services import Answer
+
+        return [
+            Answer(
+                question=q["key"],
+                choice=self.cleaned_data[f"{q['key']}-choice"],
+                confidence=self.cleaned_data[f"{q['key']}-confidence"],
+            )
+            for q in self.questions
+        ]
+
+    def add_service_errors(self, errors: dict) -> None:
+        """Attach the service's ``RatingInvalid.errors`` (field -> message) to the right question."""
+        keys = {q["key"] for q in self.questions}
+        for field, message in errors.items():
+            key = str(field).split("-")[0].split(".")[0]
+            if key in keys:
+                target = f"{key}-confidence" if "confidence" in str(field) else f"{key}-choice"
+                self.add_error(target, message)
+            else:
+                self.add_error(None, message)
+
+    def rows(self) -> list[dict]:
+        """What the template draws per question: text, current values (kept after an error), errors."""
+        rows = []
+        for q in self.questions:
+            key = q["key"]
+            choice_name, confidence_name = f"{key}-choice", f"{key}-confidence"
+            choice = self.data.get(choice_name, "") if self.is_bound else ""
+            confidence = str(self.data.get(confidence_name, "")) if self.is_bound else ""
+            errors = []
+            if self.is_bound:
+                errors = [*self.errors.get(choice_name, []), *self.errors.get(confidence_name, [])]
+            rows.append(
+                {
+                    "key": key,
+                    "label": q.get("label") or key,
+                    "text": q["text"],
+                    "choice_name": choice_name,
+                    "confidence_name": confidence_name,
+                    "choices": [{"value": v, "label": text, "checked": v == choice} for v, text in CHOICES],
+                    "confidences": [
+                        {"value": v, "label": text, "checked": str(v) == confidence} for v, text in CONFIDENCES
+                    ],
+                    "errors": errors,
+                }
+            )
+        return rows
+
+
+class InstructionsForm(forms.Form):
+    instructions = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 12}),
+        required=False,
+        help_text="Markdown. Annotators see the instructions again before their next item when they change.",
+    )
+
+
+class QuestionForm(forms.ModelForm):
+    class Meta:
+        model = Question
+        fields = ["label", "text"]
+        widgets = {"text": forms.Textarea(attrs={"rows": 3})}
+
+
+QuestionFormSet = forms.modelformset_factory(Question, form=QuestionForm, extra=0, can_delete=False)
+
+
+class AnnotatorAddForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    password = forms.CharField(
+        widget=forms.PasswordInput(render_value=False),
+        required=False,
+        help_text="Leave empty to keep an existing annotator's password.",
+    )

@@ -1,0 +1,242 @@
+"""Annotator and staff pages of a study (paper section 5.5), in Django templates + htmx.
+
+One view per endpoint; the page and its htmx fragment come from the same template
+(``{% partialdef %}``). Every form also works as a plain POST-then-redirect without JavaScript.
+
+Blinding: the annotator pages render only ``item_payload`` (texts under "A"/"B", the opaque
+public id), never an Item or Assignment, so no system name, database id or side leaks into
+HTML, URLs or attributes.
+"""
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from grag_site.permissions import staff_required
+
+from .forms import AnnotatorAddForm, InstructionsForm, QuestionFormSet, RatingForm
+from .models import Assignment, Study
+from .selectors import (
+    annotator_progress,
+    annotator_quality,
+    annotator_studies,
+    assignment_for_annotator,
+    item_payload,
+    study_for_annotator,
+    study_items_state,
+)
+from .services import RatingInvalid, ReservationLost, annotator_add, assignment_next, rating_submit
+
+ITEM_FRAGMENT = "annotation/annotate.html#annotate"
+
+
+def _instructions_key(study: Study) -> str:
+    return f"annotation:instructions:{study.pk}"
+
+
+def _instructions_seen(request, study: Study) -> bool:
+    """Annotators read the instructions before their first item, and again after staff change them."""
+    return request.session.get(_instructions_key(study)) == study.instructions_version
+
+
+def _annotator_study(request, slug: str) -> Study:
+    """The study if this user annotates it; 404 otherwise (an outsider learns nothing about it)."""
+    study = study_for_annotator(user=request.user, slug=slug)
+    if study is None:
+        raise Http404("No such study for you.")
+    return study
+
+
+def _render_item(
+    request, *, study: Study, assignment: Assignment | None, form: RatingForm | None = None, notice: str = "",
+    status: int = 200,
+):
+    """The item page (or the all-done message) as a full page, or as the fragment htmx swaps in."""
+    context = {"study": study, "notice": notice}
+    if assignment is None:
+        context["progress"] = annotator_progress(study=study, annotator=request.user)
+    else:
+        payload = item_payload(assignment=assignment)
+        context.update(
+            payload=payload,
+            history_is_text=isinstance(payload["history"], str),
+            form=form or RatingForm(questions=payload["questions"]),
+            action=reverse("annotation:item_rate", args=[study.slug, payload["item"]]),
+        )
+        context["progress"] = payload["progress"]
+    template = ITEM_FRAGMENT if request.htmx else "annotation/annotate.html"
+    return render(request, template, context, status=status)
+
+
+@require_GET
+@login_required
+def study_list(request):
+    studies = [
+        {"study": s, "progress": annotator_progress(study=s, annotator=request.user)}
+        for s in annotator_studies(user=request.user)
+    ]
+    # Staff also get every study's management page from here.
+    all_studies = Study.objects.order_by("-created_at") if request.user.is_staff else None
+    return render(request, "annotation/study_list.html", {"studies": studies, "all_studies": all_studies})
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def study_instructions(request, slug: str):
+    """Instructions before the first item; POST records that this version was read."""
+    study = _annotator_study(request, slug)
+    if request.method == "POST":
+        request.session[_instructions_key(study)] = study.instructions_version
+        return redirect("annotation:annotate", slug=study.slug)
+    return render(
+        request,
+        "annotation/instructions.html",
+        {"study": study, "seen": _instructions_seen(request, study),
+         "progress": annotator_progress(study=study, annotator=request.user)},
+    )
+
+
+@require_GET
+@login_required
+def annotate(request, slug: str):
+    """The annotator's current item: their open reservation, or a newly reserved one, or all done."""
+    study = _annotator_study(request, slug)
+    if not _instructions_seen(request, study):
+        return redirect("annotation:study_instructions", slug=study.slug)
+    return _render_item(request, study=study, assignment=assignment_next(study=study, annotator=request.user))
+
+
+def _own_assignment(request, study: Study, public_id: str) -> Assignment:
+    """This annotator's assignment of an item of this study; 404 for anything else."""
+    assignment = assignment_for_annotator(study=study, annotator=request.user, public_id=public_id)
+    if assignment is None:
+        raise Http404("No such item for you.")
+    return assignment
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def item_rate(request, slug: str, public_id: str):
+    """GET shows a reserved item; POST stores its four answers and moves on to the next item.
+
+    A repeated submit (double click, retry after a lost response) finds the assignment completed
+    and stores nothing: it just shows the next item.
+    """
+    study = _annotator_study(request, slug)
+    assignment = _own_assignment(request, study, public_id)
+    if request.method == "GET":
+        if assignment.status != Assignment.Status.RESERVED:
+            return redirect("annotation:annotate", slug=study.slug)
+        return _render_item(request, study=study, assignment=assignment)
+    if assignment.status == Assignment.Status.COMPLETED:
+        return _next(request, study)
+    payload = item_payload(assignment=assignment)
+    form = RatingForm(request.POST, questions=payload["questions"])
+    if form.is_valid():
+        try:
+            rating_submit(assignment=assignment, answers=form.answers())
+        except ReservationLost as exc:
+            return _next(request, study, notice=exc.errors.get("item", str(exc)))
+        except RatingInvalid as exc:
+            form.add_service_errors(exc.errors)
+        else:
+            return _next(request, study)
+    # 422 so the answers are known to be refused; the page's htmx config swaps it in anyway.
+    return _render_item(request, study=study, assignment=assignment, form=form, status=422)
+
+
+def _next(request, study: Study, notice: str = ""):
+    """After a stored rating: htmx gets the next item in place, a plain form is redirected (PRG)."""
+    if request.htmx:
+        return _render_item(
+            request, study=study, assignment=assignment_next(study=study, annotator=request.user), notice=notice
+        )
+    if notice:
+        messages.warning(request, notice)
+    return redirect("annotation:annotate", slug=study.slug)
+
+
+# --- Staff -----------------------------------------------------------------------------------
+
+
+def _study_overview(study: Study) -> dict:
+    """Items with their assignment state, progress and quality figures per annotator (staff only)."""
+    items = study_items_state(study=study)
+    quality = {row["annotator"]: row for row in annotator_quality(study=study)}
+    annotators = [
+        {"user": user, "progress": annotator_progress(study=study, annotator=user), "quality": quality.get(user.username)}
+        for user in study.annotators.order_by("username")
+    ]
+    return {"items": items, "annotators": annotators, "items_done": sum(1 for i in items if i["state"] == "done")}
+
+
+def _render_manage(request, study: Study, *, instructions_form=None, question_formset=None, annotator_form=None, status=200):
+    context = {
+        "study": study,
+        "instructions_form": instructions_form or InstructionsForm(initial={"instructions": study.instructions}),
+        "question_formset": question_formset or QuestionFormSet(queryset=study.questions.all(), prefix="questions"),
+        "annotator_form": annotator_form or AnnotatorAddForm(),
+        **_study_overview(study),
+    }
+    return render(request, "annotation/manage.html", context, status=status)
+
+
+@require_GET
+@staff_required
+def study_manage(request, slug: str):
+    return _render_manage(request, get_object_or_404(Study, slug=slug))
+
+
+@require_POST
+@staff_required
+def study_instructions_edit(request, slug: str):
+    study = get_object_or_404(Study, slug=slug)
+    form = InstructionsForm(request.POST)
+    if not form.is_valid():
+        return _render_manage(request, study, instructions_form=form, status=422)
+    text = form.cleaned_data["instructions"].replace("\r\n", "\n")
+    with transaction.atomic():
+        study = Study.objects.select_for_update().get(pk=study.pk)
+        if text != study.instructions:
+            # A new version sends every annotator back to the instructions before their next item.
+            study.instructions = text
+            study.instructions_version += 1
+            study.save(update_fields=["instructions", "instructions_version"])
+            messages.success(request, f"Instructions saved as version {study.instructions_version}.")
+        else:
+            messages.info(request, "The instructions did not change.")
+    return redirect("annotation:study_manage", slug=study.slug)
+
+
+@require_POST
+@staff_required
+def study_questions_edit(request, slug: str):
+    study = get_object_or_404(Study, slug=slug)
+    formset = QuestionFormSet(request.POST, queryset=study.questions.all(), prefix="questions")
+    if not formset.is_valid():
+        return _render_manage(request, study, question_formset=formset, status=422)
+    with transaction.atomic():
+        formset.save()
+    messages.success(request, "Questions saved.")
+    return redirect("annotation:study_manage", slug=study.slug)
+
+
+@require_POST
+@staff_required
+def study_annotator_add(request, slug: str):
+    study = get_object_or_404(Study, slug=slug)
+    form = AnnotatorAddForm(request.POST)
+    if form.is_valid():
+        try:
+            user = annotator_add(
+                username=form.cleaned_data["username"], password=form.cleaned_data["password"] or None, study=study
+            )
+        except ValueError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"{user.username} can now annotate {study.slug}.")
+            return redirect("annotation:study_manage", slug=study.slug)
+    return _render_manage(request, study, annotator_form=form, status=422)
