@@ -1,0 +1,158 @@
+"""The one aggregation of ratings into labels, used by the pages, the API, the exports and the tests.
+
+The paper (section 5.5) aggregates each question "by majority vote" over three annotators,
+excludes turns "when the three annotators all disagree", and filters "based on confidence
+level" before counting valid annotations (Table 5, "# Valid Annotations"). Made exact here:
+
+- per item and question, ratings with confidence below the study's minimum are dropped;
+- the label is the choice held by at least 2 of the kept ratings (and by more kept ratings
+  than any other choice, which only matters with more than three raters: 2-2 is no label);
+- otherwise the item has no label for that question and is left out of every share.
+
+Only current ratings (``is_current``) of normal items count: gold and trap items measure the
+annotators, not the systems. An LLM rater (a judge run) is its own group: with one rating per
+item its label is its own choice once the same confidence filter has been applied.
+
+Everything is vectorised over one DataFrame loaded with a single query, so a study of
+thousands of items aggregates in milliseconds and no code path issues per-item queries.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .models import Item, Rating, Study
+
+# Canonical choices in the paper's order (Figure 2: A = R^B better, B = R^C better, S = similar).
+LABELS: tuple[str, ...] = (Rating.Choice.BASELINE.value, Rating.Choice.CHALLENGER.value, Rating.Choice.SIMILAR.value)
+LABEL_CODE = {label: code for code, label in enumerate(LABELS)}
+
+# Why an item has no label for a question.
+STATUS_VALID = "valid"
+STATUS_CONFIDENCE = "confidence"  # it had a majority over all its ratings, the confidence filter removed it
+STATUS_NO_MAJORITY = "no_majority"  # no choice had a majority even before the filter (e.g. all disagree)
+
+RATING_COLUMNS = [
+    "item_id", "item_key", "question", "rater", "rater_kind", "choice", "confidence", "baseline_side", "shown_choice",
+]
+VOTE_COLUMNS = ["label", "status", "ratings", "kept"]
+
+
+@dataclass
+class StudyAggregate:
+    """The labels of one study: human majority votes and each LLM rater's own labels."""
+
+    study: Study
+    min_confidence: int
+    ratings: pd.DataFrame  # every current rating of a normal item, one row each (RATING_COLUMNS)
+    human: pd.DataFrame  # index (question, item_id); columns VOTE_COLUMNS
+    llm: dict[str, pd.DataFrame] = field(default_factory=dict)  # rater name -> votes like `human`
+
+    def summary(self) -> dict[str, dict]:
+        """Per question: items, valid, distribution and what each filter removed (human raters)."""
+        return votes_summary(votes=self.human)
+
+
+def ratings_frame(*, study: Study) -> pd.DataFrame:
+    """Load the current ratings of the study's normal items with one query."""
+    rows = (
+        Rating.objects.filter(item__study=study, item__kind=Item.Kind.NORMAL, is_current=True)
+        .order_by()
+        .values_list("item_id", "item__key", "question", "rater", "rater_kind", "choice", "confidence",
+                     "baseline_side", "shown_choice")
+    )
+    frame = pd.DataFrame.from_records(list(rows), columns=RATING_COLUMNS)
+    frame["confidence"] = frame["confidence"].astype("int64")
+    frame["item_id"] = frame["item_id"].astype("int64")
+    return frame
+
+
+def labels_from_counts(counts: np.ndarray, min_votes: int) -> np.ndarray:
+    """Code of the choice with a strict majority of at least ``min_votes`` per row, else -1."""
+    top = counts.max(axis=1)
+    unique_top = (counts == top[:, None]).sum(axis=1) == 1
+    return np.where((top >= min_votes) & unique_top, counts.argmax(axis=1), -1)
+
+
+def majority_vote(*, ratings: pd.DataFrame, min_confidence: int, min_votes: int = 2) -> pd.DataFrame:
+    """Label each (question, item) of ``ratings`` by majority vote after the confidence filter.
+
+    ``ratings`` needs the columns question, item_id, choice and confidence. ``min_votes`` is 2
+    for the human majority (issue: "held by at least 2 of the kept ratings") and 1 for a single
+    LLM rater, whose label is its own kept choice. Returns a frame indexed by (question,
+    item_id) with the label (None when excluded), the status (valid / confidence /
+    no_majority), and how many ratings there were and were kept.
+    """
+    if ratings.empty:
+        index = pd.MultiIndex.from_arrays([[], []], names=["question", "item_id"])
+        return pd.DataFrame({c: pd.Series(dtype=object if c in ("label", "status") else "int64") for c in VOTE_COLUMNS},
+                            index=index)
+    unknown = set(ratings["choice"].unique()) - set(LABELS)
+    if unknown:
+        raise ValueError(f"unknown choice(s) {sorted(unknown)}; expected one of {list(LABELS)}")
+    grouped = ratings.groupby(["question", "item_id"], sort=True)
+    group = grouped.ngroup().to_numpy()
+    n_groups = int(group.max()) + 1
+    code = ratings["choice"].map(LABEL_CODE).to_numpy()
+    kept = ratings["confidence"].to_numpy() >= min_confidence
+    flat = group * len(LABELS) + code
+    counts_all = np.bincount(flat, minlength=n_groups * len(LABELS)).reshape(n_groups, len(LABELS))
+    counts_kept = np.bincount(flat[kept], minlength=n_groups * len(LABELS)).reshape(n_groups, len(LABELS))
+    label_kept = labels_from_counts(counts_kept, min_votes)
+    label_all = labels_from_counts(counts_all, min_votes)
+    names = np.array([*LABELS, None], dtype=object)  # code -1 picks None
+    status = np.where(label_kept >= 0, STATUS_VALID, np.where(label_all >= 0, STATUS_CONFIDENCE, STATUS_NO_MAJORITY))
+    index = grouped.size().index
+    # object dtype, not pandas' string dtype, so that "no label" stays None (JSON null), not NaN
+    return pd.DataFrame(
+        {"label": pd.Series(names[label_kept], index=index, dtype=object),
+         "status": pd.Series(status, index=index, dtype=object),
+         "ratings": counts_all.sum(axis=1), "kept": counts_kept.sum(axis=1)},
+        index=index,
+    )
+
+
+def votes_summary(*, votes: pd.DataFrame, questions: list[str] | None = None) -> dict[str, dict]:
+    """Per question: items rated, valid labels, their distribution and the items each filter dropped."""
+    keys = list(questions) if questions is not None else sorted(votes.index.get_level_values("question").unique())
+    status = pd.crosstab(votes.index.get_level_values("question"), votes["status"]) if len(votes) else pd.DataFrame()
+    valid = votes[votes["status"] == STATUS_VALID]
+    labels = (pd.crosstab(valid.index.get_level_values("question"), valid["label"]) if len(valid) else pd.DataFrame())
+    summary = {}
+    for key in keys:
+        def count(table: pd.DataFrame, column: str) -> int:
+            return int(table.at[key, column]) if key in table.index and column in table.columns else 0
+
+        n_valid = count(status, STATUS_VALID)
+        summary[key] = {
+            "items": n_valid + count(status, STATUS_CONFIDENCE) + count(status, STATUS_NO_MAJORITY),
+            "valid": n_valid,
+            "distribution": {label: count(labels, label) for label in LABELS},
+            "dropped_confidence": count(status, STATUS_CONFIDENCE),
+            "dropped_no_majority": count(status, STATUS_NO_MAJORITY),
+        }
+    return summary
+
+
+def study_aggregate(*, study: Study, min_confidence: int | None = None, ratings: pd.DataFrame | None = None) -> StudyAggregate:
+    """Aggregate a study: the human majority and each LLM rater's labels, with one query."""
+    if min_confidence is None:
+        min_confidence = study.min_confidence
+    if not 1 <= int(min_confidence) <= 5:
+        raise ValueError(f"min_confidence must be an integer from 1 to 5, got {min_confidence!r}")
+    if ratings is None:
+        ratings = ratings_frame(study=study)
+    human = ratings[ratings["rater_kind"] == Rating.RaterKind.HUMAN]
+    llm_ratings = ratings[ratings["rater_kind"] == Rating.RaterKind.LLM]
+    return StudyAggregate(
+        study=study,
+        min_confidence=int(min_confidence),
+        ratings=ratings,
+        human=majority_vote(ratings=human, min_confidence=min_confidence, min_votes=2),
+        llm={
+            str(name): majority_vote(ratings=group, min_confidence=min_confidence, min_votes=1)
+            for name, group in llm_ratings.groupby("rater", sort=True)
+        },
+    )
