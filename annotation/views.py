@@ -7,13 +7,16 @@ Blinding: the annotator pages render only ``item_payload`` (texts under "A"/"B",
 public id), never an Item or Assignment, so no system name, database id or side leaks into
 HTML, URLs or attributes.
 """
+from functools import wraps
+
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.db import transaction
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
 from grag_site.permissions import staff_required
 
@@ -31,6 +34,22 @@ from .selectors import (
 from .services import RatingInvalid, ReservationLost, annotator_add, assignment_next, rating_submit
 
 ITEM_FRAGMENT = "annotation/annotate.html#annotate"
+
+
+def login_required(view):
+    """Like Django's, but an htmx request whose session ended reloads the whole page to log in,
+    instead of swapping the login form into the item."""
+
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if request.user.is_authenticated:
+            return view(request, *args, **kwargs)
+        if request.htmx:
+            next_url = request.htmx.current_url_abs_path or request.get_full_path()
+            return HttpResponseClientRedirect(redirect_to_login(next_url).url)
+        return redirect_to_login(request.get_full_path())
+
+    return wrapped
 
 
 def _instructions_key(study: Study) -> str:

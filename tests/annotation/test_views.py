@@ -280,3 +280,33 @@ def test_staff_add_an_annotator_who_can_then_log_in(staff_client, client, study)
     staff_client.logout()
     assert client.login(username="newbie", password="s3cret-pass")
     assert client.get(reverse("annotation:study_instructions", args=[study.slug])).status_code == 200
+
+
+def test_a_late_submit_after_the_item_went_to_someone_else_stores_nothing_and_moves_on(client, db, tmp_path):
+    study, _ = study_import_jsonl(path=_write_study(tmp_path / "late.jsonl", n=2), slug="late",
+                                  baseline=BASELINE, challenger=CHALLENGER, overlap=1)
+    slow, quick = (annotator_add(username=u, password="pw-ann-123", study=study) for u in ("slow", "quick"))
+    client.force_login(slow)
+    client.post(reverse("annotation:study_instructions", args=[study.slug]))
+    page = client.get(reverse("annotation:annotate", args=[study.slug])).content.decode()
+    mine = Assignment.objects.get(annotator=slow)
+    # The reservation runs out, and the only slot of the item goes to another annotator.
+    Assignment.objects.filter(pk=mine.pk).update(expires_at=mine.reserved_at)
+    from annotation.services import Answer, assignment_next, rating_submit
+
+    taken = assignment_next(study=study, annotator=quick)
+    assert taken.item_id == mine.item_id
+    rating_submit(assignment=taken, answers=[Answer(q, "A", 3) for q in ("q1", "q2", "q3", "q4")])
+    response = client.post(_action(page), _full_answers(), headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "went to another annotator" in body and _action(body) != _action(page)
+    assert Rating.objects.filter(annotator=slow).count() == 0
+    assert Rating.objects.filter(item=mine.item).count() == 4  # still one rater: the overlap holds
+
+
+def test_an_htmx_request_after_the_session_ended_reloads_to_the_login_page(client, study):
+    url = reverse("annotation:item_rate", args=[study.slug, study.items.first().public_id])
+    response = client.post(url, {}, headers={"HX-Request": "true", "HX-Current-URL": f"http://testserver/studies/{study.slug}/annotate/"})
+    assert response.status_code == 200 and response.headers["HX-Redirect"].startswith(reverse("login"))
+    assert "annotate" in response.headers["HX-Redirect"]
