@@ -116,22 +116,20 @@ def majority_vote(*, ratings: pd.DataFrame, min_confidence: int, min_votes: int 
 
 def votes_summary(*, votes: pd.DataFrame, questions: list[str] | None = None) -> dict[str, dict]:
     """Per question: items rated, valid labels, their distribution and the items each filter dropped."""
-    keys = list(questions) if questions is not None else sorted(votes.index.get_level_values("question").unique())
-    status = pd.crosstab(votes.index.get_level_values("question"), votes["status"]) if len(votes) else pd.DataFrame()
-    valid = votes[votes["status"] == STATUS_VALID]
-    labels = (pd.crosstab(valid.index.get_level_values("question"), valid["label"]) if len(valid) else pd.DataFrame())
+    question = votes.index.get_level_values("question")
+    keys = list(questions) if questions is not None else sorted(question.unique())
+    status = votes.groupby([question, votes["status"]]).size().to_dict() if len(votes) else {}
+    valid = votes["status"].to_numpy() == STATUS_VALID
+    labels = votes[valid].groupby([question[valid], votes["label"][valid]]).size().to_dict() if valid.any() else {}
     summary = {}
     for key in keys:
-        def count(table: pd.DataFrame, column: str) -> int:
-            return int(table.at[key, column]) if key in table.index and column in table.columns else 0
-
-        n_valid = count(status, STATUS_VALID)
+        n = {name: int(status.get((key, name), 0)) for name in (STATUS_VALID, STATUS_CONFIDENCE, STATUS_NO_MAJORITY)}
         summary[key] = {
-            "items": n_valid + count(status, STATUS_CONFIDENCE) + count(status, STATUS_NO_MAJORITY),
-            "valid": n_valid,
-            "distribution": {label: count(labels, label) for label in LABELS},
-            "dropped_confidence": count(status, STATUS_CONFIDENCE),
-            "dropped_no_majority": count(status, STATUS_NO_MAJORITY),
+            "items": sum(n.values()),
+            "valid": n[STATUS_VALID],
+            "distribution": {label: int(labels.get((key, label), 0)) for label in LABELS},
+            "dropped_confidence": n[STATUS_CONFIDENCE],
+            "dropped_no_majority": n[STATUS_NO_MAJORITY],
         }
     return summary
 

@@ -1,5 +1,9 @@
 """URL patterns of this part of the app (included from grag_site/urls.py)."""
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from .api import StudyReportView
 
 app_name = "reports_api"
-urlpatterns: list = []
+urlpatterns = [
+    path("studies/<slug:slug>/report/", StudyReportView.as_view(), name="study_report"),
+]

@@ -1,5 +1,10 @@
 """URL patterns of this part of the app (included from grag_site/urls.py)."""
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from . import views
 
 app_name = "reports"
-urlpatterns: list = []
+urlpatterns = [
+    path("studies/<slug:slug>/report/", views.study_report, name="study_report"),
+    path("studies/<slug:slug>/report/download/<str:fmt>/", views.study_report_download, name="study_report_download"),
+]

@@ -1,0 +1,88 @@
+"""The paper's Figure 2: shares of baseline / challenger / similar labels per question and rater group.
+
+"Each group of three bars corresponds to one choice of one question [...] Within each group
+the colors indicate annotator types (Human, LLM-145, LLM-2000)" (section 5.5, Figure 2).
+Drawn on a bare matplotlib Figure (Agg canvas, no pyplot state) so that web requests in
+several threads never share a figure.
+"""
+from __future__ import annotations
+
+import io
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and workers; harmless when already set
+
+from matplotlib import rc_context  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+# Colour-blind-safe (Okabe-Ito), one per rater group in order: Human, then each LLM run.
+COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
+CHOICE_TICK = {"baseline": "A\n(baseline)", "challenger": "B\n(challenger)", "similar": "S\n(similar)"}
+
+
+def figure2_series(*, report: dict) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Rater group -> question -> choice -> share of that group's valid labels."""
+    series: dict[str, dict[str, dict[str, float | None]]] = {"Human": {}}
+    for key, question in report["questions"].items():
+        groups = {"Human": question, **question["llm"]}
+        for group, numbers in groups.items():
+            valid = numbers["valid"]
+            series.setdefault(group, {})[key] = {
+                label: (numbers["distribution"][label] / valid if valid else None) for label in report["labels"]
+            }
+    return series
+
+
+def figure2(*, report: dict) -> Figure:
+    series = figure2_series(report=report)
+    keys = list(report["questions"])
+    labels = report["labels"]
+    groups = list(series)
+    fig = Figure(figsize=(max(6.0, 2.4 * len(keys)), 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(groups))
+    positions = [q * (len(labels) + 1) + c for q in range(len(keys)) for c in range(len(labels))]
+    for g, group in enumerate(groups):
+        heights = [
+            (series[group].get(key, {}).get(label) or 0.0) * 100 for key in keys for label in labels
+        ]
+        offsets = [p - 0.4 + width * (g + 0.5) for p in positions]
+        ax.bar(offsets, heights, width=width, label=group, color=COLOURS[g % len(COLOURS)])
+    ax.set_xticks(positions, [f"{key.upper()} {CHOICE_TICK.get(label, label)}" for key in keys for label in labels],
+                  fontsize=7)
+    ax.set_ylabel("share of valid labels (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"{report['study']}: {report['baseline']} (A) vs {report['challenger']} (B), "
+                 f"min confidence {report['min_confidence']}", fontsize=9)
+    ax.legend(fontsize=8, frameon=False, ncols=min(4, len(groups)))
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def _manifest_text(report: dict) -> str:
+    manifest = dict(report.get("manifest", {}))
+    return json.dumps(manifest, sort_keys=True, default=str)
+
+
+def figure2_svg(*, report: dict, embed_manifest: bool = True) -> str:
+    """Figure 2 as SVG text; the exported file carries the manifest in its metadata."""
+    buffer = io.StringIO()
+    metadata = {"Title": f"Figure 2: {report['study']}"}
+    if embed_manifest:
+        metadata["Description"] = _manifest_text(report)
+    with rc_context({"svg.fonttype": "none", "svg.hashsalt": report["study"]}):
+        figure2(report=report).savefig(buffer, format="svg", metadata=metadata)
+    text = buffer.getvalue()
+    return text if embed_manifest else text[text.index("<svg"):]  # inline in HTML: no XML prologue
+
+
+def figure2_png(*, report: dict, dpi: int = 200) -> bytes:
+    """Figure 2 as PNG bytes, with the manifest in a PNG text chunk."""
+    buffer = io.BytesIO()
+    figure2(report=report).savefig(
+        buffer, format="png", dpi=dpi,
+        metadata={"Title": f"Figure 2: {report['study']}", "Description": _manifest_text(report)},
+    )
+    return buffer.getvalue()

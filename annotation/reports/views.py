@@ -1,0 +1,41 @@
+"""Staff pages of the agreement report: the report with Figure 2, and its downloads."""
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_GET
+
+from grag_site.permissions import staff_required
+
+from ..models import Study
+from .build import min_confidence_parse, report_build
+from .render import CONTENT_TYPES, EXTENSIONS, FORMATS, report_context, report_render
+
+
+@require_GET
+@staff_required
+def study_report(request, slug: str):
+    study = get_object_or_404(Study, slug=slug)
+    context = {"study": study, "formats": FORMATS, "min_confidence": study.min_confidence, "report": None}
+    try:
+        min_confidence = min_confidence_parse(value=request.GET.get("min_confidence"), study=study)
+    except ValueError as exc:
+        return render(request, "annotation/reports/report_page.html", {**context, "error": str(exc)}, status=400)
+    report = report_build(study=study, min_confidence=min_confidence)
+    context.update(report_context(report=report), min_confidence=min_confidence)
+    return render(request, "annotation/reports/report_page.html", context)
+
+
+@require_GET
+@staff_required
+def study_report_download(request, slug: str, fmt: str):
+    if fmt not in FORMATS:
+        raise Http404(f"Unknown report format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+    study = get_object_or_404(Study, slug=slug)
+    try:
+        min_confidence = min_confidence_parse(value=request.GET.get("min_confidence"), study=study)
+    except ValueError as exc:
+        return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
+    report = report_build(study=study, min_confidence=min_confidence)
+    response = HttpResponse(report_render(report=report, fmt=fmt), content_type=CONTENT_TYPES[fmt])
+    filename = f"{study.slug}-agreement-c{min_confidence}.{EXTENSIONS[fmt]}"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
