@@ -189,10 +189,27 @@ class BertScoreConfig:
     device: str | None = None  # None: CUDA when available
 
     def resolved(self) -> tuple[str, int | None]:
-        """(model_type for bert-score, num_layers), with the offline alias and local folders resolved."""
+        """(model_type for bert-score, num_layers): a local folder, never a download.
+
+        Names are found the way every model of the app is (a folder, $MODELS_DIR/<name>, the
+        Hugging Face cache; modeling.llm.loading.resolve_model), so a missing model fails at once
+        instead of after the hub's retries. A known name keeps bert-score's tuned layer.
+        """
         if self.model == BERTSCORE_MINILM:
             return str(minilm_path()), self.num_layers or MINILM_LAYERS
-        return self.model, self.num_layers
+        from bert_score.utils import model2layers
+
+        from .llm.loading import ModelNotFound, resolve_model
+
+        num_layers = self.num_layers if self.num_layers is not None else model2layers.get(self.model)
+        try:
+            source = resolve_model(self.model)
+        except ModelNotFound as exc:
+            raise MetricInputError(
+                f"BERTScore model {self.model!r} is not on this machine ({exc}) Or use --bert-model "
+                f"{BERTSCORE_MINILM} (the bundled all-MiniLM-L6-v2) for offline work."
+            ) from exc
+        return source.path, num_layers
 
 
 class BertScore:
@@ -207,20 +224,16 @@ class BertScore:
 
         self.config = config or BertScoreConfig()
         model_type, num_layers = self.config.resolved()
-        if num_layers is None and Path(model_type).expanduser().is_dir():
+        if num_layers is None:
             raise MetricInputError(
-                f"BERTScore model {model_type} is a local folder: give the layer to use (num_layers), "
-                "bert-score only knows the tuned layer of models it has by name."
+                f"BERTScore model {self.config.model!r} has no known layer: give the layer to use "
+                "(num_layers, --bert-layer); bert-score only knows the tuned layer of models it names."
             )
         try:
             self.scorer = BERTScorer(
                 model_type=model_type, num_layers=num_layers, batch_size=self.config.batch_size,
                 device=self.config.device,
             )
-        except KeyError as exc:
-            raise MetricInputError(
-                f"bert-score has no default layer for {model_type!r}: pass num_layers (--bert-layer)."
-            ) from exc
         except OSError as exc:
             raise MetricInputError(
                 f"BERTScore model {model_type!r} could not be loaded ({exc}). Give a local folder with "

@@ -1,5 +1,13 @@
-"""URL patterns of this part of the app (included from grag_site/urls.py)."""
-from django.urls import path  # noqa: F401
+"""Staff pages for model runs, mounted at /results/ (grag_site/urls.py)."""
+from django.urls import path
+
+from . import views
 
 app_name = "modeling"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.system_list, name="system_list"),
+    path("table/", views.table_builder, name="table_builder"),
+    path("table/download/<str:fmt>/", views.table_download, name="table_download"),
+    path("ablation/", views.ablation, name="ablation"),
+    path("ablation/plot.<str:fmt>", views.ablation_plot_view, name="ablation_plot"),
+]
