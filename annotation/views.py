@@ -11,7 +11,6 @@ from functools import wraps
 
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
-from django.db import transaction
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -31,7 +30,7 @@ from .selectors import (
     study_for_annotator,
     study_items_state,
 )
-from .services import RatingInvalid, ReservationLost, annotator_add, assignment_next, rating_submit
+from .services import RatingInvalid, ReservationLost, annotator_add, assignment_next, rating_submit, study_update
 
 ITEM_FRAGMENT = "annotation/annotate.html#annotate"
 
@@ -192,9 +191,13 @@ def _study_overview(study: Study) -> dict:
     return {"items": items, "annotators": annotators, "items_done": sum(1 for i in items if i["state"] == "done")}
 
 
-def _render_manage(request, study: Study, *, instructions_form=None, question_formset=None, annotator_form=None, status=200):
+def _render_manage(
+    request, study: Study, *, instructions_form=None, question_formset=None, annotator_form=None, questions_error="",
+    status=200,
+):
     context = {
         "study": study,
+        "questions_error": questions_error,
         "instructions_form": instructions_form or InstructionsForm(initial={"instructions": study.instructions}),
         "question_formset": question_formset or QuestionFormSet(queryset=study.questions.all(), prefix="questions"),
         "annotator_form": annotator_form or AnnotatorAddForm(),
@@ -216,17 +219,13 @@ def study_instructions_edit(request, slug: str):
     form = InstructionsForm(request.POST)
     if not form.is_valid():
         return _render_manage(request, study, instructions_form=form, status=422)
-    text = form.cleaned_data["instructions"].replace("\r\n", "\n")
-    with transaction.atomic():
-        study = Study.objects.select_for_update().get(pk=study.pk)
-        if text != study.instructions:
-            # A new version sends every annotator back to the instructions before their next item.
-            study.instructions = text
-            study.instructions_version += 1
-            study.save(update_fields=["instructions", "instructions_version"])
-            messages.success(request, f"Instructions saved as version {study.instructions_version}.")
-        else:
-            messages.info(request, "The instructions did not change.")
+    version = study.instructions_version
+    # Browsers post CRLF; compare like with like so an untouched text is not a new version.
+    study = study_update(study=study, instructions=form.cleaned_data["instructions"].replace("\r\n", "\n"))
+    if study.instructions_version != version:
+        messages.success(request, f"Instructions saved as version {study.instructions_version}.")
+    else:
+        messages.info(request, "The instructions did not change.")
     return redirect("annotation:study_manage", slug=study.slug)
 
 
@@ -235,12 +234,20 @@ def study_instructions_edit(request, slug: str):
 def study_questions_edit(request, slug: str):
     study = get_object_or_404(Study, slug=slug)
     formset = QuestionFormSet(request.POST, queryset=study.questions.all(), prefix="questions")
-    if not formset.is_valid():
-        return _render_manage(request, study, question_formset=formset, status=422)
-    with transaction.atomic():
-        formset.save()
-    messages.success(request, "Questions saved.")
-    return redirect("annotation:study_manage", slug=study.slug)
+    if formset.is_valid():
+        # Every question is passed on, edited or not: the service drops questions left out.
+        edited = {f.instance.key: f.cleaned_data for f in formset.forms if f.instance.pk and f.cleaned_data}
+        questions = [
+            {"key": q.key, "label": edited.get(q.key, {}).get("label", q.label), "text": edited.get(q.key, {}).get("text", q.text)}
+            for q in study.questions.all()
+        ]
+        try:
+            study_update(study=study, questions=questions)
+        except ValueError as exc:
+            return _render_manage(request, study, question_formset=formset, questions_error=str(exc), status=422)
+        messages.success(request, "Questions saved.")
+        return redirect("annotation:study_manage", slug=study.slug)
+    return _render_manage(request, study, question_formset=formset, status=422)
 
 
 @require_POST
