@@ -151,3 +151,22 @@ def test_fetch_from_a_mirror_then_import(tmp_path, release_server):
 
     with pytest.raises(CommandError, match="HTTP 404"):
         call_command("fetch_dataset", "pfg", "--dest", str(tmp_path / "pfg"), "--base-url", release_server)
+
+
+def test_admin_lists_and_searches_imported_rows_read_only(admin_client):
+    path = Path(__file__).resolve().parents[2] / "data" / "demo" / "demo.jsonl"
+    run("import_dataset", "jsonl", str(path), "--name", "demo")
+    page = admin_client.get("/admin/modeling/dataset/")
+    assert page.status_code == 200 and b"demo" in page.content
+    found = admin_client.get("/admin/modeling/sample/", {"q": "Saturday market"})
+    assert found.status_code == 200 and b"demo/train/demo-001/1" in found.content
+    sample = Sample.objects.get(key="demo/train/demo-001/1")
+    detail = admin_client.get(f"/admin/modeling/sample/{sample.pk}/change/")
+    assert detail.status_code == 200 and b"Saturday market" in detail.content
+    # Read-only: posting a change does not alter the row; there is no add page.
+    admin_client.post(f"/admin/modeling/sample/{sample.pk}/change/", {"reference": "edited"})
+    sample.refresh_from_db()
+    assert sample.reference.startswith("Welcome! Come by the Saturday market")
+    assert admin_client.get("/admin/modeling/sample/add/").status_code == 403
+    for model in ("conversation", "system", "response", "metricresult"):
+        assert admin_client.get(f"/admin/modeling/{model}/").status_code == 200
