@@ -69,7 +69,7 @@ def _stored(assignment: Assignment) -> dict:
 
 
 @pytest.fixture
-def browser_page(monkeypatch):
+def browser(monkeypatch):
     from django.db import connections
     from playwright.sync_api import sync_playwright
 
@@ -83,35 +83,49 @@ def browser_page(monkeypatch):
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run"],
         )
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(15_000)
         try:
-            yield page
+            yield browser
         finally:
-            context.close()
             browser.close()
             # The ORM calls made while Playwright ran opened their own connection (Django keys
             # connections by context); close it so the test database can be dropped.
             connections.close_all()
 
 
-def test_annotator_rates_one_item_with_the_mouse_and_one_with_the_keyboard(live_server, browser_page, tmp_path):
+def _new_page(browser, **options):
+    page = browser.new_context(viewport={"width": 1280, "height": 900}, **options).new_page()
+    page.set_default_timeout(15_000)
+    return page
+
+
+def _log_in_and_start(page, live_server, study, username, password):
+    from playwright.sync_api import expect
+
+    page.goto(f"{live_server.url}/accounts/login/?next=/studies/{study.slug}/annotate/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("instructions")
+    page.get_by_role("button", name="I have read the instructions: start").click()
+    expect(page.locator("#rating-form")).to_be_visible()
+
+
+def _click_answers(page, answers):
+    for q, (shown, confidence) in answers.items():
+        page.locator(f"#{q}-question label.pill", has_text=CHOICE_LABEL[shown]).click()
+        page.locator(f'#{q}-question label:has(input[value="{confidence}"])').click()
+
+
+def test_annotator_rates_one_item_with_the_mouse_and_one_with_the_keyboard(live_server, browser, tmp_path):
     from playwright.sync_api import expect
 
     study, _ = study_import_jsonl(path=_study_file(tmp_path / "study.jsonl"), slug="spc-human-eval",
                                   baseline=BASELINE, challenger=CHALLENGER)
     annotator = annotator_add(username="rater1", password="correct-horse-9", study=study)
-    page = browser_page
+    page = _new_page(browser)
 
     # Log in; the first visit to the study shows its instructions.
-    page.goto(f"{live_server.url}/accounts/login/?next=/studies/{study.slug}/annotate/")
-    page.get_by_label("Username").fill("rater1")
-    page.get_by_label("Password").fill("correct-horse-9")
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", level=1)).to_contain_text("instructions")
-    page.get_by_role("button", name="I have read the instructions: start").click()
-    expect(page.locator("#rating-form")).to_be_visible()
+    _log_in_and_start(page, live_server, study, "rater1", "correct-horse-9")
     assert page.evaluate("typeof window.htmx") == "object", "htmx did not load"
     expect(page.locator(".progress-line .count")).to_have_text("0 of 3 done")
 
@@ -130,9 +144,7 @@ def test_annotator_rates_one_item_with_the_mouse_and_one_with_the_keyboard(live_
     # Item 1 with the mouse. A marker on window shows the next item arrives without a page load.
     first = Assignment.objects.get(annotator=annotator, status=Assignment.Status.RESERVED)
     page.evaluate("window.__sameDocument = true")
-    for q, (shown, confidence) in MOUSE_ANSWERS.items():
-        page.locator(f"#{q}-question label.pill", has_text=CHOICE_LABEL[shown]).click()
-        page.locator(f'#{q}-question label:has(input[value="{confidence}"])').click()
+    _click_answers(page, MOUSE_ANSWERS)
     page.get_by_role("button", name="Submit and go to the next item").click()
     expect(page.locator(".progress-line .count")).to_have_text("1 of 3 done")
     assert page.evaluate("window.__sameDocument === true"), "the page was reloaded instead of swapped"
@@ -167,3 +179,26 @@ def test_annotator_rates_one_item_with_the_mouse_and_one_with_the_keyboard(live_
     assert box_b["y"] >= box_a["y"] + box_a["height"] - 1
     page.screenshot(path=str(SCREENSHOTS / "annotate-narrow.png"), full_page=True)
     assert os.path.getsize(SCREENSHOTS / "annotate-item.png") > 10_000
+
+
+def test_without_javascript_the_form_posts_and_redirects_to_the_next_item(live_server, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    study, _ = study_import_jsonl(path=_study_file(tmp_path / "study.jsonl"), slug="spc-nojs",
+                                  baseline=BASELINE, challenger=CHALLENGER)
+    annotator = annotator_add(username="rater2", password="correct-horse-9", study=study)
+    page = _new_page(browser, java_script_enabled=False)
+    _log_in_and_start(page, live_server, study, "rater2", "correct-horse-9")
+    first = Assignment.objects.get(annotator=annotator, status=Assignment.Status.RESERVED)
+    _click_answers(page, {**MOUSE_ANSWERS, "q4": ("B", 1)})
+    with page.expect_navigation():
+        page.get_by_role("button", name="Submit and go to the next item").click()
+    assert page.url.endswith(f"/studies/{study.slug}/annotate/")
+    expect(page.locator(".progress-line .count")).to_have_text("1 of 3 done")
+    assert _stored(first) == _expected(first, {**MOUSE_ANSWERS, "q4": ("B", 1)})
+    # A missing answer comes back with the errors on the page; nothing is stored.
+    _click_answers(page, {"q1": ("S", 3)})
+    page.get_by_role("button", name="Submit and go to the next item").click()
+    expect(page.locator(".error-summary")).to_contain_text("Nothing was saved")
+    expect(page.locator('input[name="q1-choice"][value="S"]')).to_be_checked()
+    assert Rating.objects.filter(annotator=annotator).count() == 4
