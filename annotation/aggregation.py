@@ -22,12 +22,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from django.db import connections
 
 from .models import Item, Rating, Study
 
 # Canonical choices in the paper's order (Figure 2: A = R^B better, B = R^C better, S = similar).
 LABELS: tuple[str, ...] = (Rating.Choice.BASELINE.value, Rating.Choice.CHALLENGER.value, Rating.Choice.SIMILAR.value)
 LABEL_CODE = {label: code for code, label in enumerate(LABELS)}
+
+
+def choice_codes(choices) -> np.ndarray:
+    """0, 1, 2 for baseline, challenger, similar (LABELS order), -1 for anything else; vectorised."""
+    return pd.Index(LABELS).get_indexer(pd.Index(choices)).astype(np.int64)
 
 # Why an item has no label for a question.
 STATUS_VALID = "valid"
@@ -36,8 +42,8 @@ STATUS_NO_MAJORITY = "no_majority"  # no choice had a majority even before the f
 
 RATING_COLUMNS = [
     "item_id", "item_key", "question", "rater", "rater_kind", "choice", "confidence", "baseline_side", "shown_choice",
-]
-VOTE_COLUMNS = ["label", "status", "ratings", "kept"]
+]  # ratings_frame adds "code", the choice's index in LABELS
+VOTE_COLUMNS = ["label", "code", "status", "ratings", "kept"]  # code: the label's LABELS index, -1 for none
 
 
 @dataclass
@@ -57,15 +63,22 @@ class StudyAggregate:
 
 def ratings_frame(*, study: Study) -> pd.DataFrame:
     """Load the current ratings of the study's normal items with one query."""
-    rows = (
+    query = (
         Rating.objects.filter(item__study=study, item__kind=Item.Kind.NORMAL, is_current=True)
         .order_by()
         .values_list("item_id", "item__key", "question", "rater", "rater_kind", "choice", "confidence",
                      "baseline_side", "shown_choice")
     )
-    frame = pd.DataFrame.from_records(list(rows), columns=RATING_COLUMNS)
+    # The ORM's SQL run on a plain cursor: these columns need no conversion, and skipping the
+    # per-row iterator makes loading 32,000 ratings several times faster.
+    sql, params = query.query.sql_with_params()
+    with connections[query.db].cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    frame = pd.DataFrame.from_records(rows, columns=RATING_COLUMNS)
     frame["confidence"] = frame["confidence"].astype("int64")
     frame["item_id"] = frame["item_id"].astype("int64")
+    frame["code"] = choice_codes(frame["choice"])  # computed once; every statistic works on codes
     return frame
 
 
@@ -89,13 +102,13 @@ def majority_vote(*, ratings: pd.DataFrame, min_confidence: int, min_votes: int 
         index = pd.MultiIndex.from_arrays([[], []], names=["question", "item_id"])
         return pd.DataFrame({c: pd.Series(dtype=object if c in ("label", "status") else "int64") for c in VOTE_COLUMNS},
                             index=index)
-    unknown = set(ratings["choice"].unique()) - set(LABELS)
-    if unknown:
-        raise ValueError(f"unknown choice(s) {sorted(unknown)}; expected one of {list(LABELS)}")
+    code = ratings["code"].to_numpy() if "code" in ratings else choice_codes(ratings["choice"])
+    if (code < 0).any():
+        unknown = sorted(set(ratings["choice"][code < 0]))
+        raise ValueError(f"unknown choice(s) {unknown}; expected one of {list(LABELS)}")
     grouped = ratings.groupby(["question", "item_id"], sort=True)
     group = grouped.ngroup().to_numpy()
     n_groups = int(group.max()) + 1
-    code = ratings["choice"].map(LABEL_CODE).to_numpy()
     kept = ratings["confidence"].to_numpy() >= min_confidence
     flat = group * len(LABELS) + code
     counts_all = np.bincount(flat, minlength=n_groups * len(LABELS)).reshape(n_groups, len(LABELS))
@@ -108,6 +121,7 @@ def majority_vote(*, ratings: pd.DataFrame, min_confidence: int, min_votes: int 
     # object dtype, not pandas' string dtype, so that "no label" stays None (JSON null), not NaN
     return pd.DataFrame(
         {"label": pd.Series(names[label_kept], index=index, dtype=object),
+         "code": label_kept,
          "status": pd.Series(status, index=index, dtype=object),
          "ratings": counts_all.sum(axis=1), "kept": counts_kept.sum(axis=1)},
         index=index,

@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .. import selectors
-from ..aggregation import LABEL_CODE, LABELS, STATUS_VALID, StudyAggregate, study_aggregate, votes_summary
+from ..aggregation import LABELS, STATUS_VALID, StudyAggregate, study_aggregate, votes_summary
 from ..models import Rating, Study
 from . import stats
 from .manifest import report_manifest
@@ -14,6 +13,7 @@ from .quality import annotator_quality
 # Krippendorff's ordinal alpha needs the choices in order: the baseline better < similar < the
 # challenger better.
 ORDINAL_CODE = {"baseline": 0, "similar": 1, "challenger": 2}
+ORDINAL_FROM_CODE = np.array([ORDINAL_CODE[label] for label in LABELS], dtype=float)
 
 
 def min_confidence_parse(*, value, study: Study) -> int:
@@ -44,12 +44,12 @@ def _human_agreement(*, human: pd.DataFrame, overlap: int) -> dict:
         return {"fleiss_kappa": None, "fleiss_items": 0, "krippendorff_alpha": None,
                 "krippendorff_alpha_ordinal": None, "percent_agreement": None}
     item_index, _ = pd.factorize(human["item_id"])
-    code = human["choice"].map(LABEL_CODE).to_numpy(dtype=np.int64)
+    code = human["code"].to_numpy()
     counts = np.bincount(item_index * len(LABELS) + code, minlength=(item_index.max() + 1) * len(LABELS))
     counts = counts.reshape(-1, len(LABELS))  # items x (baseline, challenger, similar)
     full = counts[counts.sum(axis=1) == overlap]  # Fleiss' kappa assumes the same number of raters per item
     # Raters x items, NaN where a rater did not rate an item (one current rating per rater and item).
-    coded = human.assign(nominal=human["choice"].map(LABEL_CODE), ordinal=human["choice"].map(ORDINAL_CODE))
+    coded = human.assign(nominal=code.astype(float), ordinal=ORDINAL_FROM_CODE[code])
     nominal = coded.pivot(index="rater", columns="item_id", values="nominal").to_numpy(dtype=float)
     ordinal = coded.pivot(index="rater", columns="item_id", values="ordinal").to_numpy(dtype=float)
     return {
@@ -63,11 +63,12 @@ def _human_agreement(*, human: pd.DataFrame, overlap: int) -> dict:
 
 
 def _llm_versus_human(*, summary: dict, llm_valid: pd.Series, human_valid: pd.Series) -> dict:
+    # llm_valid, human_valid: item_id -> label code of the items with a label
     """One LLM rater's labels for a question and how they agree with the human majority on items valid in both."""
     both = pd.concat([human_valid.rename("human"), llm_valid.rename("llm")], axis=1, join="inner")
     n = len(LABELS)
-    human_code = both["human"].map(LABEL_CODE).to_numpy(dtype=np.int64)
-    llm_code = both["llm"].map(LABEL_CODE).to_numpy(dtype=np.int64)
+    human_code = both["human"].to_numpy(dtype=np.int64)
+    llm_code = both["llm"].to_numpy(dtype=np.int64)
     confusion = np.bincount(human_code * n + llm_code, minlength=n * n).reshape(n, n)  # rows human, columns LLM
     compared = int(len(both))
     return {
@@ -80,17 +81,11 @@ def _llm_versus_human(*, summary: dict, llm_valid: pd.Series, human_valid: pd.Se
 
 
 def _valid_labels(votes: pd.DataFrame, question: str) -> pd.Series:
-    """item_id -> label of the items with a label for ``question``."""
+    """item_id -> label code of the items with a label for ``question``."""
     if question not in votes.index.get_level_values("question"):
-        return pd.Series(dtype=object)
+        return pd.Series(dtype=np.int64)
     of_question = votes.xs(question, level="question")
-    return of_question.loc[of_question["status"] == STATUS_VALID, "label"]
-
-
-def _qc_by_annotator(study: Study) -> dict[str, dict]:
-    """Gold/trap pass rate and consistency from the annotation app's quality selector."""
-    keep = ("pass_rate", "checks", "consistency", "repeats", "too_fast")
-    return {row["annotator"]: {k: row.get(k) for k in keep} for row in selectors.annotator_quality(study=study)}
+    return of_question.loc[of_question["status"] == STATUS_VALID, "code"]
 
 
 def report_build(*, study: Study, min_confidence: int | None = None, aggregate: StudyAggregate | None = None) -> dict:
@@ -120,9 +115,6 @@ def report_build(*, study: Study, min_confidence: int | None = None, aggregate: 
             },
         }
     annotators = annotator_quality(study=study, ratings=ratings, min_confidence=aggregate.min_confidence)
-    qc = _qc_by_annotator(study)
-    for row in annotators:
-        row["quality_control"] = qc.get(row["rater"], {})
     return {
         "study": study.slug,
         "min_confidence": aggregate.min_confidence,

@@ -40,7 +40,10 @@ def figure2(*, report: dict) -> Figure:
     keys = list(report["questions"])
     labels = report["labels"]
     groups = list(series)
-    fig = Figure(figsize=(max(6.0, 2.4 * len(keys)), 3.6), layout="constrained")
+    fig = Figure(figsize=(max(6.0, 2.4 * len(keys)), 3.8))
+    # Fixed margins rather than a layout engine: the figure's shape never changes, and measuring
+    # every text box for constrained layout costs more than the rest of the drawing.
+    fig.subplots_adjust(left=0.07, right=0.99, top=0.82, bottom=0.2)
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(groups))
     positions = [q * (len(labels) + 1) + c for q in range(len(keys)) for c in range(len(labels))]
@@ -55,8 +58,8 @@ def figure2(*, report: dict) -> Figure:
     ax.set_ylabel("share of valid labels (%)")
     ax.set_ylim(0, 100)
     ax.set_title(f"{report['study']}: {report['baseline']} (A) vs {report['challenger']} (B), "
-                 f"min confidence {report['min_confidence']}", fontsize=9)
-    ax.legend(fontsize=8, frameon=False, ncols=min(4, len(groups)))
+                 f"min confidence {report['min_confidence']}", fontsize=9, pad=22)
+    ax.legend(fontsize=8, frameon=False, ncols=min(4, len(groups)), loc="lower center", bbox_to_anchor=(0.5, 1.0))
     ax.grid(axis="y", alpha=0.3)
     return fig
 

@@ -151,9 +151,10 @@ def test_majority_vote_on_a_frame_without_database():
         columns=["question", "item_id", "choice", "confidence"],
     )
     votes = majority_vote(ratings=ratings, min_confidence=2)
-    assert votes.loc[("q1", 1)].tolist() == [B, STATUS_VALID, 3, 3]
-    assert votes.loc[("q1", 2)].tolist() == [None, STATUS_CONFIDENCE, 3, 2]
-    assert votes.loc[("q3", 1)].tolist() == [None, STATUS_NO_MAJORITY, 1, 1]
+    # label, its code, status, ratings, kept ratings
+    assert votes.loc[("q1", 1)].tolist() == [B, 0, STATUS_VALID, 3, 3]
+    assert votes.loc[("q1", 2)].tolist() == [None, -1, STATUS_CONFIDENCE, 3, 2]
+    assert votes.loc[("q3", 1)].tolist() == [None, -1, STATUS_NO_MAJORITY, 1, 1]
     assert majority_vote(ratings=ratings, min_confidence=2, min_votes=1).loc[("q3", 1), "label"] == C
     assert majority_vote(ratings=ratings.iloc[:0], min_confidence=2).empty
     with pytest.raises(ValueError, match="unknown choice"):
