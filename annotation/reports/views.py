@@ -9,12 +9,16 @@ from ..models import Study
 from .build import min_confidence_parse, report_build
 from .render import CONTENT_TYPES, EXTENSIONS, FORMATS, report_context, report_render
 
+DOWNLOAD_LABELS = [("json", "JSON"), ("csv", "CSV"), ("html", "HTML"), ("tex", "LaTeX"), ("svg", "Figure 2 (SVG)"),
+                   ("png", "Figure 2 (PNG)")]
+
 
 @require_GET
 @staff_required
 def study_report(request, slug: str):
     study = get_object_or_404(Study, slug=slug)
-    context = {"study": study, "formats": FORMATS, "min_confidence": study.min_confidence, "report": None}
+    context = {"study": study, "report_download_formats": DOWNLOAD_LABELS, "min_confidence": study.min_confidence,
+               "report": None}
     try:
         min_confidence = min_confidence_parse(value=request.GET.get("min_confidence"), study=study)
     except ValueError as exc:

@@ -249,3 +249,14 @@ def test_report_page_downloads_and_api_are_staff_only(client):
     bad = api_client.get(api, {"min_confidence": 7})
     assert bad.status_code == 400 and "min_confidence" in bad.json()
     assert api_client.get("/api/studies/none/report/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_download_buttons_partial_renders_for_any_study_page():
+    from django.template.loader import render_to_string
+
+    study = small_study()
+    html = render_to_string("annotation/reports/_download_buttons.html", {"study": study})
+    for fmt in ("json", "csv", "html", "tex", "svg", "png"):
+        assert reverse("reports:study_report_download", args=[study.slug, fmt]) in html
+    assert reverse("reports:study_report", args=[study.slug]) in html
