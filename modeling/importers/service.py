@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -209,7 +209,18 @@ def _write(dataset: Dataset, parsed: ParseResult, splits: list[str], *, prune: b
         stale = [pk for (key, (pk, file)) in existing.items() if file == source_file and key not in new_keys]
         for start in range(0, len(stale), BATCH_SIZE):
             Conversation.objects.filter(pk__in=stale[start:start + BATCH_SIZE]).delete()
-    Conversation.objects.bulk_create(to_create, batch_size=BATCH_SIZE)
+    _insert(Conversation, to_create)
+    if to_create:  # COPY returns no ids: look them up by the unique (dataset, split, source_id)
+        created = {(c.split, c.source_id) for c in to_create}
+        ids = {
+            (s, sid): pk
+            for pk, s, sid in Conversation.objects.filter(dataset=dataset, source_file=source_file).values_list(
+                "pk", "split", "source_id"
+            )
+            if (s, sid) in created
+        }
+        for row in to_create:
+            row.pk = ids[(row.split, row.source_id)]
     Conversation.objects.bulk_update(
         to_update, ["source_file", "source_line", "agent_persona", "user_persona", "turns", "meta"],
         batch_size=BATCH_SIZE,
@@ -256,12 +267,33 @@ def _write_samples(dataset, conversations, parsed_by_key, updating: bool, sample
                 create.append(sample)
     if existing:  # agent turns that are gone from a changed file
         Sample.objects.filter(pk__in=list(existing.values())).delete()
-    Sample.objects.bulk_create(create, batch_size=BATCH_SIZE)
+    _insert(Sample, create)
     fields = ["split", "turn_index", "agent_persona", "user_persona", "history", "reference", "source_line"]
     Sample.objects.bulk_update(update, fields, batch_size=BATCH_SIZE)
     Sample.objects.bulk_update(
         update_generic, [*fields, "generic_response", "generic_model", "generic_prompt_version"], batch_size=BATCH_SIZE
     )
+
+
+def _insert(model, objects: list) -> None:
+    """Insert rows without returning ids: COPY on PostgreSQL, bulk_create elsewhere.
+
+    Django 5.2's bulk_create sends PostgreSQL one array per column, which psycopg quotes
+    element by element in Python; with samples' JSON histories (full of quotes to escape)
+    that took ~2 ms a row. COPY streams the same rows in a fraction of the time.
+    """
+    if not objects:
+        return
+    if connection.vendor != "postgresql":
+        model.objects.bulk_create(objects, batch_size=BATCH_SIZE)
+        return
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    table = connection.ops.quote_name(model._meta.db_table)
+    with connection.cursor() as cursor:
+        with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for obj in objects:
+                copy.write_row([f.get_db_prep_save(getattr(obj, f.attname), connection) for f in fields])
 
 
 def _report(name: str, parsed: ParseResult, splits: list[str], samples_by_split: dict[str, int]) -> ImportReport:
