@@ -173,13 +173,12 @@ class RatingSubmitView(APIView):
             raise Http404("No such item among yours; ask for the next item first.")
         try:
             answers = _answers_parse(request.data)
-            before = assignment.ratings.count()
             ratings = services.rating_submit(assignment=assignment, answers=answers)
         except services.ReservationLost as exc:
             return _error(exc.errors, status.HTTP_409_CONFLICT)
         except services.RatingInvalid as exc:
             return _error(exc.errors)
-        stored = assignment.ratings.count() - before
+        stored = sum(r.is_new for r in ratings)
         body = {
             "item": assignment.item.public_id,
             "answers": [{"question": r.question, "choice": r.shown_choice, "confidence": r.confidence} for r in ratings],

@@ -42,12 +42,15 @@ def assignment_for_annotator(*, study: Study, annotator, public_id: str) -> Assi
 def annotator_progress(*, study: Study, annotator) -> dict[str, int]:
     """Items done and the most this annotator can do: done plus the items still open to them."""
     now = timezone.now()
-    done = Assignment.objects.filter(item__study=study, annotator=annotator, status=Assignment.Status.COMPLETED).count()
-    live = Q(assignments__status=Assignment.Status.COMPLETED) | Q(
-        assignments__status=Assignment.Status.RESERVED, assignments__expires_at__gt=now
-    )
     mine = Assignment.objects.filter(item__study=study, annotator=annotator).filter(
         Q(status=Assignment.Status.COMPLETED) | Q(status=Assignment.Status.RESERVED, expires_at__gt=now)
+    )
+    counts = mine.aggregate(
+        done=Count("id", filter=Q(status=Assignment.Status.COMPLETED)),
+        reserved=Count("id", filter=Q(status=Assignment.Status.RESERVED)),
+    )
+    live = Q(assignments__status=Assignment.Status.COMPLETED) | Q(
+        assignments__status=Assignment.Status.RESERVED, assignments__expires_at__gt=now
     )
     open_items = (
         Item.objects.filter(study=study, kind__in=RATED_KINDS)
@@ -56,8 +59,7 @@ def annotator_progress(*, study: Study, annotator) -> dict[str, int]:
         .filter(live__lt=study.overlap)
         .count()
     )
-    reserved = mine.filter(status=Assignment.Status.RESERVED).count()
-    return {"done": done, "total": done + reserved + open_items}
+    return {"done": counts["done"], "total": counts["done"] + counts["reserved"] + open_items}
 
 
 def item_payload(*, assignment: Assignment) -> dict[str, Any]:

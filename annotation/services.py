@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -454,22 +454,16 @@ def _side_choose(*, study: Study, annotator, item: Item, mine: dict[str, int], o
     return _seeded_side(study, annotator.pk, item.pk)
 
 
-def _annotator_sides(*, study: Study, annotator, now) -> dict[str, int]:
-    counts = dict(
-        Assignment.objects.filter(_live_q(now), item__study=study, annotator=annotator)
-        .values_list("baseline_side").annotate(n=Count("id")).order_by()
-    )
-    return {"A": counts.get("A", 0), "B": counts.get("B", 0)}
+def _trap_due(*, study: Study, done_kinds: list[str]) -> bool:
+    """Whether the annotator's next item should be a quality-control item (rate ``study.trap_rate``).
 
-
-def _trap_due(*, study: Study, annotator) -> bool:
-    """Whether the annotator's next item should be a quality-control item (rate ``study.trap_rate``)."""
+    Spread evenly: the k-th trap comes once k / (items + 1) reaches the rate, so a session
+    never opens with one and they are not bunched.
+    """
     if study.trap_rate <= 0:
         return False
-    done = Assignment.objects.filter(item__study=study, annotator=annotator, status=Assignment.Status.COMPLETED)
-    total = done.count()
-    traps = done.exclude(item__kind__in=[Item.Kind.NORMAL, Item.Kind.GOLD]).count()
-    return traps < math.floor(study.trap_rate * (total + 1))
+    traps = sum(kind in (Item.Kind.TRAP_IDENTICAL, Item.Kind.TRAP_REPEAT) for kind in done_kinds)
+    return traps < math.floor(study.trap_rate * (len(done_kinds) + 1))
 
 
 def _candidates(*, study: Study, annotator, now, traps: bool):
@@ -523,31 +517,43 @@ def _assignment_next_once(*, study: Study, annotator) -> tuple[Assignment | None
     now = timezone.now()
     # One request at a time per annotator (a double click must not reserve two items).
     User.objects.select_for_update().filter(pk=annotator.pk).first()
-    current = (
-        Assignment.objects.filter(item__study=study, annotator=annotator, status=Assignment.Status.RESERVED)
-        .select_related("item").order_by("-reserved_at")
+    # All of the annotator's assignments in this study, in one query: their live reservation,
+    # stale ones, the sides they saw so far and the kinds of items they rated.
+    rows = list(
+        Assignment.objects.filter(item__study=study, annotator=annotator)
+        .values_list("pk", "item_id", "item__kind", "baseline_side", "status", "expires_at", "reserved_at")
     )
-    for a in current:
-        if a.expires_at > now:
-            return a, False
-    current.filter(expires_at__lte=now).update(status=Assignment.Status.EXPIRED)
+    live = [r for r in rows if r[4] == Assignment.Status.RESERVED and r[5] > now]
+    if live:
+        pk = max(live, key=lambda r: r[6])[0]
+        return Assignment.objects.select_related("item").get(pk=pk), False
+    stale = [r[0] for r in rows if r[4] == Assignment.Status.RESERVED]
+    if stale:
+        Assignment.objects.filter(pk__in=stale).update(status=Assignment.Status.EXPIRED)
+    completed = [r for r in rows if r[4] == Assignment.Status.COMPLETED]
+    mine = {"A": sum(r[3] == "A" for r in completed), "B": sum(r[3] == "B" for r in completed)}
+    previous = {r[1]: r for r in rows}
 
     chosen, others = None, []
-    mine = _annotator_sides(study=study, annotator=annotator, now=now)
-    for traps in ([True, False] if _trap_due(study=study, annotator=annotator) else [False]):
+    for traps in ([True, False] if _trap_due(study=study, done_kinds=[r[2] for r in completed]) else [False]):
         qs = _candidates(study=study, annotator=annotator, now=now, traps=traps)
         locked = _lock(qs, skip_locked=True, limit=CANDIDATES_LOCKED)
         if not locked and not traps and qs.exists():
             # Every open item is locked by someone else this instant: wait for one rather
             # than tell the annotator the study is done.
             locked = _lock(qs, skip_locked=False, limit=1)
+        if not locked:
+            continue
+        # Re-count under the lock: the candidate query's snapshot may predate a commit.
+        sides_by_item: dict[int, list[str]] = {item.pk: [] for item in locked}
+        for item_id, side in (
+            Assignment.objects.filter(_live_q(now), item__in=locked).exclude(annotator=annotator)
+            .values_list("item_id", "baseline_side")
+        ):
+            sides_by_item[item_id].append(side)
         fallback = None
         for item in locked:
-            # Re-count under the lock: the candidate query's snapshot may predate a commit.
-            sides = list(
-                Assignment.objects.filter(_live_q(now), item=item).exclude(annotator=annotator)
-                .values_list("baseline_side", flat=True)
-            )
+            sides = sides_by_item[item.pk]
             if item.kind not in (Item.Kind.TRAP_IDENTICAL, Item.Kind.TRAP_REPEAT) and len(sides) >= study.overlap:
                 continue
             if item.kind == Item.Kind.TRAP_REPEAT:
@@ -568,29 +574,28 @@ def _assignment_next_once(*, study: Study, annotator) -> tuple[Assignment | None
         retry = _candidates(study=study, annotator=annotator, now=now, traps=False).exists()
         return None, retry
 
+    chosen.study = study  # the payload needs it; saves a query
     if chosen.kind == Item.Kind.TRAP_REPEAT:
-        original = Assignment.objects.get(item_id=chosen.repeat_of_id, annotator=annotator)
-        side = "B" if original.baseline_side == "A" else "A"
+        original = next(r for r in rows if r[1] == chosen.repeat_of_id)
+        side = "B" if original[3] == "A" else "A"
     else:
         side = _side_choose(study=study, annotator=annotator, item=chosen, mine=mine, others=others)
     expires = now + timedelta(minutes=study.reservation_minutes)
-    previous = Assignment.objects.filter(item=chosen, annotator=annotator).first()
-    if previous is not None:
+    old = previous.get(chosen.pk)
+    if old is not None:
         # An expired reservation of the same item comes back with the order it had: the
         # order is fixed per (annotator, item), never reshuffled on a reload.
-        if mine["A"] == mine["B"] or previous.baseline_side == side:
-            side = previous.baseline_side
-        previous.baseline_side, previous.status = side, Assignment.Status.RESERVED
-        previous.reserved_at, previous.expires_at, previous.completed_at, previous.seconds = now, expires, None, None
-        previous.save()
-        return previous, False
-    try:
-        with transaction.atomic():
-            a = Assignment.objects.create(
-                item=chosen, annotator=annotator, baseline_side=side, reserved_at=now, expires_at=expires
-            )
-    except IntegrityError:
-        return None, True
+        if mine["A"] == mine["B"] or old[3] == side:
+            side = old[3]
+        Assignment.objects.filter(pk=old[0]).update(
+            baseline_side=side, status=Assignment.Status.RESERVED, reserved_at=now, expires_at=expires,
+            completed_at=None, seconds=None,
+        )
+        a = Assignment.objects.get(pk=old[0])
+        a.item = chosen
+        return a, False
+    # The annotator's row lock above rules out a concurrent insert of the same (item, annotator).
+    a = Assignment.objects.create(item=chosen, annotator=annotator, baseline_side=side, reserved_at=now, expires_at=expires)
     return a, False
 
 
@@ -638,9 +643,10 @@ def rating_submit(*, assignment: Assignment, answers: list[Answer]) -> list[Rati
     All questions are required; on any error nothing is stored. Submitting the same answers
     again (a double click, a retry) stores nothing. Changing answers is allowed until the
     annotator moves on to another item: each changed answer adds a row and the old row stops
-    being current, so every change is kept with its timestamp (append-only).
+    being current, so every change is kept with its timestamp (append-only). Each returned
+    rating's ``is_new`` says whether this call stored it.
     """
-    assignment = Assignment.objects.select_for_update().select_related("item__study", "annotator").get(pk=assignment.pk)
+    assignment = Assignment.objects.select_for_update(of=("self",)).select_related("item__study", "annotator").get(pk=assignment.pk)
     item, study, annotator = assignment.item, assignment.item.study, assignment.annotator
     answers = answers_validate(study=study, answers=answers)
     now = timezone.now()
@@ -656,6 +662,8 @@ def rating_submit(*, assignment: Assignment, answers: list[Answer]) -> list[Rati
             for q in answers
         )
         if unchanged:
+            for r in current.values():
+                r.is_new = False
             return [current[a.question] for a in answers]
         moved_on = Assignment.objects.filter(
             item__study=study, annotator=annotator, reserved_at__gt=assignment.reserved_at
@@ -676,21 +684,26 @@ def rating_submit(*, assignment: Assignment, answers: list[Answer]) -> list[Rati
         assignment.seconds = (now - assignment.reserved_at).total_seconds()
         assignment.save(update_fields=["status", "completed_at", "seconds"])
 
-    result = []
+    result, new, replaced = [], [], []
     for a in answers:
         old = current.get(a.question)
         if old is not None and old.shown_choice == a.choice and old.confidence == a.confidence:
+            old.is_new = False
             result.append(old)
             continue
         if old is not None:
-            Rating.objects.filter(pk=old.pk).update(is_current=False)
-        result.append(
-            Rating.objects.create(
-                item=item, question=a.question, rater=annotator.get_username(), rater_kind=Rating.RaterKind.HUMAN,
-                annotator=annotator, assignment=assignment, choice=_canonical(a.choice, assignment.baseline_side),
-                shown_choice=a.choice, baseline_side=assignment.baseline_side, confidence=a.confidence,
-            )
+            replaced.append(old.pk)
+        rating = Rating(
+            item=item, question=a.question, rater=annotator.get_username(), rater_kind=Rating.RaterKind.HUMAN,
+            annotator=annotator, assignment=assignment, choice=_canonical(a.choice, assignment.baseline_side),
+            shown_choice=a.choice, baseline_side=assignment.baseline_side, confidence=a.confidence,
         )
+        rating.is_new = True
+        new.append(rating)
+        result.append(rating)
+    if replaced:
+        Rating.objects.filter(pk__in=replaced).update(is_current=False)
+    Rating.objects.bulk_create(new)
     return result
 
 
