@@ -1,0 +1,222 @@
+"""Generation backends: one interface for every caller of a large instruct model.
+
+``Backend.generate(prompts, settings=..., batch_size=..., progress=...)`` takes chat prompts (lists
+of ``{"role", "content"}`` messages) and returns one raw completion per prompt, in order.
+
+- ``TransformersBackend``: a local model through transformers (CUDA: 4-bit NF4 or bf16; CPU:
+  float32), the tokenizer's chat template, batched generation with left padding and batches
+  sorted by prompt length (so a batch pads little). ``model_and_tokenizer()`` hands the loaded
+  model to callers that score with their own forward passes (the LLM judge).
+- ``OpenAICompatibleBackend``: a vLLM or llama.cpp server someone runs, over HTTP
+  (``/v1/chat/completions``), with a timeout and errors that say what failed.
+
+``backend_for(model_id)`` picks one and keeps it per process: ``openai:<model>@<base url>``
+names a server, anything else a local model (see ``loading.resolve_model``).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+from .loading import SMOLLM2, load_causal_lm, load_tokenizer
+
+Messages = list[dict]
+BatchCallback = Callable[[list[int], list[str]], None]  # (prompt indices, raw outputs) of one finished batch
+
+
+class LLMBackendError(RuntimeError):
+    """A backend could not produce a generation; the message says which server or model and why."""
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to decode. Greedy by default, as in the paper's augmentation and ICL runs."""
+
+    max_new_tokens: int = 64  # generic responses and ICL replies are one utterance
+    do_sample: bool = False  # greedy unless asked: reruns give the same text
+    temperature: float = 1.0  # sampling only
+    top_p: float = 1.0  # sampling only
+    top_k: int = 0  # sampling only; 0 = off
+    repetition_penalty: float = 1.0
+    seed: int = 0  # seeds sampling (and anything random in generate)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def key(self) -> str:
+        """A stable text for cache keys: a different setting is a different generation."""
+        return json.dumps(self.as_dict(), sort_keys=True)
+
+
+def prompt_hash(*, messages: Messages, settings: GenerationSettings) -> str:
+    """sha256 of the rendered prompt and the generation settings (the LLMCache key)."""
+    payload = json.dumps({"messages": messages, "settings": settings.as_dict()}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class Backend:
+    model_id: str
+
+    def generate(
+        self, prompts: Sequence[Messages], *, settings: GenerationSettings = GenerationSettings(),
+        batch_size: int = 8, on_batch: BatchCallback | None = None,
+    ) -> list[str]:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"model_id": self.model_id, "backend": type(self).__name__}
+
+
+class TransformersBackend(Backend):
+    """A local causal LM, loaded once per process by ``loading.load_causal_lm``."""
+
+    def __init__(self, model_id: str = SMOLLM2, *, device: str | None = None, quantization: str = "auto",
+                 cpu_threads: int | None = None):
+        import torch
+
+        self.model_id = model_id
+        self.quantization = quantization
+        self.model = load_causal_lm(model_id, device=device, quantization=quantization)
+        self.tokenizer = load_tokenizer(model_id)
+        self.device = next(self.model.parameters()).device
+        # On a CPU shared with other busy processes, torch's OpenMP threads spin-wait on each
+        # other and a forward pass gets >10x slower; LLM_CPU_THREADS=1 avoids that.
+        threads = cpu_threads or int(os.environ.get("LLM_CPU_THREADS", "0") or 0)
+        if self.device.type == "cpu" and threads > 0:
+            torch.set_num_threads(threads)
+
+    def model_and_tokenizer(self):
+        """The loaded model and tokenizer, for callers that run their own forward passes."""
+        return self.model, self.tokenizer
+
+    def describe(self) -> dict:
+        return {**super().describe(), "device": str(self.device), "dtype": str(self.model.dtype).removeprefix("torch."),
+                "quantization": self.quantization}
+
+    def encode(self, messages: Messages) -> list[int]:
+        """Token ids of a chat prompt, rendered by the tokenizer's own chat template."""
+        encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+        return list(encoded["input_ids"])
+
+    def generate(
+        self, prompts: Sequence[Messages], *, settings: GenerationSettings = GenerationSettings(),
+        batch_size: int = 8, on_batch: BatchCallback | None = None,
+    ) -> list[str]:
+        import torch
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        encoded = [self.encode(m) for m in prompts]
+        # Longest first: similar lengths share a batch (little padding), and a too-long batch
+        # fails at the start rather than after an hour.
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+        outputs: list[str] = [""] * len(encoded)
+        pad_id = self.tokenizer.pad_token_id
+        for start in range(0, len(order), batch_size):
+            indices = order[start:start + batch_size]
+            width = max(len(encoded[i]) for i in indices)
+            input_ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(indices), width), dtype=torch.long)
+            for row, i in enumerate(indices):  # left padding: every prompt ends at the last column
+                ids = encoded[i]
+                input_ids[row, width - len(ids):] = torch.tensor(ids)
+                attention[row, width - len(ids):] = 1
+            kwargs = {"max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample,
+                      "pad_token_id": pad_id, "repetition_penalty": settings.repetition_penalty}
+            if settings.do_sample:
+                kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or None)
+            else:  # silence the model's own sampling defaults (SmolLM2 ships temperature/top_p)
+                kwargs.update(temperature=None, top_p=None, top_k=None)
+            torch.manual_seed(settings.seed)
+            with torch.inference_mode():
+                generated = self.model.generate(
+                    input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device), **kwargs
+                )
+            new_tokens = generated[:, width:].cpu()
+            texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            for i, text in zip(indices, texts):
+                outputs[i] = text
+            if on_batch is not None:
+                on_batch(indices, texts)
+        return outputs
+
+
+class OpenAICompatibleBackend(Backend):
+    """A chat-completions server (vLLM ``serve``, llama.cpp ``llama-server``) that someone runs."""
+
+    def __init__(self, model: str, base_url: str, *, api_key: str | None = None, timeout: float = 120.0):
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        self.model_id = f"openai:{model}@{self.base_url}"
+        self.api_key = api_key or os.environ.get("OPENAI_API_KEY", "")
+        self.timeout = timeout
+
+    def describe(self) -> dict:
+        return {**super().describe(), "base_url": self.base_url}
+
+    def complete(self, messages: Messages, settings: GenerationSettings) -> str:
+        import httpx
+
+        url = f"{self.base_url}/chat/completions"
+        body = {"model": self.model, "messages": messages, "max_tokens": settings.max_new_tokens,
+                "temperature": settings.temperature if settings.do_sample else 0.0, "seed": settings.seed}
+        if settings.do_sample:
+            body["top_p"] = settings.top_p
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        try:
+            response = httpx.post(url, json=body, headers=headers, timeout=self.timeout)
+        except httpx.TimeoutException as exc:
+            raise LLMBackendError(f"The LLM server at {url} did not answer within {self.timeout:g} s.") from exc
+        except httpx.HTTPError as exc:
+            raise LLMBackendError(f"Could not reach the LLM server at {url}: {exc}. Is it running?") from exc
+        if response.status_code != 200:
+            raise LLMBackendError(
+                f"The LLM server at {url} answered HTTP {response.status_code}: {response.text[:300]}"
+            )
+        try:
+            return response.json()["choices"][0]["message"]["content"] or ""
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise LLMBackendError(f"The LLM server at {url} sent no chat completion: {response.text[:300]}") from exc
+
+    def generate(
+        self, prompts: Sequence[Messages], *, settings: GenerationSettings = GenerationSettings(),
+        batch_size: int = 8, on_batch: BatchCallback | None = None,
+    ) -> list[str]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        outputs: list[str] = []
+        # The server batches concurrent requests itself; batch_size bounds how many are in flight.
+        with ThreadPoolExecutor(max_workers=max(1, batch_size)) as pool:
+            for start in range(0, len(prompts), batch_size):
+                chunk = list(prompts[start:start + batch_size])
+                texts = list(pool.map(lambda m: self.complete(m, settings), chunk))
+                outputs.extend(texts)
+                if on_batch is not None:
+                    on_batch(list(range(start, start + len(chunk))), texts)
+        return outputs
+
+
+def parse_openai_model_id(model_id: str) -> tuple[str, str] | None:
+    """``openai:<model>@<base url>`` -> (model, base url); None for a local model id."""
+    if not model_id.startswith("openai:"):
+        return None
+    model, sep, base_url = model_id.removeprefix("openai:").rpartition("@")
+    if not sep or not model or not base_url.startswith(("http://", "https://")):
+        raise LLMBackendError(
+            f"{model_id!r} is not a server model id; write openai:<model>@<base url>, "
+            "e.g. openai:Qwen/Qwen2.5-32B-Instruct@http://gpu1:8000/v1"
+        )
+    return model, base_url
+
+
+@functools.lru_cache(maxsize=2)
+def backend_for(model_id: str, *, quantization: str = "auto") -> Backend:
+    """The backend for ``model_id``, created once per process (a model load is the slow part)."""
+    server = parse_openai_model_id(model_id)
+    if server is not None:
+        return OpenAICompatibleBackend(*server)
+    return TransformersBackend(model_id, quantization=quantization)

@@ -1,0 +1,271 @@
+"""Drive the LLM layer from the database: generic-response augmentation and the ICL baselines.
+
+The prompts, backends and post-processing live in ``modeling.llm`` (no Django); this module picks
+the samples, looks every rendered prompt up in the LLMCache first, generates only what is
+missing, and commits each finished batch (cache rows and results together) before reporting
+progress. So a rerun or a resumed job costs nothing for done samples, and a job killed or
+cancelled midway loses at most the batch in flight.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils.text import slugify
+
+from .llm.backends import Backend, GenerationSettings, backend_for, prompt_hash
+from .llm.loading import SMOLLM2, SMOLLM2_ALIASES
+from .llm.postprocess import clean_response
+from .llm.prompts import ICLExample, augment_template, icl_template
+from .models import Dataset, LLMCache, Response, Sample, System
+from .progress import ProgressCallback, no_progress
+
+logger = logging.getLogger(__name__)
+
+ICL_METHODS = (System.Method.ICL_HIST, System.Method.ICL_TST)
+MAX_SHOTS = 5  # section 4.3.1: n = 0..5
+PAPER_SEEDS = (0, 1, 2, 3, 4)  # section 4.3.1: for n > 0, five repeats with different seeds
+AUGMENT_SETTINGS = GenerationSettings(max_new_tokens=64)
+# ICL replies run longer than generic ones (section 5.2, Table 4).
+ICL_SETTINGS = GenerationSettings(max_new_tokens=96)
+_LOOKUP_CHUNK = 500
+
+
+class LLMServiceError(ValueError):
+    """The LLM job cannot run as asked; the message says what is wrong and what to do."""
+
+
+def canonical_model_id(model_id: str) -> str:
+    """One name per model, so the LLMCache and stored results do not split over aliases."""
+    model_id = (model_id or "").strip()
+    if not model_id:
+        raise LLMServiceError("No model given; pass a hub id, a local folder, openai:<model>@<url> or 'smollm2'.")
+    return SMOLLM2 if model_id in SMOLLM2_ALIASES else model_id
+
+
+@dataclass
+class _Prompt:
+    key: object  # what the store callback needs to put the result in place (a Sample)
+    messages: list[dict]
+    hash: str
+
+
+def _generate_cached(
+    *, prompts: list[_Prompt], model_id: str, prompt_version: str, settings: GenerationSettings,
+    batch_size: int, backend: Backend | Callable[[], Backend], store: Callable[[list[tuple[_Prompt, str, str]]], None],
+    progress: ProgressCallback, done_before: int, total: int,
+) -> dict:
+    """Answer every prompt from the cache or the backend; ``store`` each batch in its transaction.
+
+    ``backend`` may be a factory, so that a fully cached run never loads the model.
+    """
+    cached: dict[str, LLMCache] = {}
+    hashes = list(dict.fromkeys(p.hash for p in prompts))
+    for start in range(0, len(hashes), _LOOKUP_CHUNK):
+        chunk = hashes[start:start + _LOOKUP_CHUNK]
+        for row in LLMCache.objects.filter(model_id=model_id, prompt_version=prompt_version, prompt_hash__in=chunk):
+            cached[row.prompt_hash] = row
+    hits = [p for p in prompts if p.hash in cached]
+    missing = [p for p in prompts if p.hash not in cached]
+    done = done_before
+    if hits:
+        with transaction.atomic():
+            store([(p, cached[p.hash].output, cached[p.hash].raw_output) for p in hits])
+        done += len(hits)
+    progress(done, total)
+    if not missing:
+        return {"generated": 0, "cached": len(hits)}
+
+    # One generation per distinct prompt (two samples can share a rendered prompt).
+    unique = list({p.hash: p for p in missing}.values())
+    by_hash: dict[str, list[_Prompt]] = {}
+    for p in missing:
+        by_hash.setdefault(p.hash, []).append(p)
+    engine = backend() if callable(backend) and not isinstance(backend, Backend) else backend
+
+    def on_batch(indices: list[int], raws: list[str]) -> None:
+        nonlocal done
+        finished = []
+        rows = []
+        for i, raw in zip(indices, raws):
+            prompt = unique[i]
+            output = clean_response(raw)
+            rows.append(LLMCache(model_id=model_id, prompt_version=prompt_version, prompt_hash=prompt.hash,
+                                 output=output, raw_output=raw))
+            finished += [(p, output, raw) for p in by_hash[prompt.hash]]
+        with transaction.atomic():
+            LLMCache.objects.bulk_create(rows, ignore_conflicts=True)
+            store(finished)
+        done += len(finished)
+        progress(done, total)  # may raise Cancelled: this batch is already committed
+
+    engine.generate([p.messages for p in unique], settings=settings, batch_size=batch_size, on_batch=on_batch)
+    return {"generated": len(unique), "cached": len(hits)}
+
+
+def _samples(*, dataset: Dataset, split: str, limit: int | None) -> list[Sample]:
+    if limit is not None and limit < 1:
+        raise LLMServiceError(f"limit must be at least 1, got {limit}")
+    samples = list(dataset.samples.filter(split=split).order_by("pk")[:limit] if limit
+                   else dataset.samples.filter(split=split).order_by("pk"))
+    if not samples:
+        splits = sorted(set(dataset.samples.values_list("split", flat=True)))
+        raise LLMServiceError(
+            f"Dataset {dataset.name!r} has no samples in split {split!r} "
+            f"(it has: {', '.join(splits) or 'none'}); import that split first."
+        )
+    return samples
+
+
+def _backend_factory(model_id: str, backend: Backend | None) -> Backend | Callable[[], Backend]:
+    return backend if backend is not None else (lambda: backend_for(model_id))
+
+
+def augment_dataset(
+    *, dataset: Dataset, split: str, model_id: str = SMOLLM2, limit: int | None = None, batch_size: int = 8,
+    progress: ProgressCallback = no_progress, prompt_version: str | None = None,
+    settings: GenerationSettings = AUGMENT_SETTINGS, backend: Backend | None = None,
+) -> dict:
+    """Generate the generic response R_G of every sample of ``dataset``/``split`` (section 3.1).
+
+    Samples whose R_G already comes from this model and prompt version are done; the rest are
+    answered from the LLMCache or generated. Returns a summary (the command prints it, the job
+    stores it).
+    """
+    started = time.monotonic()
+    model_id = canonical_model_id(backend.model_id if backend is not None else model_id)
+    template = augment_template(dataset.kind, prompt_version)
+    samples = _samples(dataset=dataset, split=split, limit=limit)
+    done = [s for s in samples if s.generic_response and s.generic_model == model_id
+            and s.generic_prompt_version == template.version]
+    done_pks = {s.pk for s in done}
+    todo = [s for s in samples if s.pk not in done_pks]
+    prompts = []
+    for sample in todo:
+        messages = template.messages(history=sample.history)
+        prompts.append(_Prompt(key=sample, messages=messages, hash=prompt_hash(messages=messages, settings=settings)))
+
+    def store(results: list[tuple[_Prompt, str, str]]) -> None:
+        changed = []
+        for prompt, output, _raw in results:
+            sample = prompt.key
+            sample.generic_response, sample.generic_model, sample.generic_prompt_version = (
+                output, model_id, template.version)
+            changed.append(sample)
+        Sample.objects.bulk_update(changed, ["generic_response", "generic_model", "generic_prompt_version"])
+
+    counts = _generate_cached(
+        prompts=prompts, model_id=model_id, prompt_version=template.version, settings=settings,
+        batch_size=batch_size, backend=_backend_factory(model_id, backend), store=store, progress=progress,
+        done_before=len(done), total=len(samples),
+    )
+    summary = {
+        "dataset": dataset.name, "split": split, "model": model_id, "prompt_version": template.version,
+        "samples": len(samples), "already_done": len(done), **counts,
+        "empty": sum(1 for s in samples if not s.generic_response),
+        "seconds": round(time.monotonic() - started, 2),
+    }
+    logger.info("augment: %s", summary)
+    return summary
+
+
+def icl_system_name(*, dataset: Dataset, method: str, n_shot: int, seed: int | None, model_id: str) -> str:
+    seed_part = f"-seed{seed}" if n_shot else ""
+    return f"{dataset.name}-{method}-{n_shot}shot{seed_part}-{slugify(model_id.replace('/', '-'))}"[:200]
+
+
+def icl_shots(*, pool: Sequence[int], n_shot: int, seed: int) -> list[int]:
+    """The n demonstrations for one seed: a seeded draw from the training split (section 4.3.1)."""
+    return sorted(random.Random(seed).sample(list(pool), n_shot)) if n_shot else []
+
+
+def icl_generate(
+    *, dataset: Dataset, split: str, method: str, n_shot: int = 0, seeds: Sequence[int] | None = None,
+    model_id: str = SMOLLM2, limit: int | None = None, progress: ProgressCallback = no_progress,
+    batch_size: int = 8, shot_split: str = "train", settings: GenerationSettings = ICL_SETTINGS,
+    backend: Backend | None = None,
+) -> list[System]:
+    """Run ICL(Hist) or ICL(TST) (section 4.2.1) with ``n_shot`` demonstrations from ``shot_split``.
+
+    One System per seed (n = 0 needs one: its prompt has nothing random), each with a Response per
+    sample, named so that the seeds of one setting share a prefix; ``System.config["seed_group"]``
+    names the setting whose metrics the paper averages over the five seeds.
+    """
+    if method not in ICL_METHODS:
+        raise LLMServiceError(f"Unknown ICL method {method!r}; choose icl_hist or icl_tst.")
+    if not 0 <= n_shot <= MAX_SHOTS:
+        raise LLMServiceError(f"n_shot must be between 0 and {MAX_SHOTS}, got {n_shot}")
+    seeds = list(seeds) if seeds else list(PAPER_SEEDS)
+    if n_shot == 0:
+        seeds = seeds[:1]
+    model_id = canonical_model_id(backend.model_id if backend is not None else model_id)
+    template = icl_template(method, dataset.kind)
+    targets = _samples(dataset=dataset, split=split, limit=limit)
+    tst = method == System.Method.ICL_TST
+    if tst:
+        lacking = [s.key for s in targets if not s.generic_response]
+        if lacking:
+            raise LLMServiceError(
+                f"ICL(TST) rewrites the generic response, but {len(lacking)} of {len(targets)} samples of "
+                f"{dataset.name}/{split} have none (e.g. {lacking[0]}); run `augment --dataset {dataset.name} "
+                f"--split {split}` first."
+            )
+    pool: list[int] = []
+    if n_shot:
+        pool_qs = dataset.samples.filter(split=shot_split).exclude(pk__in=[s.pk for s in targets])
+        if tst:
+            pool_qs = pool_qs.exclude(generic_response="")
+        pool = list(pool_qs.order_by("key").values_list("pk", flat=True))
+        if len(pool) < n_shot:
+            raise LLMServiceError(
+                f"{n_shot}-shot ICL needs {n_shot} demonstrations from split {shot_split!r} of {dataset.name!r}"
+                f"{' with a generic response' if tst else ''}, but only {len(pool)} exist; import (and for "
+                f"ICL(TST) augment) that split, or pass another shot split."
+            )
+
+    total = len(targets) * len(seeds)
+    systems: list[System] = []
+    done_before = 0
+    engine = _backend_factory(model_id, backend)
+    group = icl_system_name(dataset=dataset, method=method, n_shot=n_shot, seed=None, model_id=model_id)
+    for seed in seeds:
+        shot_ids = icl_shots(pool=pool, n_shot=n_shot, seed=seed)
+        shots_by_pk = Sample.objects.in_bulk(shot_ids)
+        examples = [
+            ICLExample(persona=s.agent_persona, history=s.history, generic_response=s.generic_response,
+                       response=s.reference)
+            for s in (shots_by_pk[pk] for pk in shot_ids)
+        ]
+        name = icl_system_name(dataset=dataset, method=method, n_shot=n_shot, seed=seed, model_id=model_id)
+        system, _ = System.objects.update_or_create(name=name, defaults={
+            "method": method, "dataset": dataset, "backbone": model_id, "generation": settings.as_dict(),
+            "config": {"n_shot": n_shot, "seed": seed, "seed_group": group, "split": split,
+                       "shot_split": shot_split, "shot_keys": [shots_by_pk[pk].key for pk in shot_ids],
+                       "prompt_version": template.version, "model": model_id},
+        })
+        prompts = []
+        for sample in targets:
+            messages = template.messages(persona=sample.agent_persona, history=sample.history,
+                                         generic_response=sample.generic_response, examples=examples)
+            prompts.append(_Prompt(key=sample, messages=messages, hash=prompt_hash(messages=messages, settings=settings)))
+
+        def store(results, system=system):
+            for prompt, output, raw in results:
+                Response.objects.update_or_create(system=system, sample=prompt.key, defaults={
+                    "text": output, "meta": {"prompt_hash": prompt.hash, "raw": raw}})
+
+        counts = _generate_cached(
+            prompts=prompts, model_id=model_id, prompt_version=template.version, settings=settings,
+            batch_size=batch_size, backend=engine, store=store, progress=progress, done_before=done_before,
+            total=total,
+        )
+        done_before += len(targets)
+        system.config = {**system.config, "run": {**counts, "responses": system.responses.count()}}
+        system.status = System.Status.GENERATED
+        system.save(update_fields=["config", "status"])
+        systems.append(system)
+    return systems
