@@ -260,7 +260,7 @@ def fit(
                 (out["loss"] / c.grad_accum).backward()
                 for k in ("loss", "l_p", "l_g", "l_cjepa"):
                     if k in out:
-                        accum[k] = accum.get(k, 0.0) + float(out[k]) / c.grad_accum
+                        accum[k] = accum.get(k, 0.0) + out[k].item() / c.grad_accum
                 state.micro += 1
                 end_of_epoch = state.micro == len(micro_batches)
                 if state.micro % c.grad_accum and not end_of_epoch:

@@ -1,1 +1,53 @@
-"""Celery tasks for the grag stage (thin wrappers: take a job id, call one service)."""
+"""Celery tasks for the grag stage (thin wrappers: take a job id, call one service).
+
+Both are idempotent: a retried or redelivered train job resumes from the system's checkpoint,
+and a generate job skips samples that already have a response.
+"""
+from celery import shared_task
+
+from ..jobs import job_context
+
+__all__ = ["train", "generate"]
+
+TRAIN_CONFIG_KEYS = ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "alpha", "beta", "seed", "limit",
+                     "split", "valid_split", "valid_limit")
+
+
+@shared_task(name="worker.train")
+def train(job_id: int) -> dict:
+    """Train a system (params: dataset, method, backbone, system_name and GRAGConfig fields)."""
+    from modeling.grag_services import system_create, train_system
+    from modeling.models import Dataset
+
+    with job_context(job_id) as handle:
+        p = handle.job.params
+        dataset = Dataset.objects.get(name=p["dataset"])
+        config = {k: p[k] for k in TRAIN_CONFIG_KEYS if p.get(k) is not None}
+        config.update(p.get("config") or {})
+        system = system_create(
+            name=p.get("system_name") or f"{dataset.name}-{p['method']}", dataset=dataset, method=p["method"],
+            backbone=p.get("backbone") or "smollm2", config=config,
+        )
+        handle.log(f"training {system.name} ({system.method} on {system.backbone})")
+        result = train_system(system=system, progress=handle.progress)
+        handle.job.result = {k: result[k] for k in ("system", "samples", "valid_samples", "steps", "best_valid_l_p", "resumed", "best_dir")}
+        handle.log(f"trained {system.name}: {result['steps']} steps, best valid L_P {result['best_valid_l_p']}")
+    return {"job": job_id}
+
+
+@shared_task(name="worker.generate")
+def generate(job_id: int) -> dict:
+    """Generate a trained system's responses (params: system, split, limit, decoding)."""
+    from modeling.grag_services import generate_responses
+    from modeling.models import System
+
+    with job_context(job_id) as handle:
+        p = handle.job.params
+        system = System.objects.get(name=p["system"])
+        result = generate_responses(
+            system=system, split=p.get("split", "test"), limit=p.get("limit"), decoding=p.get("decoding"),
+            progress=handle.progress,
+        )
+        handle.job.result = result
+        handle.log(f"{result['created']} new responses of {system.name} on {result['split']} ({result['existing']} existed)")
+    return {"job": job_id}

@@ -1,0 +1,32 @@
+"""`python manage.py generate`: generate a trained system's responses for a split.
+
+Prints one JSON line; skips samples that already have a response of the system.
+"""
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from modeling.models import System
+
+
+class Command(BaseCommand):
+    help = "Generate responses of a trained GRAG system (greedy, beam or sampling) and store them."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--system", required=True)
+        parser.add_argument("--split", default="test")
+        parser.add_argument("--limit", type=int)
+        parser.add_argument("--decoding", choices=["greedy", "beam", "sample"])
+
+    def handle(self, *args, **opts):
+        from modeling.grag_services import generate_responses
+
+        try:
+            system = System.objects.get(name=opts["system"])
+        except System.DoesNotExist:
+            raise CommandError(f"No system named {opts['system']!r}; train one with `manage.py train` first.")
+        try:
+            result = generate_responses(system=system, split=opts["split"], limit=opts["limit"], decoding=opts["decoding"])
+        except (ValueError, FileNotFoundError) as exc:
+            raise CommandError(str(exc))
+        self.stdout.write(json.dumps(result))
