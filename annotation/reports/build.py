@@ -1,8 +1,11 @@
 """Build the agreement report of a study as one JSON-ready dict; every renderer starts from it."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import pandas as pd
+from django.db import connections, router, transaction
 
 from ..aggregation import LABELS, STATUS_VALID, StudyAggregate, study_aggregate, votes_summary
 from ..models import Rating, Study
@@ -88,8 +91,31 @@ def _valid_labels(votes: pd.DataFrame, question: str) -> pd.Series:
     return of_question.loc[of_question["status"] == STATUS_VALID, "code"]
 
 
+@contextmanager
+def _snapshot():
+    """One consistent view of the database for the report's few queries, on PostgreSQL.
+
+    Annotators keep rating while a report is made; under READ COMMITTED the ratings, the
+    assignments and the manifest could come from different moments. Inside an outer
+    transaction (tests, callers) the isolation level cannot change, so that one is used.
+    """
+    connection = connections[router.db_for_read(Rating)]
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic(using=connection.alias):
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
+
+
 def report_build(*, study: Study, min_confidence: int | None = None, aggregate: StudyAggregate | None = None) -> dict:
     """The agreement report of ``study``: per question labels, agreement, win rate, LLM raters, annotators, manifest."""
+    with _snapshot():
+        return _report_build(study=study, min_confidence=min_confidence, aggregate=aggregate)
+
+
+def _report_build(*, study: Study, min_confidence: int | None, aggregate: StudyAggregate | None) -> dict:
     if aggregate is None:
         aggregate = study_aggregate(study=study, min_confidence=min_confidence)
     ratings = aggregate.ratings

@@ -260,3 +260,16 @@ def test_download_buttons_partial_renders_for_any_study_page():
     for fmt in ("json", "csv", "html", "tex", "svg", "png"):
         assert reverse("reports:study_report_download", args=[study.slug, fmt]) in html
     assert reverse("reports:study_report", args=[study.slug]) in html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_report_outside_a_transaction_reads_one_snapshot_and_leaves_no_transaction_open():
+    # On PostgreSQL the report runs in a REPEATABLE READ, READ ONLY transaction of its own.
+    from django.db import connection
+
+    study = small_study()
+    report = report_build(study=study)
+    assert report["questions"]["q1"]["valid"] == 4
+    assert not connection.in_atomic_block
+    Rating.objects.filter(item__key="i5").delete()  # the connection can still write afterwards
+    assert report_build(study=study)["questions"]["q1"]["items"] == 4
