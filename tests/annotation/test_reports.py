@@ -273,3 +273,13 @@ def test_report_outside_a_transaction_reads_one_snapshot_and_leaves_no_transacti
     assert not connection.in_atomic_block
     Rating.objects.filter(item__key="i5").delete()  # the connection can still write afterwards
     assert report_build(study=study)["questions"]["q1"]["items"] == 4
+
+
+@pytest.mark.django_db
+def test_a_study_without_ratings_reports_zeros_in_every_format():
+    study = study_create("empty")
+    report = report_build(study=study)
+    assert all(q["items"] == 0 and q["valid"] == 0 and q["llm"] == {} for q in report["questions"].values())
+    assert report["annotators"] == [] and report["manifest"]["items"]["count"] == 0
+    for fmt in ("json", "csv", "html", "tex", "svg", "png"):
+        assert report_render(report=report, fmt=fmt)
