@@ -4,6 +4,7 @@ With no variables set, the app runs on embedded defaults: a SQLite file and a Ce
 over SQLite (kombu's SQLAlchemy transport) under ``var/``, so a machine with nothing but Python
 runs the whole app. A lab sets DATABASE_URL (PostgreSQL) and CELERY_BROKER_URL (Redis).
 """
+import os
 from pathlib import Path
 
 import environ
@@ -79,8 +80,9 @@ DATABASES = {
 if env("TEST_DATABASE_NAME", default=""):
     DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME")}
 elif DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # A file, not memory, so that a real worker process in the tests sees the test database.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-grag.sqlite3")}
+    # A file, not memory, so that a real worker process in the tests sees the test database;
+    # one per test run, so that two runs at once do not share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-grag-{os.getpid()}.sqlite3")}
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # The embedded default serves a web server and a worker at once: wait for locks, don't fail.
