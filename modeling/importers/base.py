@@ -104,6 +104,9 @@ def read_csv(path: str | Path, required: list[str]) -> tuple[dict[str, int], Ite
     """Parse a CSV file strictly: the header must hold ``required`` columns, every record as many
     fields as the header, and a quoted cell must be closed (a truncated file is an error)."""
     text = read_text(path)
+    # A quoted cell may span many lines (SPC conversations); the per-line limit above already
+    # refuses junk, so let a cell be as long as ten such lines instead of csv's 131,072.
+    csv.field_size_limit(max(csv.field_size_limit(), 10 * MAX_LINE_CHARS))
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header_fields = next(reader)
