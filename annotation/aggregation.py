@@ -61,6 +61,19 @@ class StudyAggregate:
         return votes_summary(votes=self.human)
 
 
+def frame_from_values(query, columns: list[str]) -> pd.DataFrame:
+    """Run a ``values_list`` query on a plain cursor into a DataFrame.
+
+    For columns that need no conversion (ints, floats, text) this skips the ORM's per-row
+    iterator, which makes loading tens of thousands of rows several times faster.
+    """
+    sql, params = query.query.sql_with_params()
+    with connections[query.db].cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return pd.DataFrame.from_records(rows, columns=columns)
+
+
 def ratings_frame(*, study: Study) -> pd.DataFrame:
     """Load the current ratings of the study's normal items with one query."""
     query = (
@@ -69,13 +82,7 @@ def ratings_frame(*, study: Study) -> pd.DataFrame:
         .values_list("item_id", "item__key", "question", "rater", "rater_kind", "choice", "confidence",
                      "baseline_side", "shown_choice")
     )
-    # The ORM's SQL run on a plain cursor: these columns need no conversion, and skipping the
-    # per-row iterator makes loading 32,000 ratings several times faster.
-    sql, params = query.query.sql_with_params()
-    with connections[query.db].cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    frame = pd.DataFrame.from_records(rows, columns=RATING_COLUMNS)
+    frame = frame_from_values(query, RATING_COLUMNS)
     frame["confidence"] = frame["confidence"].astype("int64")
     frame["item_id"] = frame["item_id"].astype("int64")
     frame["code"] = choice_codes(frame["choice"])  # computed once; every statistic works on codes

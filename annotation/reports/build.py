@@ -52,9 +52,10 @@ def _human_agreement(*, human: pd.DataFrame, overlap: int) -> dict:
     counts = counts.reshape(-1, len(LABELS))  # items x (baseline, challenger, similar)
     full = counts[counts.sum(axis=1) == overlap]  # Fleiss' kappa assumes the same number of raters per item
     # Raters x items, NaN where a rater did not rate an item (one current rating per rater and item).
-    coded = human.assign(nominal=code.astype(float), ordinal=ORDINAL_FROM_CODE[code])
-    nominal = coded.pivot(index="rater", columns="item_id", values="nominal").to_numpy(dtype=float)
-    ordinal = coded.pivot(index="rater", columns="item_id", values="ordinal").to_numpy(dtype=float)
+    raters, rater_index = np.unique(human["rater"].to_numpy(dtype=object), return_inverse=True)
+    nominal = np.full((len(raters), counts.shape[0]), np.nan)
+    nominal[rater_index, item_index] = code
+    ordinal = np.where(np.isnan(nominal), np.nan, ORDINAL_FROM_CODE[np.nan_to_num(nominal).astype(int)])
     return {
         "fleiss_kappa": stats.fleiss_kappa(counts=full),
         "fleiss_items": int(len(full)),

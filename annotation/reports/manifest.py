@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from functools import cache
 from importlib import metadata
 
 import pandas as pd
@@ -18,6 +19,7 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+@cache
 def _version(package: str) -> str | None:
     try:
         return metadata.version(package)
@@ -47,8 +49,8 @@ def report_manifest(*, study: Study, ratings: pd.DataFrame, min_confidence: int)
     item_keys = sorted(Item.objects.filter(study=study, kind=Item.Kind.NORMAL).values_list("key", flat=True))
     human = ratings[ratings["rater_kind"] == Rating.RaterKind.HUMAN]
     # Side the baseline was shown on, per (item, annotator): seeded and stored at assignment time.
-    sides = human.drop_duplicates(["item_key", "rater"]).sort_values(["item_key", "rater"])
-    side_lines = "\n".join(f"{k}\t{r}\t{s}" for k, r, s in zip(sides["item_key"], sides["rater"], sides["baseline_side"]))
+    sides = human[["item_key", "rater", "baseline_side"]].drop_duplicates(["item_key", "rater"])
+    side_lines = sorted(sides["item_key"] + "\t" + sides["rater"] + "\t" + sides["baseline_side"])
     judge_runs = list(JudgeRun.objects.filter(study=study).order_by("created_at", "name"))
     systems = {
         "baseline": _system(study.baseline_system, study.baseline_name),
@@ -85,7 +87,7 @@ def report_manifest(*, study: Study, ratings: pd.DataFrame, min_confidence: int)
             "scheme": "per (annotator, item), seeded by the study seed and stored with the assignment; "
                       "ratings are stored canonically (baseline / challenger / similar) with the side shown",
             "baseline_side_counts": {side: int((sides["baseline_side"] == side).sum()) for side in ("A", "B")},
-            "sha256": _sha256(side_lines),
+            "sha256": _sha256("\n".join(side_lines)),
         },
         "judge_runs": [
             {

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from ..aggregation import LABELS, choice_codes, labels_from_counts
+from ..aggregation import LABELS, choice_codes, frame_from_values, labels_from_counts
 from ..models import Assignment, Item, Rating, Study
 
 # Flag an annotator whose A-vs-B choices lean to one side this surely (two-sided sign test).
@@ -48,13 +48,11 @@ def annotator_quality(*, study: Study, ratings: pd.DataFrame, min_confidence: in
         ratings=("item_id", "size"), items=("item_id", "nunique"), mean_confidence=("confidence", "mean"),
         compared=("compared", "sum"), agrees=("agrees", "sum"), left=("left", "sum"), decisive_shown=("decisive_shown", "sum"),
     )
-    seconds = pd.DataFrame.from_records(
-        list(
-            Assignment.objects.filter(item__study=study, item__kind=Item.Kind.NORMAL, status=Assignment.Status.COMPLETED,
-                                      seconds__isnull=False)
-            .order_by().values_list("annotator__username", "seconds")
-        ),
-        columns=["rater", "seconds"],
+    seconds = frame_from_values(
+        Assignment.objects.filter(item__study=study, item__kind=Item.Kind.NORMAL, status=Assignment.Status.COMPLETED,
+                                  seconds__isnull=False)
+        .order_by().values_list("annotator__username", "seconds"),
+        ["rater", "seconds"],
     )
     median_seconds = seconds.groupby("rater")["seconds"].median() if len(seconds) else pd.Series(dtype=float)
 
