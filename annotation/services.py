@@ -239,11 +239,25 @@ def study_items_add(*, study: Study, rows: list[tuple[str, dict[str, Any]]]) -> 
     return len(new)
 
 
+def _study_settings_check(**fields: Any) -> None:
+    """Refuse settings that would make a study unusable (no rater per item, a trap rate of 1)."""
+    checks = {
+        "overlap": (lambda v: int(v) >= 1, "overlap must be at least 1"),
+        "trap_rate": (lambda v: 0 <= float(v) < 1, "trap_rate must be at least 0 and below 1"),
+        "min_confidence": (lambda v: 1 <= int(v) <= 5, "min_confidence must be from 1 to 5"),
+        "reservation_minutes": (lambda v: int(v) >= 1, "reservation_minutes must be at least 1"),
+    }
+    for name, (ok, message) in checks.items():
+        if name in fields and not ok(fields[name]):
+            raise ValueError(message)
+
+
 def study_create(
     *, slug: str, baseline_name: str, challenger_name: str, overlap: int = 3, seed: int = 0, trap_rate: float = 0.0,
     title: str = "", meta: dict | None = None, **fields: Any,
 ) -> Study:
     """Create an empty study with the paper's four questions."""
+    _study_settings_check(overlap=overlap, trap_rate=trap_rate, **fields)
     study = Study.objects.create(
         slug=slug, title=title or slug, baseline_name=baseline_name, challenger_name=challenger_name,
         overlap=overlap, seed=seed, trap_rate=trap_rate, meta=meta or {}, **fields,
@@ -346,10 +360,7 @@ def study_update(*, study: Study, questions: list[dict[str, str]] | None = None,
     unknown = set(fields) - set(STUDY_EDITABLE)
     if unknown:
         raise ValueError(f"cannot change {', '.join(sorted(unknown))} (editable: {', '.join(STUDY_EDITABLE)})")
-    if "overlap" in fields and int(fields["overlap"]) < 1:
-        raise ValueError("overlap must be at least 1")
-    if "trap_rate" in fields and not 0 <= float(fields["trap_rate"]) < 1:
-        raise ValueError("trap_rate must be between 0 and 1")
+    _study_settings_check(**fields)
     if "instructions" in fields and fields["instructions"] != study.instructions:
         study.instructions_version += 1
     for name, value in fields.items():

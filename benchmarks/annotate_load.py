@@ -172,19 +172,26 @@ def main() -> None:
     setup(args, env)
     gunicorn = subprocess.Popen(
         [str(Path(sys.executable).parent / "gunicorn"), "grag_site.wsgi:application", "--workers", str(args.workers),
-         "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "--graceful-timeout", "5"],
+         "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "--graceful-timeout", "5",
+         # Load the app once in the master and fork: a busy 2-core machine takes longer than
+         # gunicorn's default 30 s to import it in every worker, which then get killed in a loop.
+         "--preload", "--timeout", "120"],
         cwd=ROOT, env=env, start_new_session=True,
     )
     try:
         import httpx
 
         base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
+        deadline = time.monotonic() + 300
+        while True:
             try:
-                httpx.get(base + "/healthz", timeout=1)
-                break
+                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                    break
             except Exception:
-                time.sleep(0.1)
+                pass
+            if time.monotonic() > deadline or gunicorn.poll() is not None:
+                sys.exit("gunicorn did not answer /healthz within 300 s")
+            time.sleep(0.2)
         barrier = threading.Barrier(args.annotators + 1)
         clients = [Annotator(f"ann{i:03d}", base, args, barrier) for i in range(args.annotators)]
         for c in clients:
@@ -202,7 +209,11 @@ def main() -> None:
         wall = time.perf_counter() - t0
     finally:
         os.killpg(gunicorn.pid, signal.SIGTERM)
-        gunicorn.wait(timeout=30)
+        try:
+            gunicorn.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(gunicorn.pid, signal.SIGKILL)
+            gunicorn.wait()
 
     from django.db.models import Count, Q
 

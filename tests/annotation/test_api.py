@@ -168,6 +168,9 @@ def test_staff_create_edit_list_export_and_check_quality(study):
     response = client.post("/api/staff/studies/", bad, format="json")
     assert response.status_code == 400 and "items[0]" in response.json()["detail"]
     assert not Study.objects.filter(slug="api-bad").exists()
+    response = client.post("/api/staff/studies/", dict(body, slug="api-zero", overlap=0), format="json")
+    assert response.status_code == 400 and "overlap must be at least 1" in response.json()["detail"]
+    assert not Study.objects.filter(slug="api-zero").exists()
     patched = client.patch("/api/staff/studies/api-study/", {"instructions": "**Read**", "questions": [
         {"key": "q1", "label": "Fluency", "text": "Which is more fluent?"}]}, format="json")
     assert patched.status_code == 200 and patched.json()["instructions_version"] == 2
