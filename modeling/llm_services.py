@@ -174,7 +174,7 @@ def augment_dataset(
 
 
 def icl_system_name(*, dataset: Dataset, method: str, n_shot: int, seed: int | None, model_id: str) -> str:
-    seed_part = f"-seed{seed}" if n_shot else ""
+    seed_part = f"-seed{seed}" if n_shot and seed is not None else ""
     return f"{dataset.name}-{method}-{n_shot}shot{seed_part}-{slugify(model_id.replace('/', '-'))}"[:200]
 
 

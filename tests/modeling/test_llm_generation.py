@@ -1,0 +1,139 @@
+"""Real generation with the offline default model (SmolLM2-135M-Instruct), loaded once for the module."""
+import json
+
+import pytest
+from django.core.management import call_command
+
+from modeling.importers.service import dataset_import
+from modeling.llm.backends import GenerationSettings, TransformersBackend
+from modeling.llm.prompts import augment_template
+from modeling.llm_services import augment_dataset, icl_generate
+from modeling.models import Dataset, LLMCache, Response, Sample, System
+from modeling.progress import Cancelled
+from tests.conftest import shared_file
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db]
+SPC_TEST = "spc/Synthetic-Persona-Chat_test.csv"
+SHORT = GenerationSettings(max_new_tokens=16)
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    import torch
+
+    threads = torch.get_num_threads()
+    # One thread: the test machine's 2 cores are shared with other test processes.
+    backend = TransformersBackend("smollm2", cpu_threads=1)
+    yield backend
+    torch.set_num_threads(threads)
+
+
+class CountingBackend:
+    """The real backend, recording which prompts reach the model (to prove what a rerun skips)."""
+
+    def __init__(self, backend):
+        self.backend, self.model_id, self.prompts = backend, backend.model_id, []
+
+    def generate(self, prompts, **kwargs):
+        self.prompts.extend(prompts)
+        return self.backend.generate(prompts, **kwargs)
+
+
+def _spc(limit_conversations: int = 1, split: str = "test") -> Dataset:
+    dataset_import(kind="spc", path=shared_file(SPC_TEST), limit=limit_conversations, split=split)
+    return Dataset.objects.get(name="spc")
+
+
+def test_batched_generation_matches_one_at_a_time_and_keeps_order(smollm2):
+    dataset = _spc()
+    template = augment_template("spc")
+    samples = list(dataset.samples.order_by("pk")[:3])
+    prompts = [template.messages(history=s.history) for s in samples]
+    one_by_one = [smollm2.generate([p], settings=SHORT, batch_size=1)[0] for p in prompts]
+    batched = smollm2.generate(prompts, settings=SHORT, batch_size=3)
+    assert all(text.strip() for text in batched)
+    # Left padding with an attention mask: greedy decoding gives the same text as unbatched.
+    assert batched == one_by_one
+    assert len(set(batched)) > 1  # different histories, different answers
+
+
+def test_augment_stores_generic_responses_and_a_rerun_costs_nothing(smollm2):
+    dataset = _spc()
+    counting = CountingBackend(smollm2)
+    reports = []
+    summary = augment_dataset(dataset=dataset, split="test", limit=4, batch_size=4, backend=counting,
+                              settings=SHORT, progress=lambda done, total: reports.append((done, total)))
+    assert summary | {"seconds": 0} == {
+        "dataset": "spc", "split": "test", "model": "smollm2", "prompt_version": "spc-v1", "samples": 4,
+        "already_done": 0, "generated": 4, "cached": 0, "empty": 0, "seconds": 0,
+    }
+    assert reports[0] == (0, 4) and reports[-1] == (4, 4)
+    samples = list(dataset.samples.order_by("pk")[:4])
+    for sample in samples:
+        assert sample.generic_response and sample.generic_model == "smollm2"
+        assert sample.generic_prompt_version == "spc-v1"
+        assert "<agent>" not in sample.generic_response and "\n" not in sample.generic_response
+    assert LLMCache.objects.filter(model_id="smollm2", prompt_version="spc-v1").count() == 4
+
+    # Rerun: every sample is done; nothing reaches the model.
+    again = augment_dataset(dataset=dataset, split="test", limit=4, backend=counting, settings=SHORT)
+    assert (again["already_done"], again["generated"], len(counting.prompts)) == (4, 0, 4)
+    # R_G lost (e.g. a re-import with other options): answered from the cache, identical.
+    before = {s.pk: s.generic_response for s in samples}
+    Sample.objects.filter(pk__in=before).update(generic_response="")
+    cached = augment_dataset(dataset=dataset, split="test", limit=4, backend=counting, settings=SHORT)
+    assert (cached["cached"], cached["generated"], len(counting.prompts)) == (4, 0, 4)
+    assert {s.pk: s.generic_response for s in Sample.objects.filter(pk__in=before)} == before
+
+
+def test_a_killed_augmentation_resumes_where_it_stopped(smollm2):
+    dataset = _spc()
+
+    def cancel_after_first_batch(done, total):
+        if done >= 2:
+            raise Cancelled("admin pressed stop")
+
+    first = CountingBackend(smollm2)
+    with pytest.raises(Cancelled):
+        augment_dataset(dataset=dataset, split="test", limit=4, batch_size=2, backend=first, settings=SHORT,
+                        progress=cancel_after_first_batch)
+    # The batch that finished before the stop is committed; generation stopped right after it.
+    done_keys = set(dataset.samples.exclude(generic_response="").values_list("key", flat=True))
+    assert len(done_keys) == 2 and LLMCache.objects.count() == 2
+
+    resumed = CountingBackend(smollm2)
+    summary = augment_dataset(dataset=dataset, split="test", limit=4, batch_size=2, backend=resumed, settings=SHORT)
+    assert (summary["already_done"], summary["generated"], len(resumed.prompts)) == (2, 2, 2)
+    template = augment_template("spc")
+    regenerated = {json.dumps(p) for p in resumed.prompts}
+    for sample in dataset.samples.filter(key__in=done_keys):
+        assert json.dumps(template.messages(history=sample.history)) not in regenerated
+    assert all(s.generic_response for s in dataset.samples.order_by("pk")[:4])
+
+
+def test_icl_baselines_store_one_system_per_seed(smollm2):
+    dataset_import(kind="spc", path=shared_file("spc/Synthetic-Persona-Chat_valid.csv"), limit=2, split="train")
+    dataset = _spc()
+    systems = icl_generate(dataset=dataset, split="test", method="icl_hist", n_shot=1, seeds=[0, 1], limit=2,
+                           backend=smollm2, settings=SHORT)
+    assert [s.name for s in systems] == ["spc-icl_hist-1shot-seed0-smollm2", "spc-icl_hist-1shot-seed1-smollm2"]
+    for system in systems:
+        assert system.method == "icl_hist" and system.status == System.Status.GENERATED
+        assert system.config["seed_group"] == "spc-icl_hist-1shot-smollm2"
+        assert len(system.config["shot_keys"]) == 1 and system.config["shot_keys"][0].startswith("spc/train/")
+        responses = list(system.responses.all())
+        assert len(responses) == 2 and all(r.text.strip() for r in responses)
+    # ICL(TST) rewrites R_G: after augmenting, 0-shot gives one system (nothing random to seed).
+    augment_dataset(dataset=dataset, split="test", limit=2, backend=smollm2, settings=SHORT)
+    tst = icl_generate(dataset=dataset, split="test", method="icl_tst", n_shot=0, seeds=[0, 1, 2], limit=2,
+                       backend=smollm2, settings=SHORT)
+    assert [s.name for s in tst] == ["spc-icl_tst-0shot-smollm2"]
+    assert Response.objects.filter(system=tst[0]).count() == 2
+
+
+def test_augment_command_prints_one_json_line(smollm2, capsys):
+    _spc()
+    call_command("augment", "--dataset", "spc", "--split", "test", "--limit", "2", "--batch-size", "2")
+    summary = json.loads(capsys.readouterr().out.strip())
+    assert (summary["samples"], summary["generated"] + summary["cached"], summary["model"]) == (2, 2, "smollm2")
+    assert Sample.objects.exclude(generic_response="").filter(generic_prompt_version="spc-v1").count() == 2
