@@ -24,7 +24,10 @@ def import_dataset(job_id: int) -> dict:
 
     with job_context(job_id) as handle:
         p = handle.job.params
-        report = dataset_import(kind=p["kind"], path=p["path"], split=p.get("split"), name=p.get("name"), limit=p.get("limit"))
-        handle.job.result = report.as_dict() if hasattr(report, "as_dict") else dict(report)
+        report = dataset_import(
+            kind=p["kind"], path=p["path"], split=p.get("split"), name=p.get("name"), limit=p.get("limit"),
+            progress=handle.progress,  # a cancel rolls the whole import back
+        )
+        handle.job.result = report.as_dict()
         handle.log(f"imported {handle.job.result}")
     return {"job": job_id}

@@ -68,8 +68,7 @@ class Command(BaseCommand):
             raise CommandError(f"{path} does not exist.")
         kind = guess_kind(path)
         name = "demo" if opts["data"] is None else None
-        report = dataset_import(kind=kind, path=str(path), name=name, limit=opts["limit"])
-        report = report.as_dict() if hasattr(report, "as_dict") else dict(report)
+        report = dataset_import(kind=kind, path=str(path), name=name, limit=opts["limit"]).as_dict()
         dataset = Dataset.objects.get(name=report["dataset"])
         splits = set(dataset.samples.values_list("split", flat=True).distinct())
         train_split = "train" if "train" in splits else sorted(splits)[0]
