@@ -417,3 +417,15 @@ def test_gold_items_from_the_file_are_scored_and_too_fast_items_flagged(tmp_path
     assert (q["checks"], q["pass_rate"]) == (2, 0.5)
     assert (q["items"], q["too_fast"]) == (2, 1)
     assert selectors.study_ratings(study=study).count() == 4  # the gold item is kept out
+
+
+def test_responses_that_give_their_author_away_are_flagged_before_the_study_opens(tmp_path):
+    lines = study_lines(4)
+    lines[0]["responses"]["PostGRAG"] = "As an AI language model, I do not own dogs."
+    lines[1]["responses"]["PreSFT(Hist)"] = "I am PreSFT(Hist) and I like dogs."
+    lines[2]["responses"]["PostGRAG"] = "Bartholomew, my dog, says hi."  # a name, not the BART model
+    path = write_jsonl(tmp_path / "tells.jsonl", lines)
+    study, _ = services.study_import_jsonl(path=path, slug="tells", baseline="PreSFT(Hist)", challenger="PostGRAG")
+    found = selectors.study_author_tells(study=study)
+    assert [(f["item"], f["response"]) for f in found] == [("spc/test/0", "challenger"), ("spc/test/1", "baseline")]
+    assert found[0]["match"].lower() == "as an ai" and found[1]["match"] == "PreSFT(Hist)"
