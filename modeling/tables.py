@@ -27,6 +27,7 @@ DECIMALS = 3  # Table 3 prints three decimals; improvements two
 IMPRV_DECIMALS = 2
 FORMATS = ("csv", "json", "tex", "html")
 ABLATION_PARAMS = ("alpha", "beta", "lr")
+PARAM_SYMBOLS = {"alpha": "α", "beta": "β", "lr": "learning rate"}  # the paper's names for the swept weights
 
 assert tuple(name for name, _ in COLUMNS) == METRICS
 
@@ -78,6 +79,10 @@ class ResultTable:
         return ", ".join(dict.fromkeys(r.dataset for r in self.rows if r.dataset))
 
     @property
+    def several_tasks(self) -> bool:
+        return len({r.dataset for r in self.rows}) > 1
+
+    @property
     def columns(self) -> list[tuple[str, str]]:
         return list(COLUMNS)
 
@@ -95,7 +100,7 @@ def table_build(
     *, rows: Sequence[TableRow], baseline: str | None, challengers: Sequence[str], split: str = "test",
     meta: dict | None = None,
 ) -> ResultTable:
-    """Mark the best value per column and add the imprv rows; ``baseline``/``challengers`` are system names.
+    """Mark the best value per column and task and add the imprv rows; ``baseline``/``challengers`` are system names.
 
     Best is decided on the printed (rounded) values, so two rows that print the same are both bold.
     """
@@ -110,14 +115,19 @@ def table_build(
     for r in rows:
         r.role = "baseline" if r.system == baseline else ("challenger" if r.system in challengers else "")
         r.best = set()
-    for metric in METRICS:
-        shown = {r.system: round(r.values[metric], DECIMALS) for r in rows if r.values.get(metric) is not None}
-        if not shown:
-            continue
-        best = min(shown.values()) if metric in LOWER_IS_BETTER else max(shown.values())
-        for r in rows:
-            if shown.get(r.system) == best:
-                r.best.add(metric)
+    # Bold is per task (dataset), as in Table 3: "the best performance ... for each task".
+    tasks: dict[str, list[TableRow]] = {}
+    for r in rows:
+        tasks.setdefault(r.dataset, []).append(r)
+    for task_rows in tasks.values():
+        for metric in METRICS:
+            shown = {r.system: round(r.values[metric], DECIMALS) for r in task_rows if r.values.get(metric) is not None}
+            if not shown:
+                continue
+            best = min(shown.values()) if metric in LOWER_IS_BETTER else max(shown.values())
+            for r in task_rows:
+                if shown.get(r.system) == best:
+                    r.best.add(metric)
     improvements = []
     if baseline is not None:
         base = by_system[baseline]
@@ -155,11 +165,11 @@ def result_table(*, systems: Sequence, baseline=None, challengers: Iterable = ()
             f"No metrics on split {split!r} for {', '.join(empty)}: run `manage.py compute_metrics NAME "
             f"--split {split}` (or a metrics job) first."
         )
-    methods = [s.get_method_display() for s in systems]
+    methods = [(s.dataset_id, s.method) for s in systems]
     rows = [
         TableRow(
-            # The paper's method name when it names one row only; else the run's own name.
-            label=s.get_method_display() if methods.count(s.get_method_display()) == 1 else s.name,
+            # The paper's method name when it names one row of its task only; else the run's own name.
+            label=s.get_method_display() if methods.count((s.dataset_id, s.method)) == 1 else s.name,
             system=s.name, role="", dataset=s.dataset.name if s.dataset_id else "", values=values[s.pk],
         )
         for s in systems
@@ -226,14 +236,17 @@ def tex_escape(text: str) -> str:
 def table_tex(table: ResultTable) -> str:
     """A booktabs tabular (needs \\usepackage{booktabs}), best values in \\textbf, as in Table 3."""
     cols = [HEADERS[m] + (r" $\downarrow$" if m in LOWER_IS_BETTER else "") for m in METRICS]
+    several = table.several_tasks
     lines = [
-        r"\begin{tabular}{l" + "r" * len(METRICS) + "}",
+        r"\begin{tabular}{" + ("ll" if several else "l") + "r" * len(METRICS) + "}",
         r"\toprule",
-        "Method & " + " & ".join(cols) + r" \\",
+        ("Task & " if several else "") + "Method & " + " & ".join(cols) + r" \\",
         r"\midrule",
     ]
     for r in table.rows:
         label = tex_escape(r.label) + (f"$^{{{r.marker}}}$" if r.marker else "")
+        if several:
+            label = tex_escape(r.dataset) + " & " + label
         cells = [fmt_value(r.values[m]) for m in METRICS]
         cells = [rf"\textbf{{{c}}}" if m in r.best else c for m, c in zip(METRICS, cells)]
         lines.append(label + " & " + " & ".join(cells) + r" \\")
@@ -241,7 +254,8 @@ def table_tex(table: ResultTable) -> str:
         lines.append(r"\midrule")
         for imp in table.improvements:
             cells = [fmt_value(imp.values[m], IMPRV_DECIMALS) for m in METRICS]
-            lines.append(rf"imprv (\%) {tex_escape(imp.challenger)} & " + " & ".join(cells) + r" \\")
+            lines.append(("& " if several else "") + rf"imprv (\%) {tex_escape(imp.challenger)} & "
+                         + " & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     caption = f"% split: {table.split}; task: {table.task or '-'}; BLEU: sacrebleu "
     sigs = sorted(set(table.meta.get("bleu_signature", {}).values()))
@@ -347,7 +361,7 @@ def ablation_plot(series: Sequence[AblationSeries], *, param: str, metric: str, 
     ax = fig.add_subplot()
     for s in series:
         ax.plot([position[x] for x, _ in s.points], [y for _, y in s.points], marker="o", label=s.dataset)
-    symbol = {"alpha": "α", "beta": "β", "lr": "learning rate"}.get(param, param)
+    symbol = PARAM_SYMBOLS.get(param, param)
     ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
     ax.set_xlabel(symbol)
     ax.set_ylabel(header(metric))

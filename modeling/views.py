@@ -15,8 +15,8 @@ from grag_site.permissions import staff_required
 from .metrics import METRICS
 from .models import MetricResult, System
 from .tables import (
-    ABLATION_PARAMS, CONTENT_TYPES, FORMATS, HEADERS, TableError, ablation_plot, ablation_series, result_table,
-    table_export,
+    ABLATION_PARAMS, CONTENT_TYPES, FORMATS, HEADERS, PARAM_SYMBOLS, TableError, ablation_plot, ablation_series,
+    result_table, table_export,
 )
 
 SPLITS = [("test", "test"), ("valid", "valid"), ("train", "train")]
@@ -24,7 +24,8 @@ METHOD_ORDER = {value: i for i, value in enumerate(System.Method.values)}  # the
 
 
 def _system_order(systems) -> list[System]:
-    return sorted(systems, key=lambda s: (METHOD_ORDER.get(s.method, 99), s.name))
+    """Table 3's order: by task (dataset), then the paper's method order."""
+    return sorted(systems, key=lambda s: (s.dataset.name if s.dataset_id else "", METHOD_ORDER.get(s.method, 99), s.name))
 
 
 class SystemsField(forms.ModelMultipleChoiceField):
@@ -174,7 +175,7 @@ def ablation_plot_view(request, fmt: str):
     data = form.cleaned_data
     image = ablation_plot(series, param=data["param"], metric=data["metric"], fmt=fmt,
                           title=f"{dict(System.Method.choices).get(data['method'], 'All methods')}: "
-                                f"{HEADERS[data['metric']]} w.r.t. {data['param']}")
+                                f"{HEADERS[data['metric']]} w.r.t. {PARAM_SYMBOLS[data['param']]}")
     response = HttpResponse(image, content_type=CONTENT_TYPES[fmt])
     if request.GET.get("download"):
         response["Content-Disposition"] = f'attachment; filename="ablation-{data["param"]}-{data["metric"]}.{fmt}"'

@@ -77,6 +77,23 @@ def test_ties_are_all_bold_and_missing_figures_print_a_dash(spc_systems):
     assert table.improvements[0].values["bpc"] is None and table.improvements[0].cells[5] == "-"
 
 
+def test_bold_is_per_task_when_the_table_spans_datasets(spc_systems):
+    # Table 3's ED rows: PostGRAG is best on every ED column, BPC included (1.023 < 1.030),
+    # although every SPC figure beats it.
+    ed = Dataset.objects.create(name="ed", kind=Dataset.Kind.ED)
+    ed_presft = System.objects.create(name="ed-presft_hist", method="presft_hist", dataset=ed)
+    ed_postgrag = System.objects.create(name="ed-postgrag", method="postgrag", dataset=ed)
+    store(ed_presft, [0.132, 0.165, 0.030, 0.148, 3.595, 1.030, 0.556, 0.578, 0.564])
+    store(ed_postgrag, [0.146, 0.182, 0.041, 0.164, 4.087, 1.023, 0.567, 0.584, 0.573])
+    s = spc_systems
+    table = result_table(systems=[ed_presft, ed_postgrag, s["presft_hist"], s["postgrag"]])
+    best = {r.system: r.best for r in table.rows}
+    assert best["ed-postgrag"] == set(METRICS) and not best["ed-presft_hist"]
+    assert best["spc-postgrag"] == set(METRICS) - {"bpc"} and best["spc-presft_hist"] == {"bpc"}
+    tex = table_tex(table)
+    assert "Task & Method & Char-F1" in tex and r"ed & PostGRAG & \textbf{0.146}" in tex  # one PostGRAG per task: the paper's name
+
+
 def test_tex_export_is_booktabs_with_bold_and_markers(spc_systems):
     s = spc_systems
     tex = table_tex(result_table(systems=[s["presft_hist"], s["postgrag"]], baseline=s["presft_hist"],
