@@ -142,19 +142,20 @@ def judge_run_execute(*, run: JudgeRun, limit: int | None = None, progress: Prog
             batch = items[start:start + batch_size]
             groups = [_pending_for_item(item, questions, done, template, tokenizer) for item in batch]
             groups = [g for g in groups if g]
-            if groups:
-                scores = score_prompt_groups(
-                    model, tokenizer, [[p.token_ids for p in g] for g in groups],
-                    prefix_cache=bool(run.settings.get("prefix_cache", True)),
-                )
-                with transaction.atomic():
-                    for group, group_scores in zip(groups, scores):
-                        for pending, score in zip(group, group_scores):
-                            _verdict_store(run=run, pending=pending, score=score)
-                            if not score.failed:
-                                done.add((pending.item.pk, pending.question, pending.baseline_side))
-                            computed += 1
-                    _ratings_write(run=run, items=batch, questions=[q.key for q in questions])
+            scores = score_prompt_groups(
+                model, tokenizer, [[p.token_ids for p in g] for g in groups],
+                prefix_cache=bool(run.settings.get("prefix_cache", True)),
+            ) if groups else []
+            with transaction.atomic():
+                for group, group_scores in zip(groups, scores):
+                    for pending, score in zip(group, group_scores):
+                        _verdict_store(run=run, pending=pending, score=score)
+                        if not score.failed:
+                            done.add((pending.item.pk, pending.question, pending.baseline_side))
+                        computed += 1
+                # Also for a batch with nothing left to score: verdicts stored without their
+                # ratings (by an older version, or by hand for an audit) still become ratings.
+                _ratings_write(run=run, items=batch, questions=[q.key for q in questions])
             progress(len(done), total)
     except Cancelled:
         JudgeRun.objects.filter(pk=run.pk).update(status=JudgeRun.Status.CANCELLED)
@@ -173,12 +174,15 @@ def judge_run_execute(*, run: JudgeRun, limit: int | None = None, progress: Prog
     return summary
 
 
-def _pending_for_item(item: Item, questions, done: set, template, tokenizer) -> list[_Pending]:
-    pending = []
+def judge_item_prompts(*, item: Item, questions, template) -> list[tuple[str, str, list[dict]]]:
+    """(question key, baseline side, chat messages) for every question of ``item`` in both orders.
+
+    The prompt holds only what an annotator sees (persona, history, generic response, the two
+    responses as A and B, the question), never the systems' names.
+    """
+    prompts = []
     for question in questions:
         for side in SIDES:
-            if (item.pk, question.key, side) in done:
-                continue
             response_a, response_b = responses_in_order(
                 baseline=item.baseline_response, challenger=item.challenger_response, baseline_side=side
             )
@@ -187,8 +191,16 @@ def _pending_for_item(item: Item, questions, done: set, template, tokenizer) -> 
                 generic_response=item.generic_response, response_a=response_a, response_b=response_b,
                 question=question.text,
             )
-            pending.append(_Pending(item, question.key, side, messages, encode_messages(tokenizer, messages)))
-    return pending
+            prompts.append((question.key, side, messages))
+    return prompts
+
+
+def _pending_for_item(item: Item, questions, done: set, template, tokenizer) -> list[_Pending]:
+    return [
+        _Pending(item, key, side, messages, encode_messages(tokenizer, messages))
+        for key, side, messages in judge_item_prompts(item=item, questions=questions, template=template)
+        if (item.pk, key, side) not in done
+    ]
 
 
 def _verdict_store(*, run: JudgeRun, pending: _Pending, score: Score) -> None:

@@ -1,0 +1,142 @@
+"""Judge throughput: option-token scoring with prefix-cache reuse against "generate and grep".
+
+The same N real SPC test turns (two different responses each: the reference and a later reply of
+the same agent) x the paper's four questions (Table 5), judged by the same model on this machine:
+
+- naive: one order, one prompt at a time, greedy ``generate`` of up to 64 tokens, then the text is
+  searched for the answer (a letter A / B / S, "Response A", "similar", ...);
+- ours (``judge.scoring``): BOTH orders, one forward pass per prompt with the item's shared prefix
+  encoded once and the suffixes batched, verdict from the option-token probabilities.
+
+A judgment is one (item, question) verdict; ours does twice the prompts (both orders) for it.
+Prints one JSON line. Usage: python benchmarks/judge_throughput.py [--items 40] [--naive-items 40]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "grag_site.settings.local")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SPC_TEST = ROOT.parent / "shared" / "data" / "spc" / "Synthetic-Persona-Chat_test.csv"
+
+# What a careful "generate and grep" does: an explicit verdict format first, then looser phrasings.
+_PATTERNS = [
+    (re.compile(r"^\W*([ABS])\b"), None),
+    (re.compile(r"\[\[([ABS])\]\]"), None),
+    (re.compile(r"\bresponse\s+([AB])\b(?:\s+is\s+better)?", re.IGNORECASE), None),
+    (re.compile(r"\b(similar|tie|same)\b", re.IGNORECASE), "S"),
+    (re.compile(r"\b(?:answer|choice)\s*(?:is)?\s*[:=]?\s*([ABS])\b", re.IGNORECASE), None),
+]
+
+
+def naive_parse(text: str) -> str | None:
+    """The option a generated answer names, or None when it names none (or several different ones)."""
+    for pattern, fixed in _PATTERNS:
+        found = {fixed or m.upper() for m in pattern.findall(text)}
+        if len(found) == 1:
+            return found.pop()
+        if len(found) > 1:
+            return None
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=40)
+    parser.add_argument("--naive-items", type=int, default=None, help="Items for the naive way (default: all).")
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--items-per-batch", type=int, default=4)
+    args = parser.parse_args()
+
+    import django
+
+    django.setup()
+    import torch
+
+    from annotation.models import DEFAULT_QUESTIONS
+    from judge.devdata import spc_judge_pairs
+    from judge.prompts import PROMPT_V1
+    from judge.scoring import encode_messages, score_prompt_groups
+    from judge.services import judge_item_prompts
+    from modeling.llm.loading import load_causal_lm, load_tokenizer
+
+    if not SPC_TEST.exists():
+        sys.exit(f"{SPC_TEST} is missing (see ../shared/data/README.md)")
+    pairs = spc_judge_pairs(SPC_TEST, n=args.items)
+    questions = [SimpleNamespace(key=k, text=text) for k, _, text in DEFAULT_QUESTIONS]
+    items = [SimpleNamespace(pk=i, **{k: p[k] for k in ("persona", "history", "generic_response",
+                                                         "baseline_response", "challenger_response")})
+             for i, p in enumerate(pairs)]
+    t0 = time.monotonic()
+    tokenizer, model = load_tokenizer(args.model), load_causal_lm(args.model)
+    load_seconds = time.monotonic() - t0
+    prompts = [judge_item_prompts(item=item, questions=questions, template=PROMPT_V1) for item in items]
+    score_prompt_groups(model, tokenizer, [[encode_messages(tokenizer, m) for _, _, m in prompts[0][:2]]])  # warm up
+
+    # Ours: everything from the chat messages to the verdicts, both orders, as judge_run_execute does.
+    t0 = time.monotonic()
+    ours_scores = []
+    for start in range(0, len(items), args.items_per_batch):
+        groups = [[encode_messages(tokenizer, m) for _, _, m in prompts[i]]
+                  for i in range(start, min(start + args.items_per_batch, len(items)))]
+        ours_scores += score_prompt_groups(model, tokenizer, groups)
+    ours_seconds = time.monotonic() - t0
+    judgments = len(items) * len(questions)
+    prompt_tokens = [s.n_tokens for g in ours_scores for s in g]
+    cached = [s.cached_prefix_tokens for g in ours_scores for s in g]
+
+    # Naive: baseline shown as A only, one prompt at a time, generate and parse.
+    naive_items = items[: args.naive_items or len(items)]
+    unparseable, naive_n = 0, 0
+    examples = []
+    t0 = time.monotonic()
+    with torch.inference_mode():
+        for i, _ in enumerate(naive_items):
+            for key, side, messages in prompts[i]:
+                if side != "A":
+                    continue
+                ids = torch.tensor([encode_messages(tokenizer, messages)], device=model.device)
+                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.max_new_tokens,
+                                     do_sample=False, pad_token_id=tokenizer.pad_token_id)
+                text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+                naive_n += 1
+                if naive_parse(text) is None:
+                    unparseable += 1
+                    if len(examples) < 3:
+                        examples.append(text[:120])
+    naive_seconds = time.monotonic() - t0
+
+    ours_rate = judgments / ours_seconds
+    naive_rate = naive_n / naive_seconds
+    print(json.dumps({
+        "benchmark": "judge_throughput",
+        "model": args.model,
+        "device": str(model.device),
+        "torch_threads": torch.get_num_threads(),
+        "items": len(items),
+        "questions": len(questions),
+        "load_seconds": round(load_seconds, 1),
+        "ours": {"judgments": judgments, "orders": 2, "prompts_scored": judgments * 2, "seconds": round(ours_seconds, 2),
+                 "judgments_per_s": round(ours_rate, 3), "mean_prompt_tokens": round(sum(prompt_tokens) / len(prompt_tokens), 1),
+                 "mean_cached_prefix_tokens": round(sum(cached) / len(cached), 1),
+                 "failed": sum(s.failed for g in ours_scores for s in g)},
+        "naive": {"judgments": naive_n, "orders": 1, "max_new_tokens": args.max_new_tokens,
+                  "seconds": round(naive_seconds, 2), "judgments_per_s": round(naive_rate, 3),
+                  "unparseable_share": round(unparseable / naive_n, 4), "unparseable_examples": examples},
+        "ratio": round(ours_rate / naive_rate, 2),
+    }))
+
+
+if __name__ == "__main__":
+    main()
