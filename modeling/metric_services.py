@@ -136,8 +136,7 @@ def metrics_compute(
     rows = _metric_rows(system=system, split=split, results=results, sample_ids=sample_ids, bpc_samples=bpc_samples)
     with transaction.atomic():
         # Replace this run's rows wholesale: a metric skipped now must not leave a stale figure behind.
-        MetricResult.objects.filter(system=system, split=split, sample__isnull=True).delete()
-        MetricResult.objects.filter(system=system, sample_id__in=sample_ids).delete()
+        MetricResult.objects.filter(system=system, split=split).delete()
         MetricResult.objects.bulk_create(rows, batch_size=2000)
     progress(total_steps, total_steps)
     return MetricsReport(
