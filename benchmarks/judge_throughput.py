@@ -57,6 +57,8 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--items-per-batch", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads for both ways (on a CPU shared with other jobs, 1 avoids oversubscription)")
     args = parser.parse_args()
 
     import django
@@ -64,6 +66,8 @@ def main() -> None:
     django.setup()
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from annotation.models import DEFAULT_QUESTIONS
     from judge.devdata import spc_judge_pairs
     from judge.prompts import PROMPT_V1
