@@ -125,10 +125,15 @@ def metrics_compute(
             skipped["bert"] = f"{exc} (set {BERTSCORE_MODEL_ENV} or pass a BERTScore model to score it)"
             logger.warning("BERTScore skipped for %s: %s", system.name, exc)
         else:
-            results.update(m.bert_score(
-                hypotheses, references, scorer=scorer,
-                progress=lambda done, total: progress(len(responses) + done, total_steps),
-            ))
+            try:
+                results.update(m.bert_score(
+                    hypotheses, references, scorer=scorer,
+                    progress=lambda done, total: progress(len(responses) + done, total_steps),
+                ))
+            finally:
+                # A GPU worker also trains: keep the scorer between runs only where memory is plentiful (CPU).
+                if str(scorer.scorer.device).startswith("cuda"):
+                    m.bert_scorer_release()
     else:
         skipped["bert"] = "not requested"
 

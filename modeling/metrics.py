@@ -274,6 +274,18 @@ def bert_scorer_get(config: BertScoreConfig) -> BertScore:
     return BertScore(config)
 
 
+def bert_scorer_release() -> None:
+    """Drop the process's cached scorer; on a GPU worker this hands its memory back for training jobs."""
+    bert_scorer_get.cache_clear()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
 def bert_score(
     hypotheses: Sequence[str], references: Sequence[str], *, scorer: BertScore, batch_size: int = 256,
     progress=None,
