@@ -15,6 +15,7 @@ names a server, anything else a local model (see ``loading.resolve_model``).
 """
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -25,6 +26,8 @@ from dataclasses import asdict, dataclass
 from .loading import SMOLLM2, load_causal_lm, load_tokenizer
 
 Messages = list[dict]
+# Below this many shared tokens a separate prefix pass costs more than it saves.
+MIN_SHARED_PREFIX = 16
 BatchCallback = Callable[[list[int], list[str]], None]  # (prompt indices, raw outputs) of one finished batch
 
 
@@ -75,10 +78,11 @@ class TransformersBackend(Backend):
     """A local causal LM, loaded once per process by ``loading.load_causal_lm``."""
 
     def __init__(self, model_id: str = SMOLLM2, *, device: str | None = None, quantization: str = "auto",
-                 cpu_threads: int | None = None):
+                 cpu_threads: int | None = None, prefix_cache: bool = True):
         import torch
 
         self.model_id = model_id
+        self.prefix_cache = prefix_cache
         self.quantization = quantization
         self.model = load_causal_lm(model_id, device=device, quantization=quantization)
         self.tokenizer = load_tokenizer(model_id)
@@ -111,6 +115,20 @@ class TransformersBackend(Backend):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         encoded = [self.encode(m) for m in prompts]
+        if not encoded:
+            return []
+        # The prompts of one call share their system prompt (and ICL demonstrations): encode that
+        # prefix once and start every batch from a copy of its key/value cache. On CPU the
+        # prompt pass, not decoding, dominates the cost of a short reply.
+        prefix = common_prefix_length(encoded) if self.prefix_cache else 0
+        prefix = min(prefix, min(len(ids) for ids in encoded) - 1)
+        prefix_cache = None
+        if prefix >= MIN_SHARED_PREFIX:
+            with torch.inference_mode():
+                out = self.model(input_ids=torch.tensor([encoded[0][:prefix]], device=self.device), use_cache=True)
+                prefix_cache = out.cache if "cache" in out else out.past_key_values
+        else:
+            prefix = 0
         # Longest first: similar lengths share a batch (little padding), and a too-long batch
         # fails at the start rather than after an hour.
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
@@ -118,31 +136,52 @@ class TransformersBackend(Backend):
         pad_id = self.tokenizer.pad_token_id
         for start in range(0, len(order), batch_size):
             indices = order[start:start + batch_size]
-            width = max(len(encoded[i]) for i in indices)
-            input_ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(indices), width), dtype=torch.long)
-            for row, i in enumerate(indices):  # left padding: every prompt ends at the last column
-                ids = encoded[i]
-                input_ids[row, width - len(ids):] = torch.tensor(ids)
-                attention[row, width - len(ids):] = 1
+            suffixes = [encoded[i][prefix:] for i in indices]
+            width = max(len(ids) for ids in suffixes)
+            input_ids = torch.full((len(indices), prefix + width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(indices), prefix + width), dtype=torch.long)
+            if prefix:
+                input_ids[:, :prefix] = torch.tensor(encoded[indices[0]][:prefix])
+                attention[:, :prefix] = 1
+            for row, ids in enumerate(suffixes):
+                # Pads go left of each prompt's own part, so every row ends at its last prompt
+                # token; positions come from the attention mask, so they skip the pads.
+                input_ids[row, prefix + width - len(ids):] = torch.tensor(ids)
+                attention[row, prefix + width - len(ids):] = 1
             kwargs = {"max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample,
                       "pad_token_id": pad_id, "repetition_penalty": settings.repetition_penalty}
             if settings.do_sample:
                 kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or None)
             else:  # silence the model's own sampling defaults (SmolLM2 ships temperature/top_p)
                 kwargs.update(temperature=None, top_p=None, top_k=None)
+            if prefix_cache is not None:
+                cache = copy.deepcopy(prefix_cache)
+                cache.batch_repeat_interleave(len(indices))
+                kwargs["cache"] = cache
             torch.manual_seed(settings.seed)
             with torch.inference_mode():
                 generated = self.model.generate(
                     input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device), **kwargs
                 )
-            new_tokens = generated[:, width:].cpu()
+            new_tokens = generated[:, prefix + width:].cpu()
             texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             for i, text in zip(indices, texts):
                 outputs[i] = text
             if on_batch is not None:
                 on_batch(indices, texts)
         return outputs
+
+
+def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every sequence shares."""
+    first = sequences[0]
+    length = min(len(s) for s in sequences)
+    for seq in sequences[1:]:
+        n = 0
+        while n < length and seq[n] == first[n]:
+            n += 1
+        length = n
+    return length
 
 
 class OpenAICompatibleBackend(Backend):

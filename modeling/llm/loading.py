@@ -167,6 +167,7 @@ def load_causal_lm(model_id: str, *, device: str | None = None, quantization: st
                 kwargs["dtype"] = torch.bfloat16
         else:
             kwargs["dtype"] = torch.float32
+        logger.info("loading model %s from %s on %s", source.model_id, source.path, device)
         model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
         if "device_map" not in kwargs:
             model.to(device)
