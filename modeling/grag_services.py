@@ -2,7 +2,7 @@
 
 A System row names the run: its method, backbone and ``config`` (GRAGConfig fields plus
 ``split``, ``limit``, ``valid_split``, ``valid_limit``); its model lives under
-``ARTIFACTS_DIR/systems/<system name>/`` (``last/`` resumable checkpoint, ``best/`` model), so a
+``ARTIFACTS_DIR/systems/<system name>-<id>/`` (``last/`` resumable checkpoint, ``best/`` model), so a
 rerun of the same job resumes instead of starting over.
 """
 from __future__ import annotations
@@ -32,7 +32,8 @@ def sample_to_dialogue(sample: Sample) -> DialogueSample:
 
 
 def system_run_dir(*, system: System) -> Path:
-    return Path(settings.ARTIFACTS_DIR) / "systems" / (slugify(system.name) or f"system-{system.pk}")
+    # The id keeps a recreated system of the same name from resuming an old run's checkpoint.
+    return Path(settings.ARTIFACTS_DIR) / "systems" / f"{slugify(system.name) or 'system'}-{system.pk}"
 
 
 def system_config(*, system: System) -> GRAGConfig:

@@ -38,6 +38,9 @@ class GRAGConfig:
     # Samples per micro-batch and micro-batches per optimiser step.
     batch_size: int = 8
     grad_accum: int = 1
+    # Train only the top N decoder layers (and the decoder's final norm and the style
+    # extractors); None trains everything. For CPU runs: frozen lower layers need no backward.
+    train_top_layers: int | None = None
     # Gradient-norm clipping (0 disables).
     max_grad_norm: float = 1.0
     # Token budgets. The context ([P;H], [P;R_G] or [P;H;R_G]) keeps the persona (up to

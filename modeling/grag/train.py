@@ -74,6 +74,21 @@ class TrainState:
         return self.ddp_model or self.model
 
 
+def freeze_lower_layers(model: GRAGModel, n: int) -> None:
+    """Leave only the top ``n`` decoder layers, the decoder's final norm and the non-backbone layers trainable."""
+    from .modules import decoder_layers
+
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    decoder = model.backbone.get_decoder()
+    trainable = list(decoder_layers(model.backbone)[-n:])
+    trainable += [getattr(decoder, name) for name in ("norm", "ln_f", "final_layer_norm", "layer_norm", "layernorm_embedding")
+                  if isinstance(getattr(decoder, name, None), torch.nn.Module)][:1]
+    for module in trainable:
+        for p in module.parameters():
+            p.requires_grad_(True)
+
+
 def _distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
@@ -93,6 +108,8 @@ def setup(config: GRAGConfig, n_train: int, *, model: GRAGModel | None = None, t
     if model is None:
         model, tokenizer = build_model(config)
     model.to(device)
+    if config.train_top_layers:
+        freeze_lower_layers(model, config.train_top_layers)
     builder = InputBuilder(tokenizer, config, is_encoder_decoder=model.is_encoder_decoder)
     total = config.epochs * steps_per_epoch(n_train, config.batch_size, config.grad_accum, world)
     if config.max_steps:

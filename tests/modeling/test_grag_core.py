@@ -349,3 +349,16 @@ def test_cli_trains_and_generates_on_jsonl_and_reports_bad_lines(tmp_path):
     assert failed.returncode == 2
     assert f"{bad}:2: 'generic_response' (R_G) is missing" in failed.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_training_only_the_top_layers_leaves_the_rest_unchanged(tmp_path):
+    config = GRAGConfig(method="postgrag", backbone="tiny:llama", epochs=1, batch_size=2, lr=1e-2, checkpoint_every=0,
+                        train_top_layers=1)
+    model, tok = build_model(config)
+    before = _weights(model)
+    train(config, [RUN, COOK], [], tmp_path, model=model, tokenizer=tok)
+    after = _weights(model)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("backbone.model.layers.1.") for k in changed)
+    assert not any(k.startswith(("backbone.model.layers.0.", "backbone.model.embed_tokens")) for k in changed)
+    assert any(k.startswith("se_p.") for k in changed)
