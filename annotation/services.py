@@ -502,7 +502,10 @@ def _candidates(*, study: Study, annotator, now, traps: bool):
 
 def _lock(qs, *, skip_locked: bool, limit: int):
     if connection.features.has_select_for_update_skip_locked:
-        return list(qs.select_for_update(skip_locked=skip_locked, of=("self",))[:limit])
+        # FOR NO KEY UPDATE: excludes other reservers of the row but not the key-share locks that
+        # inserting ratings and assignments (foreign keys to the item) take; FOR UPDATE would make
+        # every submit wait for, and be skipped by, concurrent reservations.
+        return list(qs.select_for_update(skip_locked=skip_locked, of=("self",), no_key=True)[:limit])
     # SQLite locks the whole database for a write transaction; nothing to skip.
     return list(qs[:limit])
 
@@ -527,7 +530,7 @@ def assignment_next(*, study: Study, annotator) -> Assignment | None:
 def _assignment_next_once(*, study: Study, annotator) -> tuple[Assignment | None, bool]:
     now = timezone.now()
     # One request at a time per annotator (a double click must not reserve two items).
-    User.objects.select_for_update().filter(pk=annotator.pk).first()
+    User.objects.select_for_update(no_key=True).filter(pk=annotator.pk).first()
     # All of the annotator's assignments in this study, in one query: their live reservation,
     # stale ones, the sides they saw so far and the kinds of items they rated.
     rows = list(
@@ -657,7 +660,10 @@ def rating_submit(*, assignment: Assignment, answers: list[Answer]) -> list[Rati
     being current, so every change is kept with its timestamp (append-only). Each returned
     rating's ``is_new`` says whether this call stored it.
     """
-    assignment = Assignment.objects.select_for_update(of=("self",)).select_related("item__study", "annotator").get(pk=assignment.pk)
+    assignment = (
+        Assignment.objects.select_for_update(of=("self",), no_key=True)
+        .select_related("item__study", "annotator").get(pk=assignment.pk)
+    )
     item, study, annotator = assignment.item, assignment.item.study, assignment.annotator
     answers = answers_validate(study=study, answers=answers)
     now = timezone.now()
@@ -684,7 +690,7 @@ def rating_submit(*, assignment: Assignment, answers: list[Answer]) -> list[Rati
     else:
         if assignment.status == Assignment.Status.EXPIRED or assignment.expires_at <= now:
             # A late submit still counts if the slot is free; lock the item to decide.
-            Item.objects.select_for_update().filter(pk=item.pk).first()
+            Item.objects.select_for_update(no_key=True).filter(pk=item.pk).first()
             taken = Assignment.objects.filter(_live_q(now), item=item).exclude(pk=assignment.pk).count()
             if item.kind in (Item.Kind.NORMAL, Item.Kind.GOLD) and taken >= study.overlap:
                 raise ReservationLost(
