@@ -140,6 +140,15 @@ def table_build(
     return ResultTable(split=split, rows=list(rows), improvements=improvements, baseline=baseline, meta=meta or {})
 
 
+def table_from_values(
+    values: dict[str, dict[str, float | None]], *, baseline: str | None = None, challengers: Sequence[str] = (),
+    task: str = "", split: str = "test",
+) -> ResultTable:
+    """Table 3 from plain figures, {row label: {metric: value}}, without the database (scripts, benchmarks)."""
+    rows = [TableRow(label=label, system=label, role="", dataset=task, values=dict(v)) for label, v in values.items()]
+    return table_build(rows=rows, baseline=baseline, challengers=challengers, split=split)
+
+
 def result_table(*, systems: Sequence, baseline=None, challengers: Iterable = (), split: str = "test") -> ResultTable:
     """Table 3 for stored System rows: their run-level MetricResults on ``split`` (one query)."""
     from .models import MetricResult
@@ -199,11 +208,11 @@ def table_csv(table: ResultTable) -> str:
     writer.writerow(["task", "method", "system", "role", *[HEADERS[m] for m in METRICS], "best"])
     for r in table.rows:
         writer.writerow([r.dataset, r.label, r.system, r.role,
-                         *["" if r.values[m] is None else repr(r.values[m]) for m in METRICS],
+                         *["" if r.values.get(m) is None else repr(r.values[m]) for m in METRICS],
                          " ".join(HEADERS[m] for m in METRICS if m in r.best)])
     for imp in table.improvements:
         writer.writerow(["", f"imprv (%) {imp.challenger}", imp.system, "imprv",
-                         *["" if imp.values[m] is None else f"{imp.values[m]:.4f}" for m in METRICS], ""])
+                         *["" if imp.values.get(m) is None else f"{imp.values[m]:.4f}" for m in METRICS], ""])
     return out.getvalue()
 
 
@@ -214,7 +223,7 @@ def table_dict(table: ResultTable) -> dict:
         "baseline": table.baseline,
         "columns": [{"metric": m, "header": HEADERS[m], "lower_is_better": m in LOWER_IS_BETTER} for m in METRICS],
         "rows": [{"label": r.label, "system": r.system, "role": r.role, "dataset": r.dataset,
-                  "values": r.values, "best": [m for m in METRICS if m in r.best]} for r in table.rows],
+                  "values": {m: r.values.get(m) for m in METRICS}, "best": [m for m in METRICS if m in r.best]} for r in table.rows],
         "improvements": [{"challenger": i.challenger, "system": i.system, "values": i.values}
                          for i in table.improvements],
         "meta": table.meta,
@@ -247,13 +256,13 @@ def table_tex(table: ResultTable) -> str:
         label = tex_escape(r.label) + (f"$^{{{r.marker}}}$" if r.marker else "")
         if several:
             label = tex_escape(r.dataset) + " & " + label
-        cells = [fmt_value(r.values[m]) for m in METRICS]
+        cells = [fmt_value(r.values.get(m)) for m in METRICS]
         cells = [rf"\textbf{{{c}}}" if m in r.best else c for m, c in zip(METRICS, cells)]
         lines.append(label + " & " + " & ".join(cells) + r" \\")
     if table.improvements:
         lines.append(r"\midrule")
         for imp in table.improvements:
-            cells = [fmt_value(imp.values[m], IMPRV_DECIMALS) for m in METRICS]
+            cells = [fmt_value(imp.values.get(m), IMPRV_DECIMALS) for m in METRICS]
             lines.append(("& " if several else "") + rf"imprv (\%) {tex_escape(imp.challenger)} & "
                          + " & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]

@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 
 from modeling.metrics import METRICS
 from modeling.models import Dataset, MetricResult, System
-from modeling.tables import ablation_plot, ablation_series, result_table, table_tex
+from modeling.tables import ablation_plot, ablation_series, result_table, table_csv, table_from_values, table_tex
 
 # Table 3, SPC: Char-F1 ROUGE-1 ROUGE-2 ROUGE-L BLEU BPC BERT-P BERT-R BERT-F1
 SPC = {
@@ -92,6 +92,23 @@ def test_bold_is_per_task_when_the_table_spans_datasets(spc_systems):
     assert best["spc-postgrag"] == set(METRICS) - {"bpc"} and best["spc-presft_hist"] == {"bpc"}
     tex = table_tex(table)
     assert "Task & Method & Char-F1" in tex and r"ed & PostGRAG & \textbf{0.146}" in tex  # one PostGRAG per task: the paper's name
+
+
+def test_table_from_plain_values_without_the_database():
+    # Table 3's PFG rows, BERTScore not computed: PreGRAG's BPC equals the baseline's (0.00 in the paper).
+    table = table_from_values({
+        "PreSFT(Hist)": {"char_f1": 0.166, "rouge2": 0.040, "bleu": 3.394, "bpc": 0.923},
+        "PreGRAG": {"char_f1": 0.182, "rouge2": 0.057, "bleu": 4.109, "bpc": 0.923},
+        "PostGRAG": {"char_f1": 0.186, "rouge2": 0.059, "bleu": 4.618, "bpc": 0.938},
+    }, baseline="PreSFT(Hist)", challengers=["PreGRAG", "PostGRAG"], task="pfg")
+    imprv = {i.challenger: i.values for i in table.improvements}
+    assert imprv["PreGRAG"]["rouge2"] == pytest.approx(42.50, abs=0.006)
+    assert imprv["PreGRAG"]["bpc"] == 0.0 and imprv["PostGRAG"]["bpc"] == pytest.approx(-1.63, abs=0.006)
+    assert imprv["PostGRAG"]["bleu"] == pytest.approx(36.06, abs=0.006) and imprv["PostGRAG"]["bert_f1"] is None
+    best = {r.label: r.best for r in table.rows}
+    assert best["PreSFT(Hist)"] == best["PreGRAG"] == {"bpc"}  # a tie: both bold
+    assert best["PostGRAG"] == {"char_f1", "rouge2", "bleu"}
+    assert "PreGRAG,PreGRAG,challenger,0.182,,0.057,,4.109,0.923,,,,BPC" in table_csv(table)
 
 
 def test_tex_export_is_booktabs_with_bold_and_markers(spc_systems):
