@@ -196,3 +196,29 @@ def test_a_runs_ratings_appear_in_the_agreement_report_as_an_llm_rater(smollm2, 
         assert llm["LLM-145"]["compared"] == 1
         assert llm["LLM-145"]["agreement_vs_human"] == (1.0 if judged[q] == "challenger" else 0.0)
     assert "LLM-145" not in {row["rater"] for row in report["annotators"]}
+
+
+def test_the_launch_forms_judge_job_resumes_the_run_of_that_name(smollm2, spc_pairs):
+    from worker.models import Job
+    from worker.tasks.judge import judge
+
+    study = study_make(spc_pairs[:1], slug="form-study")
+    run = judge_run_create(study=study, model_id="smollm2", name="LLM-form")
+    item = study.items.get()
+    for q in ("q1", "q2", "q3", "q4"):  # a run stopped after scoring everything
+        JudgeVerdict.objects.create(run=run, item=item, question=q, baseline_side="A",
+                                    probabilities={"A": 0.1, "B": 0.12, "S": 0.78})
+        JudgeVerdict.objects.create(run=run, item=item, question=q, baseline_side="B",
+                                    probabilities={"A": 0.13, "B": 0.05, "S": 0.82})
+    # The params the admin's launch form and the pipeline send (worker.forms.JudgeForm).
+    job = Job.objects.create(kind=Job.Kind.JUDGE, params={"study": "form-study", "model": "smollm2",
+                                                          "name": "LLM-form", "limit": None})
+    judge(job.pk)  # the task body, in this process
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert job.result["computed"] == 0 and job.result["ratings"] == 4
+    assert job.result["consistency"] == {"q1": 1.0, "q2": 1.0, "q3": 1.0, "q4": 1.0}
+    ratings = list(_ratings(run))
+    assert [r.choice for r in ratings] == ["similar"] * 4 and not any(r.meta["flipped"] for r in ratings)
+    assert {r.confidence for r in ratings} == {4}  # mean P(similar) 0.8
+    assert JudgeRun.objects.count() == 1

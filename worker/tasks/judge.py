@@ -8,13 +8,27 @@ __all__ = ["judge"]
 
 @shared_task(name="worker.judge")
 def judge(job_id: int) -> dict:
-    """Execute the judge run named in the job's params ({"run_id": ..., "limit": ...}); resumes a stopped run."""
+    """Execute a judge run; resumes a stopped one.
+
+    Job params: {"run_id", "limit"} from ``run_judge --queue``, or the launch form's and the
+    pipeline's {"study": slug, "model", "name", "limit", "prompt_version"}, which create the run
+    (or find the one of that name, to resume it).
+    """
+    from annotation.models import Study
     from judge.models import JudgeRun
-    from judge.services import judge_run_execute
+    from judge.prompts import DEFAULT_PROMPT_VERSION
+    from judge.services import judge_default_model, judge_run_create, judge_run_execute
 
     with job_context(job_id) as handle:
         params = handle.job.params
-        run = JudgeRun.objects.get(pk=params["run_id"])
+        if params.get("run_id"):
+            run = JudgeRun.objects.get(pk=params["run_id"])
+        else:
+            run = judge_run_create(
+                study=Study.objects.get(slug=params["study"]), model_id=params.get("model") or judge_default_model(),
+                name=params.get("name") or None, prompt_version=params.get("prompt_version") or DEFAULT_PROMPT_VERSION,
+                limit=params.get("limit"),
+            )
         handle.log(f"judge run {run.name}: model {run.model_id}, prompt {run.prompt_version}")
         summary = judge_run_execute(run=run, limit=params.get("limit"), progress=handle.progress)
         handle.job.result = summary
