@@ -1,0 +1,21 @@
+"""Staff see judge runs and their raw verdicts (read-only: runs are created by run_judge or a job)."""
+from django.contrib import admin
+
+from .models import JudgeRun, JudgeVerdict
+
+
+@admin.register(JudgeRun)
+class JudgeRunAdmin(admin.ModelAdmin):
+    list_display = ("name", "study", "model_id", "prompt_version", "status", "created_at", "finished_at")
+    list_filter = ("status", "prompt_version")
+    search_fields = ("name", "study__slug", "model_id")
+    readonly_fields = [f.name for f in JudgeRun._meta.fields]
+
+
+@admin.register(JudgeVerdict)
+class JudgeVerdictAdmin(admin.ModelAdmin):
+    list_display = ("run", "item", "question", "baseline_side", "failed", "created_at")
+    list_filter = ("failed", "question", "baseline_side")
+    search_fields = ("run__name", "item__key")
+    readonly_fields = [f.name for f in JudgeVerdict._meta.fields]
+    list_select_related = ("run", "item")
