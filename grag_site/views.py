@@ -9,8 +9,11 @@ from django.views.decorators.http import require_GET
 @login_required
 def home(request):
     """Annotators see their studies; staff also see datasets, systems and jobs."""
+    from worker.forms import LAUNCH_FORMS
+
     studies = request.user.studies.filter(is_open=True) if not request.user.is_staff else None
-    return render(request, "home.html", {"studies": studies})
+    launchable = [kind for kind in LAUNCH_FORMS if kind != "pipeline"]
+    return render(request, "home.html", {"studies": studies, "launchable": launchable})
 
 
 @require_GET

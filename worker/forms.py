@@ -103,7 +103,11 @@ class GenerateForm(LaunchForm):
 class MetricsForm(LaunchForm):
     system = SystemChoice()
     split = forms.ChoiceField(choices=SPLITS)
-    bert_model = forms.CharField(required=False, help_text="BERTScore model path (default roberta-large).")
+    bert_model = forms.CharField(
+        required=False,
+        help_text="BERTScore model: name, folder, or 'minilm' (offline); default $BERTSCORE_MODEL or roberta-large.",
+    )
+    bert_layer = forms.IntegerField(min_value=0, required=False, help_text="Layer, for a BERTScore model given as a folder.")
 
 
 class StudyForm(LaunchForm):
@@ -154,6 +158,7 @@ class PipelineForm(LaunchForm):
     backbone = forms.CharField(initial="smollm2")
     llm = forms.CharField(initial="smollm2", label="Generic-response LLM")
     judge_model = forms.CharField(initial="smollm2")
+    bert_model = forms.CharField(initial="minilm", help_text="BERTScore model ('minilm' works offline; the paper: roberta-large)")
     train_split = forms.ChoiceField(choices=SPLITS, initial="train")
     eval_split = forms.ChoiceField(choices=SPLITS, initial="test")
     train_limit = forms.IntegerField(min_value=1, required=False, initial=64)

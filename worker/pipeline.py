@@ -26,6 +26,7 @@ class PipelinePlan:
     backbone: str = "smollm2"
     llm: str = "smollm2"  # generic-response model (paper: Llama-3.1-8B-Instruct in 4-bit)
     judge_model: str = "smollm2"  # paper: Qwen2.5-32B-Instruct in 4-bit
+    bert_model: str = "minilm"  # offline all-MiniLM-L6-v2; BERTScore's own default is roberta-large
     train_split: str = "train"
     eval_split: str = "test"
     train_limit: int | None = 64
@@ -64,7 +65,8 @@ class PipelinePlan:
             }))
             stages.append((Job.Kind.GENERATE, {"system": self.system_name(method), "split": self.eval_split,
                                                "limit": self.eval_limit, "decoding": "greedy"}))
-            stages.append((Job.Kind.METRICS, {"system": self.system_name(method), "split": self.eval_split}))
+            stages.append((Job.Kind.METRICS, {"system": self.system_name(method), "split": self.eval_split,
+                                              "bert_model": self.bert_model}))
         stages.append((Job.Kind.STUDY, {
             "slug": self.slug(), "baseline": self.system_name(self.baseline),
             "challenger": self.system_name(self.challenger), "split": self.eval_split, "limit": self.eval_limit,
