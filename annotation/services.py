@@ -491,12 +491,14 @@ def _candidates(*, study: Study, annotator, now, traps: bool):
     live = (
         Assignment.objects.filter(_live_q(now), item=OuterRef("pk")).values("item").annotate(n=Count("id")).values("n")
     )
-    # Fill items that others started first, so complete items (three ratings) appear early.
+    # Walk items in one fixed (random, since public ids are) order and stop at the first open
+    # ones: everybody works on the earliest open items, so items get completed one after the
+    # other, and the database reads only as far as it needs, not every item's count.
     return (
         items.filter(kind__in=[Item.Kind.NORMAL, Item.Kind.GOLD])
         .annotate(live=Coalesce(Subquery(live, output_field=IntegerField()), Value(0)))
         .filter(live__lt=study.overlap)
-        .order_by("-live", "public_id")
+        .order_by("public_id")
     )
 
 
