@@ -269,3 +269,22 @@ def icl_generate(
         system.save(update_fields=["config", "status"])
         systems.append(system)
     return systems
+
+
+def icl_seed_group_metrics(*, seed_group: str, split: str = "test") -> dict:
+    """Corpus-level metrics of an ICL setting averaged over its seeds (section 4.3.1's protocol).
+
+    Returns {"systems": [...names], "metrics": {name: mean}, "seeds": {name: n}}; a metric counts
+    only the seeds that have it, and ``seeds`` says how many that was.
+    """
+    from django.db.models import Avg, Count
+
+    from .models import MetricResult
+
+    systems = list(System.objects.filter(config__seed_group=seed_group).order_by("name"))
+    if not systems:
+        raise LLMServiceError(f"No ICL systems in seed group {seed_group!r}; run run_icl first.")
+    rows = (MetricResult.objects.filter(system__in=systems, sample__isnull=True, split=split)
+            .values("name").annotate(mean=Avg("value"), n=Count("system", distinct=True)).order_by("name"))
+    return {"systems": [s.name for s in systems], "metrics": {r["name"]: r["mean"] for r in rows},
+            "seeds": {r["name"]: r["n"] for r in rows}}

@@ -103,6 +103,11 @@ class TransformersBackend(Backend):
 
     def encode(self, messages: Messages) -> list[int]:
         """Token ids of a chat prompt, rendered by the tokenizer's own chat template."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise LLMBackendError(
+                f"Model {self.model_id!r} has no chat template in its tokenizer: it is not an instruct/chat "
+                "model. Use an instruct model (e.g. meta-llama/Llama-3.1-8B-Instruct) or smollm2."
+            )
         encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
         return list(encoded["input_ids"])
 

@@ -201,6 +201,7 @@ def _write_smollm2_cache(model) -> None:
             model.generation_config.save_pretrained(tmp)
         load_tokenizer(SMOLLM2).save_pretrained(tmp)
         (tmp / "COMPLETE").write_text(f"dequantised from {SMOLLM2_GGUF}\n")
+        tmp.chmod(0o755)  # mkdtemp makes it private; other users' workers read it too
         try:
             os.rename(tmp, target)
         except OSError:  # another process won the race: keep theirs

@@ -158,3 +158,23 @@ def test_prompt_hash_changes_with_prompt_and_settings():
     assert base == prompt_hash(messages=[dict(m) for m in messages], settings=GenerationSettings())
     assert base != prompt_hash(messages=[{"role": "user", "content": "hi!"}], settings=GenerationSettings())
     assert base != prompt_hash(messages=messages, settings=GenerationSettings(max_new_tokens=65))
+
+
+def test_icl_metrics_average_over_the_seeds_of_one_setting():
+    from modeling.llm_services import icl_seed_group_metrics
+    from modeling.models import MetricResult, System
+
+    group = "spc-icl_hist-2shot-smollm2"
+    for seed, bleu in ((0, 2.0), (1, 4.0), (2, 9.0)):
+        system = System.objects.create(name=f"spc-icl_hist-2shot-seed{seed}-smollm2", method="icl_hist",
+                                       config={"seed_group": group, "seed": seed})
+        MetricResult.objects.create(system=system, split="test", name="bleu", value=bleu)
+        if seed:
+            MetricResult.objects.create(system=system, split="test", name="char_f1", value=0.1 * seed)
+    System.objects.create(name="other", method="icl_hist", config={"seed_group": "spc-icl_hist-3shot-smollm2"})
+    result = icl_seed_group_metrics(seed_group=group)
+    assert len(result["systems"]) == 3
+    assert result["metrics"]["bleu"] == pytest.approx(5.0) and result["seeds"]["bleu"] == 3
+    assert result["metrics"]["char_f1"] == pytest.approx(0.15) and result["seeds"]["char_f1"] == 2
+    with pytest.raises(LLMServiceError, match="No ICL systems in seed group 'nope'"):
+        icl_seed_group_metrics(seed_group="nope")
