@@ -178,3 +178,20 @@ def test_icl_metrics_average_over_the_seeds_of_one_setting():
     assert result["metrics"]["char_f1"] == pytest.approx(0.15) and result["seeds"]["char_f1"] == 2
     with pytest.raises(LLMServiceError, match="No ICL systems in seed group 'nope'"):
         icl_seed_group_metrics(seed_group="nope")
+
+
+def test_commands_refuse_bad_input_with_a_message():
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="No dataset named 'nope'"):
+        call_command("augment", "--dataset", "nope")
+    dataset_import(kind="spc", path=shared_file("spc/Synthetic-Persona-Chat_test.csv"), limit=1, split="test")
+    with pytest.raises(CommandError, match="no samples in split 'train'"):
+        call_command("augment", "--dataset", "spc", "--split", "train")
+    with pytest.raises(CommandError, match="--seeds must be comma-separated integers"):
+        call_command("run_icl", "--dataset", "spc", "--method", "icl_hist", "--seeds", "a,b")
+    with pytest.raises(CommandError, match="run `augment --dataset spc --split test` first"):
+        call_command("run_icl", "--dataset", "spc", "--method", "icl_tst")
+    with pytest.raises(CommandError, match="Model 'missing/model' is not on this machine"):
+        call_command("augment", "--dataset", "spc", "--split", "test", "--model", "missing/model")
+    assert not Sample.objects.exclude(generic_response="").exists()
