@@ -3,12 +3,13 @@
 The same N real SPC test turns (two different responses each: the reference and a later reply of
 the same agent) x the paper's four questions (Table 5), judged by the same model on this machine:
 
-- naive: one order, one prompt at a time, greedy ``generate`` of up to 64 tokens, then the text is
+- naive: one order (``--naive-orders AB``: both), one prompt at a time, greedy ``generate`` of up to 64 tokens, then the text is
   searched for the answer (a letter A / B / S, "Response A", "similar", ...);
 - ours (``judge.scoring``): BOTH orders, one forward pass per prompt with the item's shared prefix
   encoded once and the suffixes batched, verdict from the option-token probabilities.
 
 A judgment is one (item, question) verdict; ours does twice the prompts (both orders) for it.
+The two ways alternate item by item so that both see the same load on a shared CPU.
 Prints one JSON line. Usage: python benchmarks/judge_throughput.py [--items 40] [--naive-items 40]
 """
 from __future__ import annotations
@@ -56,7 +57,8 @@ def main() -> None:
     parser.add_argument("--naive-items", type=int, default=None, help="Items for the naive way (default: all).")
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--items-per-batch", type=int, default=4)
+    parser.add_argument("--naive-orders", default="A", choices=["A", "AB"],
+                        help="Orders the naive way judges: A (baseline shown first, the plain naive way) or AB (both, like ours).")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads for both ways (on a CPU shared with other jobs, 1 avoids oversubscription)")
     args = parser.parse_args()
@@ -88,41 +90,43 @@ def main() -> None:
     prompts = [judge_item_prompts(item=item, questions=questions, template=PROMPT_V1) for item in items]
     score_prompt_groups(model, tokenizer, [[encode_messages(tokenizer, m) for _, _, m in prompts[0][:2]]])  # warm up
 
-    # Ours: everything from the chat messages to the verdicts, both orders, as judge_run_execute does.
-    t0 = time.monotonic()
-    ours_scores = []
-    for start in range(0, len(items), args.items_per_batch):
-        groups = [[encode_messages(tokenizer, m) for _, _, m in prompts[i]]
-                  for i in range(start, min(start + args.items_per_batch, len(items)))]
-        ours_scores += score_prompt_groups(model, tokenizer, groups)
-    ours_seconds = time.monotonic() - t0
-    judgments = len(items) * len(questions)
-    prompt_tokens = [s.n_tokens for g in ours_scores for s in g]
-    cached = [s.cached_prefix_tokens for g in ours_scores for s in g]
-
-    # Naive: baseline shown as A only, one prompt at a time, generate and parse.
-    naive_items = items[: args.naive_items or len(items)]
-    unparseable, naive_n = 0, 0
+    # The two ways alternate item by item, so that both see the same load on a shared CPU.
+    naive_items = min(args.naive_items or len(items), len(items))
+    ours_scores, ours_seconds = [], 0.0
+    unparseable, naive_n, naive_seconds, new_tokens = 0, 0, 0.0, []
     examples = []
-    t0 = time.monotonic()
-    with torch.inference_mode():
-        for i, _ in enumerate(naive_items):
+    for i in range(len(items)):
+        # Ours: from the chat messages to the verdicts, both orders, as judge_run_execute does.
+        t0 = time.monotonic()
+        ours_scores += score_prompt_groups(model, tokenizer, [[encode_messages(tokenizer, m) for _, _, m in prompts[i]]])
+        ours_seconds += time.monotonic() - t0
+        if i >= naive_items:
+            continue
+        # Naive: one prompt at a time, greedy generation of up to max_new_tokens, then parse the text.
+        t0 = time.monotonic()
+        with torch.inference_mode():
             for key, side, messages in prompts[i]:
-                if side != "A":
+                if side not in args.naive_orders:
                     continue
                 ids = torch.tensor([encode_messages(tokenizer, messages)], device=model.device)
                 out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.max_new_tokens,
                                      do_sample=False, pad_token_id=tokenizer.pad_token_id)
-                text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+                generated = out[0, ids.shape[1]:]
+                text = tokenizer.decode(generated, skip_special_tokens=True)
+                new_tokens.append(int(generated.shape[0]))
                 naive_n += 1
                 if naive_parse(text) is None:
                     unparseable += 1
                     if len(examples) < 3:
                         examples.append(text[:120])
-    naive_seconds = time.monotonic() - t0
+        naive_seconds += time.monotonic() - t0
+    judgments = len(items) * len(questions)
+    prompt_tokens = [s.n_tokens for g in ours_scores for s in g]
+    cached = [s.cached_prefix_tokens for g in ours_scores for s in g]
+    naive_judgments = naive_n // len(args.naive_orders)
 
     ours_rate = judgments / ours_seconds
-    naive_rate = naive_n / naive_seconds
+    naive_rate = naive_judgments / naive_seconds
     print(json.dumps({
         "benchmark": "judge_throughput",
         "model": args.model,
@@ -135,7 +139,8 @@ def main() -> None:
                  "judgments_per_s": round(ours_rate, 3), "mean_prompt_tokens": round(sum(prompt_tokens) / len(prompt_tokens), 1),
                  "mean_cached_prefix_tokens": round(sum(cached) / len(cached), 1),
                  "failed": sum(s.failed for g in ours_scores for s in g)},
-        "naive": {"judgments": naive_n, "orders": 1, "max_new_tokens": args.max_new_tokens,
+        "naive": {"judgments": naive_judgments, "orders": len(args.naive_orders), "max_new_tokens": args.max_new_tokens,
+                  "mean_new_tokens": round(sum(new_tokens) / len(new_tokens), 1),
                   "seconds": round(naive_seconds, 2), "judgments_per_s": round(naive_rate, 3),
                   "unparseable_share": round(unparseable / naive_n, 4), "unparseable_examples": examples},
         "ratio": round(ours_rate / naive_rate, 2),

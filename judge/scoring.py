@@ -7,9 +7,10 @@ options. The choice is the most probable option, the confidence (1-5) comes from
 probability by ``CONFIDENCE_THRESHOLDS``. Nothing is generated, so nothing can be unparseable.
 
 Speed: the prompts of one item (four questions x two orders) share their start (instructions,
-persona, history, generic response; see ``judge.prompts``). That shared prefix is encoded once,
-its key/value cache is repeated along the batch, and only the suffixes (responses + question) are
-run, batched and right-padded. Backends whose cache cannot be reused fall back to batched full
+persona, history, generic response; see ``judge.prompts``), and the four prompts of one order
+also share both responses. The shared prefix is encoded once, then each order's responses once
+on a copy of its key/value cache, which is then repeated along the batch so that only the
+questions are run, batched and right-padded. Backends whose cache cannot be reused fall back to batched full
 prompts sorted by length with left padding (``prefix_cache=False``); both give the same numbers.
 
 Position bias (section 5.5 of the paper reports the judge is more decisive than humans): every
@@ -182,8 +183,31 @@ def _scores_from_logits(logits, option_ids: Mapping[str, list[int]], lengths, pr
     return result
 
 
+# Prompts whose shared prefix extends this many tokens beyond the item's common prefix get a
+# second cached level (in practice: the four questions of one order share both responses).
+MIN_SUBPREFIX_TOKENS = 8
+
+
+def prefix_clusters(prompts: Sequence[Sequence[int]], *, beyond: int) -> list[list[int]]:
+    """Indices of prompts grouped so that each group shares at least ``beyond + MIN_SUBPREFIX_TOKENS`` tokens.
+
+    Sorting the token lists puts prompts with long common prefixes next to each other, so one pass
+    over neighbours finds the groups.
+    """
+    order = sorted(range(len(prompts)), key=lambda i: list(prompts[i]))
+    clusters = [[order[0]]]
+    for previous, current in zip(order, order[1:]):
+        shared = common_prefix_length([prompts[previous], prompts[current]])
+        if shared >= beyond + MIN_SUBPREFIX_TOKENS:
+            clusters[-1].append(current)
+        else:
+            clusters.append([current])
+    return clusters
+
+
 def _score_with_prefix_cache(model, prompts: Sequence[Sequence[int]], option_ids, max_batch: int) -> list[Score]:
-    """Encode the shared prefix once; run the suffixes batched on copies of its key/value cache."""
+    """Encode the item's shared prefix once, then each order's shared part once on a copy of its
+    key/value cache, then run the remaining suffixes batched on copies of that cache."""
     import torch
 
     device = model.device
@@ -191,25 +215,32 @@ def _score_with_prefix_cache(model, prompts: Sequence[Sequence[int]], option_ids
     head = model.get_output_embeddings()
     # Keep at least one token per suffix: its hidden state gives the next-token distribution.
     prefix = min(common_prefix_length(prompts), min(len(p) for p in prompts) - 1)
-    prefix_out = base(input_ids=torch.tensor([list(prompts[0][:prefix])], device=device), use_cache=True)
-    prefix_cache = prefix_out.cache
+    root_cache = base(input_ids=torch.tensor([list(prompts[0][:prefix])], device=device), use_cache=True).cache
     pad = 0
-    scores: list[Score] = []
-    for start in range(0, len(prompts), max_batch):
-        chunk = prompts[start:start + max_batch]
-        suffixes = [list(p[prefix:]) for p in chunk]
-        width = max(len(s) for s in suffixes)
-        # Right padding: pads come after every real token, so causal attention never lets a real
-        # token see them and positions continue from the prefix unchanged.
-        input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in suffixes], device=device)
-        suffix_mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in suffixes], device=device)
-        mask = torch.cat([torch.ones(len(chunk), prefix, dtype=suffix_mask.dtype, device=device), suffix_mask], 1)
-        cache = copy.deepcopy(prefix_cache) if start + max_batch < len(prompts) else prefix_cache
-        cache.batch_repeat_interleave(len(chunk))
-        hidden = base(input_ids=input_ids, attention_mask=mask, cache=cache, use_cache=True).last_hidden_state
-        last = hidden[torch.arange(len(chunk), device=device), torch.tensor([len(s) - 1 for s in suffixes], device=device)]
-        scores += _scores_from_logits(head(last), option_ids, [len(p) for p in chunk], prefix)
-    return scores
+    scores: dict[int, Score] = {}
+    clusters = prefix_clusters(prompts, beyond=prefix)
+    for c, cluster in enumerate(clusters):
+        members = [prompts[i] for i in cluster]
+        sub = min(common_prefix_length(members), min(len(p) for p in members) - 1) if len(members) > 1 else prefix
+        cluster_cache = copy.deepcopy(root_cache) if c < len(clusters) - 1 else root_cache
+        if sub > prefix:
+            base(input_ids=torch.tensor([list(members[0][prefix:sub])], device=device), cache=cluster_cache, use_cache=True)
+        for start in range(0, len(cluster), max_batch):
+            idx = cluster[start:start + max_batch]
+            suffixes = [list(prompts[i][sub:]) for i in idx]
+            width = max(len(x) for x in suffixes)
+            # Right padding: pads come after every real token, so causal attention never lets a real
+            # token see them and positions continue from the cached prefix unchanged.
+            input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in suffixes], device=device)
+            suffix_mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in suffixes], device=device)
+            mask = torch.cat([torch.ones(len(idx), sub, dtype=suffix_mask.dtype, device=device), suffix_mask], 1)
+            cache = copy.deepcopy(cluster_cache) if start + max_batch < len(cluster) else cluster_cache
+            cache.batch_repeat_interleave(len(idx))
+            hidden = base(input_ids=input_ids, attention_mask=mask, cache=cache, use_cache=True).last_hidden_state
+            last = hidden[torch.arange(len(idx), device=device), torch.tensor([len(x) - 1 for x in suffixes], device=device)]
+            for i, score in zip(idx, _scores_from_logits(head(last), option_ids, [len(prompts[i]) for i in idx], sub)):
+                scores[i] = score
+    return [scores[i] for i in range(len(prompts))]
 
 
 def _score_full(model, prompts: Sequence[Sequence[int]], option_ids, max_batch: int, pad_id: int) -> list[Score]:
@@ -266,7 +297,7 @@ def score_prompt_groups(
             if runnable:
                 prompts = [group[i] for i in runnable]
                 try:
-                    if prefix_cache and len(prompts) > 1:
+                    if prefix_cache and len(prompts) > 1 and common_prefix_length(prompts) > 0:
                         got = _score_with_prefix_cache(model, prompts, option_ids, max_batch)
                     else:
                         got = _score_full(model, prompts, option_ids, max_batch, pad_id)
