@@ -116,3 +116,14 @@ def test_common_prefix_length():
 def test_spc_turns_normalise_markdown_prefixes_and_drop_stage_directions():
     text = "* * User 1: * * Hello\n*User 2:* Me too\n[User 2 shows User 1 pictures of their work.]\n(The next day)\nUser 1: Bye."
     assert spc_turns(text) == [("user", "Hello"), ("agent", "Me too"), ("user", "Bye.")]
+
+
+def test_prompts_of_one_order_cluster_behind_the_shared_prefix():
+    from judge.scoring import MIN_SUBPREFIX_TOKENS, prefix_clusters
+
+    shared = list(range(100, 120))
+    order_a = shared + [1] * MIN_SUBPREFIX_TOKENS + [7]
+    order_b = shared + [2] * MIN_SUBPREFIX_TOKENS + [7]
+    prompts = [order_a + [q] for q in (11, 12)] + [order_b + [q] for q in (11, 12)] + [shared + [3, 9]]
+    clusters = prefix_clusters(prompts, beyond=len(shared))
+    assert sorted(sorted(c) for c in clusters) == [[0, 1], [2, 3], [4]]
