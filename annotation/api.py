@@ -21,6 +21,7 @@ from .serializers import (
     AnnotatorQualitySerializer,
     AnnotatorSerializer,
     AnnotatorStudySerializer,
+    AuthorTellSerializer,
     ErrorSerializer,
     ItemPayloadSerializer,
     ItemStateSerializer,
@@ -260,6 +261,17 @@ class StaffQualityView(APIView):
     @extend_schema(responses=AnnotatorQualitySerializer(many=True), summary="Per-annotator quality control", tags=["staff"])
     def get(self, request, slug: str):
         return Response(AnnotatorQualitySerializer(selectors.annotator_quality(study=_staff_study(slug)), many=True).data)
+
+
+class StaffAuthorTellsView(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(
+        responses=AuthorTellSerializer(many=True), summary="Responses that give their author away (check before opening)",
+        tags=["staff"],
+    )
+    def get(self, request, slug: str):
+        return Response(AuthorTellSerializer(selectors.study_author_tells(study=_staff_study(slug)), many=True).data)
 
 
 class StaffAnnotatorsView(APIView):

@@ -15,5 +15,6 @@ urlpatterns = [
     path("staff/studies/<slug:slug>/items/", api.StaffItemsView.as_view(), name="staff-items"),
     path("staff/studies/<slug:slug>/ratings/", api.StaffRatingsView.as_view(), name="staff-ratings"),
     path("staff/studies/<slug:slug>/quality/", api.StaffQualityView.as_view(), name="staff-quality"),
+    path("staff/studies/<slug:slug>/author-tells/", api.StaffAuthorTellsView.as_view(), name="staff-author-tells"),
     path("staff/studies/<slug:slug>/annotators/", api.StaffAnnotatorsView.as_view(), name="staff-annotators"),
 ]

@@ -148,3 +148,9 @@ class AnnotatorAddSerializer(serializers.Serializer):
 
 class AnnotatorSerializer(serializers.Serializer):
     username = serializers.CharField()
+
+
+class AuthorTellSerializer(serializers.Serializer):
+    item = serializers.CharField(help_text="Item key.")
+    response = serializers.ChoiceField(choices=["baseline", "challenger"])
+    match = serializers.CharField(help_text="The text that gives the author away.")

@@ -126,7 +126,8 @@ def test_annotators_cannot_reach_other_studies_or_other_peoples_items(study, oth
     assert mine.post("/api/studies/nonexistent/next/").status_code == 404
     assert [s["slug"] for s in outsider.get("/api/studies/").json()] == ["theirs"]
     for url in ("/api/staff/studies/", "/api/staff/studies/mine/", "/api/staff/studies/mine/items/",
-                "/api/staff/studies/mine/ratings/", "/api/staff/studies/mine/quality/", "/api/staff/studies/mine/annotators/"):
+                "/api/staff/studies/mine/ratings/", "/api/staff/studies/mine/quality/", "/api/staff/studies/mine/annotators/",
+                "/api/staff/studies/mine/author-tells/"):
         assert mine.get(url).status_code == 403, url
     assert not Rating.objects.exists()
 
@@ -190,6 +191,12 @@ def test_staff_create_edit_list_export_and_check_quality(study):
     ]
     (quality,) = client.get("/api/staff/studies/api-study/quality/").json()
     assert quality["annotator"] == "newbie" and quality["items"] == 1
+    assert client.get("/api/staff/studies/api-study/author-tells/").json() == []
+    telling = dict(body, slug="api-tells", items=[{"key": "k", "responses": {"sysA": "As an AI, I cannot.", "sysB": "b"}}])
+    assert client.post("/api/staff/studies/", telling, format="json").status_code == 201
+    assert client.get("/api/staff/studies/api-tells/author-tells/").json() == [
+        {"item": "k", "response": "baseline", "match": "As an AI"}
+    ]
 
 
 def test_the_openapi_schema_is_valid_and_lists_the_routes(client):
