@@ -429,3 +429,16 @@ def test_responses_that_give_their_author_away_are_flagged_before_the_study_open
     found = selectors.study_author_tells(study=study)
     assert [(f["item"], f["response"]) for f in found] == [("spc/test/0", "challenger"), ("spc/test/1", "baseline")]
     assert found[0]["match"].lower() == "as an ai" and found[1]["match"] == "PreSFT(Hist)"
+
+
+def test_an_annotator_coming_back_after_expiry_gets_the_item_again_in_the_same_order(tmp_path):
+    study = make_study(tmp_path, n=1, overlap=1)
+    (u,) = annotators(study, 1)
+    a = services.assignment_next(study=study, annotator=u)
+    Assignment.objects.filter(pk=a.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+    again = services.assignment_next(study=study, annotator=u)
+    assert (again.pk, again.item_id, again.baseline_side, again.status) == (a.pk, a.item_id, a.baseline_side, "reserved")
+    assert again.expires_at > timezone.now()
+    assert selectors.item_payload(assignment=again)["response_a"] == selectors.item_payload(assignment=a)["response_a"]
+    assert len(services.rating_submit(assignment=again, answers=answer_all())) == 4
+    assert Assignment.objects.count() == 1
