@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -152,5 +153,6 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, ModelNotFound, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(result))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns; one line is enough
+        print(json.dumps(result))
     return 0
