@@ -90,6 +90,7 @@ RULES: dict[str, Rule] = {
     "api/staff/studies/<slug:slug>/items/": Rule(STAFF),
     "api/staff/studies/<slug:slug>/ratings/": Rule(STAFF),
     "api/staff/studies/<slug:slug>/quality/": Rule(STAFF),
+    "api/staff/studies/<slug:slug>/author-tells/": Rule(STAFF),
     "api/staff/studies/<slug:slug>/annotators/": Rule(STAFF),
 }
 # The admin: every page goes through AdminSite.admin_view (staff only). A few staff answers
