@@ -18,6 +18,7 @@ from rest_framework.authtoken.models import Token
 from annotation import services
 from annotation.models import Assignment, Item, Rating, Study
 from modeling.models import Conversation, Dataset, MetricResult, Response, Sample, System
+from judge.models import JudgeRun, JudgeVerdict
 from worker.models import Job
 
 BASELINE = "secretbase-presft-hist-run7"
@@ -123,6 +124,9 @@ def world(db, tmp_path) -> World:
     metric = MetricResult.objects.create(system=system, split="test", name="char_f1", value=0.5)
     job = Job.objects.create(kind=Job.Kind.PING, status=Job.Status.SUCCEEDED, created_by=staff)
     group = Group.objects.create(name="annotators")
+    run = JudgeRun.objects.create(name="LLM-secretjudge", study=study_x, model_id="secret/judge-model", prompt_version="v1")
+    verdict = JudgeVerdict.objects.create(run=run, item=item_x, question="q1", baseline_side="A",
+                                          probabilities={"A": 0.5, "B": 0.3, "S": 0.2})
 
     objects = {
         "auth.group": group.pk, "auth.user": ann_x.pk, "authtoken.tokenproxy": staff.pk,
@@ -131,6 +135,7 @@ def world(db, tmp_path) -> World:
         "annotation.study": study_x.pk, "annotation.item": item_x.pk,
         "annotation.assignment": Assignment.objects.filter(annotator=ann_x).first().pk,
         "annotation.rating": Rating.objects.filter(rater="ann-x").first().pk, "worker.job": job.pk,
+        "judge.judgerun": run.pk, "judge.judgeverdict": verdict.pk,
     }
     return World(study_x=study_x, study_y=study_y, ann_x=ann_x, ann_y=ann_y, staff=staff, item_x=item_x, item_y=item_y,
                  job=job, dataset=dataset, system=system, objects=objects)
