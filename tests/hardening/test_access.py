@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 from django.contrib.contenttypes.models import ContentType
 from django.test import Client
-from django.urls import URLPattern, URLResolver, get_resolver
+from django.urls import URLPattern, URLResolver, get_resolver, re_path
 from rest_framework.views import APIView
 
 from annotation.models import Study
@@ -254,7 +254,12 @@ def test_every_registered_route_has_an_access_rule():
 
 @pytest.mark.parametrize("route", [_route_param(r) for r in ROUTES if r.rule is not None])
 def test_route_access(route: Route, world):
-    rule = route.rule
+    problems = _access_problems(route, route.rule, world)
+    assert not problems, f"{route.route or '<home>'} ({route.rule.access}):\n" + "\n".join(problems)
+
+
+def _access_problems(route: Route, rule: Rule, world) -> list[str]:
+    """Call ``route`` as every role and list each answer that breaks ``rule``."""
     url = _url(route.route, world)
     api = route.view_class is not None and issubclass(route.view_class, APIView)
     admin = route.is_admin
@@ -333,7 +338,7 @@ def test_route_access(route: Route, world):
         denied("annotator of Y", anonymous=False)
         allowed("staff", extra_ok=rule.staff_also_ok)
 
-    assert not problems, f"{route.route or '<home>'} ({rule.access}):\n" + "\n".join(problems)
+    return problems
 
 
 def test_token_auth_reaches_the_same_rules(world):
@@ -350,3 +355,40 @@ def test_token_auth_reaches_the_same_rules(world):
     assert client.get("/api/staff/studies/").status_code == 403
     assert client.get(f"/api/studies/{x}/report/").status_code == 403
     assert Client(HTTP_AUTHORIZATION="Token not-a-real-token").get("/api/studies/").status_code == 401
+
+
+# --------------------------------------------------------------------------- the walk itself
+
+def _leaky_view(request, slug: str):
+    """What a forgotten decorator looks like: a study's items for anyone who asks."""
+    from django.http import JsonResponse
+
+    items = Study.objects.get(slug=slug).items.values_list("key", "baseline_response")
+    return JsonResponse({"items": list(items)})
+
+
+def _staff_only_view(request, slug: str):
+    from grag_site.permissions import staff_required
+
+    return staff_required(lambda r, slug: _leaky_view(r, slug))(request, slug)
+
+
+urlpatterns = [
+    *get_resolver().url_patterns,
+    re_path(r"^leaky/(?P<slug>[-\w]+)/$", _leaky_view),
+    re_path(r"^guarded/(?P<slug>[-\w]+)/$", _staff_only_view),
+]
+
+
+@pytest.mark.urls(__name__)
+def test_the_walk_catches_an_unprotected_view(world):
+    """The checks above can fail: an unprotected staff view is reported for every outsider role."""
+    leaky = Route("^leaky/(?P<slug>[-\\w]+)/$", _leaky_view)
+    problems = _access_problems(leaky, Rule(STAFF), world)
+    assert any(p.startswith("should be refused: anonymous GET /leaky/study-x/: 200") for p in problems), problems
+    assert any(p.startswith("should be refused: annotator of Y GET") for p in problems), problems
+    assert any("shows" in p and world.item_x.key in p for p in problems), problems
+    guarded = Route("^guarded/(?P<slug>[-\\w]+)/$", _staff_only_view)
+    assert _access_problems(guarded, Rule(STAFF), world) == []
+    # And a route nobody classified is reported by name.
+    assert Route("leaky/<slug:slug>/", _leaky_view).rule is None

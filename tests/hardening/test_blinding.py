@@ -19,7 +19,9 @@ from annotation.giveaways import giveaway_checks, study_checks, study_giveaways,
 from annotation.models import Assignment, Item, Rating, Study
 from modeling.models import System
 
-from .conftest import BASELINE, BASELINE_BACKBONE, CHALLENGER, CHALLENGER_BACKBONE, QKEYS, study_lines, write_jsonl
+from .conftest import (
+    BASELINE, BASELINE_BACKBONE, CHALLENGER, CHALLENGER_BACKBONE, QKEYS, ids_bump, study_lines, write_jsonl,
+)
 
 FORM_ANSWERS = {**{f"{q}-choice": "A" for q in QKEYS}, **{f"{q}-confidence": "4" for q in QKEYS}}
 API_ANSWERS = {"answers": [{"question": q, "choice": "B", "confidence": 3} for q in QKEYS]}
@@ -193,6 +195,7 @@ def test_sides_are_balanced_per_annotator_and_each_item_gets_both_orders(db, tmp
 
 
 def test_item_ids_are_random_not_sequential_and_not_derived_from_content(db, tmp_path):
+    ids_bump(Item)  # 7-digit database ids, so "contains its id" is a meaningful check
     rows = study_lines(200, tag="ids")
     path = write_jsonl(tmp_path / "ids.jsonl", rows)
     one, _ = services.study_import_jsonl(path=path, slug="ids-1", baseline=BASELINE, challenger=CHALLENGER)
