@@ -114,7 +114,7 @@ def test_a_killed_augmentation_resumes_where_it_stopped(smollm2):
 def test_icl_baselines_store_one_system_per_seed(smollm2):
     dataset_import(kind="spc", path=shared_file("spc/Synthetic-Persona-Chat_valid.csv"), limit=2, split="train")
     dataset = _spc()
-    systems = icl_generate(dataset=dataset, split="test", method="icl_hist", n_shot=1, seeds=[0, 1], limit=2,
+    systems = icl_generate(dataset=dataset, split="test", method="icl_hist", n_shot=1, seeds=[0, 1], limit=1,
                            backend=smollm2, settings=SHORT)
     assert [s.name for s in systems] == ["spc-icl_hist-1shot-seed0-smollm2", "spc-icl_hist-1shot-seed1-smollm2"]
     for system in systems:
@@ -122,18 +122,18 @@ def test_icl_baselines_store_one_system_per_seed(smollm2):
         assert system.config["seed_group"] == "spc-icl_hist-1shot-smollm2"
         assert len(system.config["shot_keys"]) == 1 and system.config["shot_keys"][0].startswith("spc/train/")
         responses = list(system.responses.all())
-        assert len(responses) == 2 and all(r.text.strip() for r in responses)
+        assert len(responses) == 1 and all(r.text.strip() for r in responses)
     # ICL(TST) rewrites R_G: after augmenting, 0-shot gives one system (nothing random to seed).
-    augment_dataset(dataset=dataset, split="test", limit=2, backend=smollm2, settings=SHORT)
-    tst = icl_generate(dataset=dataset, split="test", method="icl_tst", n_shot=0, seeds=[0, 1, 2], limit=2,
+    augment_dataset(dataset=dataset, split="test", limit=1, backend=smollm2, settings=SHORT)
+    tst = icl_generate(dataset=dataset, split="test", method="icl_tst", n_shot=0, seeds=[0, 1, 2], limit=1,
                        backend=smollm2, settings=SHORT)
     assert [s.name for s in tst] == ["spc-icl_tst-0shot-smollm2"]
-    assert Response.objects.filter(system=tst[0]).count() == 2
+    assert Response.objects.filter(system=tst[0]).count() == 1
 
 
 def test_augment_command_prints_one_json_line(smollm2, capsys):
     _spc()
-    call_command("augment", "--dataset", "spc", "--split", "test", "--limit", "2", "--batch-size", "2")
+    call_command("augment", "--dataset", "spc", "--split", "test", "--limit", "1")
     summary = json.loads(capsys.readouterr().out.strip())
-    assert (summary["samples"], summary["generated"] + summary["cached"], summary["model"]) == (2, 2, "smollm2")
-    assert Sample.objects.exclude(generic_response="").filter(generic_prompt_version="spc-v1").count() == 2
+    assert (summary["samples"], summary["generated"] + summary["cached"], summary["model"]) == (1, 1, "smollm2")
+    assert Sample.objects.exclude(generic_response="").filter(generic_prompt_version="spc-v1").count() == 1
