@@ -737,14 +737,23 @@ class VotesFileError(ValueError):
 
 def _votes_read(*, study: Study, path: Path) -> list[tuple[int, dict[str, Any]]]:
     import csv
+    import io
 
     if not path.is_file():
         raise VotesFileError(f"{path}: no such file")
     items = dict(study.items.values_list("key", "id"))
     questions = set(study.questions.values_list("key", flat=True))
     rows, seen = [], {}
+    from modeling.importers.base import ImportFileError, read_text
+
     try:
-        with path.open(encoding="utf-8-sig", newline="") as fh:
+        # The dataset importers' reader: UTF-8 check, NUL bytes and over-long lines, each named by line.
+        text = read_text(path)
+    except ImportFileError as exc:
+        raise VotesFileError(str(exc)) from exc
+    reader = None
+    try:
+        with io.StringIO(text, newline="") as fh:
             reader = csv.DictReader(fh)
             header = reader.fieldnames or []
             missing = [c for c in VOTE_COLUMNS if c not in header]
@@ -783,10 +792,9 @@ def _votes_read(*, study: Study, path: Path) -> list[tuple[int, dict[str, Any]]]
                 seen[ident] = line
                 rows.append((line, {"item_id": items[key], "rater": rater, "rater_kind": kind, "question": question,
                                     "choice": choice, "confidence": confidence}))
-    except UnicodeDecodeError as exc:
-        raise VotesFileError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start}); save the file as UTF-8") from exc
     except csv.Error as exc:
-        raise VotesFileError(f"{path}: unreadable CSV ({exc})") from exc
+        line = reader.line_num if reader is not None else 1
+        raise VotesFileError(f"{path}:{line}: unreadable CSV ({exc})") from exc
     return rows
 
 

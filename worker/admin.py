@@ -11,6 +11,9 @@ class JobAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in Job._meta.fields]
     actions = ["cancel_jobs", "retry_jobs"]
 
+    def has_add_permission(self, request) -> bool:
+        return False  # jobs come from job_launch (the launch forms), never from an empty admin form
+
     @admin.action(description="Cancel selected jobs")
     def cancel_jobs(self, request, queryset):
         for job in queryset:

@@ -107,9 +107,6 @@ KNOWN_GAPS: dict[str, str] = {
     # Fix in judge/admin.py: has_add_permission() returning False (and has_change_permission).
     "admin/judge/judgerun/add/": "judge/admin.py JudgeRunAdmin: staff POST with an empty form -> 500 (NOT NULL study_id)",
     "admin/judge/judgeverdict/add/": "judge/admin.py JudgeVerdictAdmin: staff POST with an empty form -> 500 (NOT NULL run_id/item_id)",
-    # Same pattern without the crash: an empty POST creates a Job with kind "" that no worker runs.
-    # Fix in worker/admin.py: JobAdmin.has_add_permission() returning False (jobs come from job_launch).
-    "admin/worker/job/add/": "worker/admin.py JobAdmin: staff POST with an empty form creates a bogus Job (kind '')",
 }
 
 PARAM = re.compile(r"<(?:\w+:)?(?P<name>\w+)>|\(\?P<(?P<rname>\w+)>[^)]*\)")

@@ -174,20 +174,11 @@ VOTE_CASES = {
     "wrong type: choice": (_votes(V_GOOD + [["secretkey-v-002", "alice", "human", "q1", "A", "3"]]).encode(), 4, "choice"),
     "unknown item": (_votes(V_GOOD + [["no-such-item", "alice", "human", "q1", "similar", "3"]]).encode(), 4, "item"),
 }
-# Known gaps, each a visible task for the owner of annotation/services.py (_votes_read): strict
-# xfails, so they fail loudly once fixed and the mark must go.
-VOTE_GAPS: dict[str, str] = {
-    "latin-1": "import_votes names the byte offset of a non-UTF-8 byte but not its line "
-               "(annotation/services.py _votes_read catches UnicodeDecodeError around the whole file)",
-    "utf-16": "import_votes names the byte offset of a non-UTF-8 byte but not its line",
-    "very long line": "import_votes reports 'unreadable CSV (field larger than field limit (1000000))' "
-                      "without the line (csv.Error caught around the whole reader, reader.line_num not used)",
-}
 
 
 @pytest.mark.parametrize(
     "case",
-    [pytest.param(c, marks=[pytest.mark.xfail(strict=True, reason=VOTE_GAPS[c])] if c in VOTE_GAPS else []) for c in VOTE_CASES],
+    list(VOTE_CASES),
 )
 def test_bad_votes_file_names_file_and_line_and_writes_nothing(case, vote_study, tmp_path):
     data, line, says = VOTE_CASES[case]
