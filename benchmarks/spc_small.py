@@ -36,6 +36,10 @@ METHODS = {
 }
 
 
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def pick(samples, n: int, seed: int):
     rng = random.Random(seed)
     # Skip greeting turns with a one-turn history: they say little about personalisation.
@@ -54,10 +58,20 @@ def add_generic(samples, mode: str, batch_size: int) -> dict:
     from modeling.llm.postprocess import clean_response
     from modeling.llm.prompts import augment_template
 
-    backend = TransformersBackend("smollm2")
     template = augment_template("spc")
-    texts = backend.generate([template.messages(history=s.history) for s in samples],
-                             settings=GenerationSettings(max_new_tokens=40), batch_size=batch_size)
+    # Generated R_G are kept under var/ so a rerun of the same samples does not pay for them again.
+    cache_file = ROOT / "var" / f"spc_small_generic_{template.version}.json"
+    cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
+    todo = [s for s in samples if s.key not in cache]
+    if todo:
+        backend = TransformersBackend("smollm2")
+        texts = backend.generate([template.messages(history=s.history) for s in todo],
+                                 settings=GenerationSettings(max_new_tokens=32), batch_size=batch_size,
+                                 on_batch=lambda idx, out: log(f"R_G: {len(idx)} more generated"))
+        cache.update({s.key: t for s, t in zip(todo, texts)})
+        cache_file.parent.mkdir(exist_ok=True)
+        cache_file.write_text(json.dumps(cache))
+    texts = [cache[s.key] for s in samples]
     empty = 0
     for s, raw in zip(samples, texts):
         s.generic_response = clean_response(raw) or "I see."
@@ -115,8 +129,10 @@ def main() -> None:
         backbone = copy.deepcopy(base)
         model = wrap_backbone(backbone, tokenizer, config)
         t0 = time.perf_counter()
+        log(f"{label}: training")
         with tempfile.TemporaryDirectory() as out:
-            summary = train(config, train_samples, [], out, model=model, tokenizer=tokenizer)
+            summary = train(config, train_samples, [], out, model=model, tokenizer=tokenizer, log=log)
+        log(f"{label}: generating")
         train_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         model.eval()
