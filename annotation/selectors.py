@@ -203,38 +203,16 @@ def annotator_quality(*, study: Study) -> list[dict[str, Any]]:
     return out
 
 
-# Phrases by which a response gives away that a model, or which model, wrote it. Checked with
-# word boundaries, case-insensitively, before a study opens (blinding, section 5.5).
-AUTHOR_TELLS = [
-    r"as an ai\b", r"\bas a language model", r"\bai language model", r"\blarge language model", r"\bi(?: am|'m) an ai\b",
-    r"\bi(?: am|'m) a (?:chat)?bot\b", r"\bchatgpt\b", r"\bopenai\b", r"\bgpt-?\d", r"\bllama\b", r"\bsmollm\d?\b",
-    r"\bqwen\b", r"\bmistral\b", r"\bgemma\b", r"\bclaude\b", r"\banthropic\b", r"\bbart\b", r"\bt5\b",
-    r"\bgrag\b", r"\bpostgrag\b", r"\bpregrag\b", r"\bpresft\b", r"\bicl\b",
-]
-
-
 def study_author_tells(*, study: Study) -> list[dict[str, str]]:
-    """Responses whose text gives their author away: a model naming itself, "as an AI language
-    model", a system or run name. Staff fix or drop these items before the study opens.
+    """Responses whose text gives their author away (the rules of ``annotation.giveaways``).
 
-    Returns one row per finding: {"item" (key), "response" (baseline|challenger), "match"}.
+    Returns one row per flagged response, its first finding: {"item" (key), "response"
+    (baseline|challenger), "match"}. Staff fix or drop these items before the study opens.
     """
-    import re
+    from .giveaways import study_giveaways
 
-    names = {study.baseline_name, study.challenger_name}
-    for system in (study.baseline_system, study.challenger_system):
-        if system is not None:
-            names |= {system.name, system.backbone, system.backbone.rsplit("/", 1)[-1]}
-    # Whole names first, so "PreSFT(Hist)" is reported rather than its part "PreSFT".
-    patterns = [r"(?<!\w)" + re.escape(n) + r"(?!\w)" for n in sorted(names, key=len, reverse=True) if n and len(n) >= 3]
-    patterns += AUTHOR_TELLS
-    tells = re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
-    found = []
-    for key, baseline, challenger in study.items.filter(kind__in=RATED_KINDS).values_list(
-        "key", "baseline_response", "challenger_response"
-    ):
-        for which, text in (("baseline", baseline), ("challenger", challenger)):
-            m = tells.search(text)
-            if m:
-                found.append({"item": key, "response": which, "match": m.group(0)})
-    return found
+    found: dict[tuple[str, str], dict[str, str]] = {}
+    for row in study_giveaways(study=study):
+        if row["item"] is not None and row["side"] in ("baseline", "challenger"):
+            found.setdefault((row["item"], row["side"]), {"item": row["item"], "response": row["side"], "match": row["match"]})
+    return list(found.values())
