@@ -176,9 +176,14 @@ def giveaway_checks(app_configs=None, databases=None, **kwargs) -> list[checks.C
     """System check over open studies; register with the ``database`` tag so it runs only with --database."""
     if not databases:
         return []
+    from django.db import DatabaseError
+
     from .models import Study
 
     out: list[checks.CheckMessage] = []
-    for study in Study.objects.filter(is_open=True).select_related("baseline_system", "challenger_system"):
-        out += study_checks(study=study)
+    try:
+        for study in Study.objects.filter(is_open=True).select_related("baseline_system", "challenger_system"):
+            out += study_checks(study=study)
+    except DatabaseError:  # `migrate` runs database checks before the tables exist
+        return []
     return out

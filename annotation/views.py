@@ -188,7 +188,12 @@ def _study_overview(study: Study) -> dict:
         {"user": user, "progress": annotator_progress(study=study, annotator=user), "quality": quality.get(user.username)}
         for user in study.annotators.order_by("username")
     ]
-    return {"items": items, "annotators": annotators, "items_done": sum(1 for i in items if i["state"] == "done")}
+    from .giveaways import study_giveaway_report
+
+    return {
+        "items": items, "annotators": annotators, "items_done": sum(1 for i in items if i["state"] == "done"),
+        "giveaways": study_giveaway_report(study=study),
+    }
 
 
 def _render_manage(
