@@ -4,8 +4,22 @@ from django.contrib import admin
 from .models import JudgeRun, JudgeVerdict
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows that only run_judge / worker.judge write: an admin form could only make inconsistent ones."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # A deleted run would leave its Ratings behind under its rater name.
+        return False
+
+
 @admin.register(JudgeRun)
-class JudgeRunAdmin(admin.ModelAdmin):
+class JudgeRunAdmin(ReadOnlyAdmin):
     list_display = ("name", "study", "model_id", "prompt_version", "status", "created_at", "finished_at")
     list_filter = ("status", "prompt_version")
     search_fields = ("name", "study__slug", "model_id")
@@ -13,7 +27,7 @@ class JudgeRunAdmin(admin.ModelAdmin):
 
 
 @admin.register(JudgeVerdict)
-class JudgeVerdictAdmin(admin.ModelAdmin):
+class JudgeVerdictAdmin(ReadOnlyAdmin):
     list_display = ("run", "item", "question", "baseline_side", "failed", "created_at")
     list_filter = ("failed", "question", "baseline_side")
     search_fields = ("run__name", "item__key")
