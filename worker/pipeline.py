@@ -73,8 +73,9 @@ class PipelinePlan:
             "overlap": self.overlap, "seed": self.seed,
         }))
         if self.judge:
+            # The run's name becomes the rater name in reports: one per study.
             stages.append((Job.Kind.JUDGE, {"study": self.slug(), "model": self.judge_model,
-                                            "name": f"LLM-{self.judge_model}".replace("/", "-")[:150]}))
+                                            "name": f"LLM-{self.slug()}"[:150]}))
         return stages
 
 

@@ -102,11 +102,8 @@ ADMIN_404 = {"admin/r/<path:content_type_id>/<path:object_id>/", "admin/(?P<url>
 # Views found broken are listed here with the reason, so their checks are strict xfails (a
 # visible task) until their owners fix them; the mark must go once fixed (strict).
 KNOWN_GAPS: dict[str, str] = {
-    # Every field of these admins is read-only but adding is still allowed: the add form has no
-    # fields, so an empty POST saves a row with NULL study/run/item -> IntegrityError -> 500.
-    # Fix in judge/admin.py: has_add_permission() returning False (and has_change_permission).
-    "admin/judge/judgerun/add/": "judge/admin.py JudgeRunAdmin: staff POST with an empty form -> 500 (NOT NULL study_id)",
-    "admin/judge/judgeverdict/add/": "judge/admin.py JudgeVerdictAdmin: staff POST with an empty form -> 500 (NOT NULL run_id/item_id)",
+    # Routes whose access is known to be wrong, each with the reason: a strict xfail, so that the
+    # mark must go once the view is fixed. Empty: keep it that way.
 }
 
 PARAM = re.compile(r"<(?:\w+:)?(?P<name>\w+)>|\(\?P<(?P<rname>\w+)>[^)]*\)")
