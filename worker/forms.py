@@ -67,8 +67,20 @@ class ICLForm(LaunchForm):
     split = forms.ChoiceField(choices=SPLITS)
     method = forms.ChoiceField(choices=[(System.Method.ICL_HIST, "ICL(Hist)"), (System.Method.ICL_TST, "ICL(TST)")])
     n_shot = forms.IntegerField(min_value=0, max_value=5, initial=0)
+    seeds = forms.CharField(required=False, help_text="For n > 0, e.g. 0,1,2,3,4 (the paper's five seeds; default).")
+    shot_split = forms.ChoiceField(choices=SPLITS, initial="train", help_text="Where the n examples are drawn from.")
     model = forms.CharField(initial="smollm2", help_text="e.g. Qwen/Qwen2.5-32B-Instruct on a GPU worker")
     limit = forms.IntegerField(min_value=1, required=False)
+    batch_size = forms.IntegerField(min_value=1, max_value=256, initial=8)
+
+    def clean_seeds(self):
+        raw = self.cleaned_data["seeds"].strip()
+        if not raw:
+            return None
+        try:
+            return [int(part) for part in raw.replace(" ", "").split(",") if part]
+        except ValueError:
+            raise forms.ValidationError("Seeds are whole numbers separated by commas, e.g. 0,1,2,3,4.") from None
 
 
 class TrainForm(LaunchForm):

@@ -77,3 +77,17 @@ def test_launch_from_the_browser_runs_on_a_real_worker_and_retry_reruns(celery_w
     client.post(reverse("worker:job_retry", args=[job.pk]))
     done = wait_for(lambda: Job.objects.filter(pk=job.pk, status=Job.Status.SUCCEEDED, attempts=2).first())
     assert done.attempts == 2
+
+
+def test_icl_launch_form_parses_seeds_and_refuses_bad_ones(staff_client):
+    from modeling.models import Dataset
+    from worker.forms import ICLForm
+
+    Dataset.objects.create(name="spc", kind="spc")
+    form = ICLForm({"dataset": "spc", "split": "test", "method": "icl_hist", "n_shot": 3, "seeds": "0, 1,2",
+                    "shot_split": "valid", "model": "smollm2", "batch_size": 8})
+    assert form.is_valid(), form.errors
+    assert form.job_params()["seeds"] == [0, 1, 2] and form.job_params()["shot_split"] == "valid"
+    bad = ICLForm({"dataset": "spc", "split": "test", "method": "icl_hist", "n_shot": 3, "seeds": "a,b",
+                   "shot_split": "train", "model": "smollm2", "batch_size": 8})
+    assert not bad.is_valid() and "whole numbers" in str(bad.errors["seeds"])
