@@ -187,8 +187,15 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             pass
         finally:
+            self.stdout.write("Stopping the web server and the worker…")
             for proc in (web, worker):
                 if proc.poll() is None:
                     os.killpg(proc.pid, signal.SIGTERM)
             for proc in (web, worker):
-                proc.wait(timeout=30)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    # A solo-pool worker finishes its current task before a warm shutdown; the
+                    # task is acknowledged late, so killing it now means it is redelivered next time.
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
