@@ -67,9 +67,12 @@ def test_spc_test_split_counts():
     assert first.history == [{"role": "user", "text": "Hi, I'm [User 1's name]. What's your name?"}]
     assert first.agent_persona.startswith("I love to meet new people.\nI have a turtle named timothy.")
     assert first.user_persona.startswith("I just bought a brand new house.")
-    for sample in Sample.objects.filter(dataset__name="spc").order_by("?")[:200]:
-        assert sample.history[-1]["role"] == "user"
-        assert sample.reference.split("\n")[0] in lines[sample.source_line - 1].replace('""', '"')
+    for history, reference, source_line in Sample.objects.filter(dataset__name="spc").values_list(
+        "history", "reference", "source_line"
+    ):
+        assert history[-1]["role"] == "user"
+        # The reference starts on its line (a merged continuation or same-speaker line may follow).
+        assert reference[:20] in lines[source_line - 1].replace('""', '"'), (source_line, reference)
 
     # Stage directions never become utterances; the recipe stays inside its utterance.
     texts = [t["text"] for c in Conversation.objects.filter(dataset__name="spc") for t in c.turns]
