@@ -22,10 +22,18 @@ def shared_file(relative: str) -> Path:
 
 @pytest.fixture
 def celery_worker_process(transactional_db, settings):
-    """Start a real `celery worker` process against the test database and broker.
+    """Start a real `celery worker` process (solo pool) against the test database and broker.
 
     Needs transactional_db so that rows the test writes are committed and visible to the worker.
     Yields the Popen; the worker is stopped (TERM, then KILL) afterwards.
+    """
+    yield from start_celery_worker(pool="solo")
+
+
+def start_celery_worker(*, pool: str = "solo"):
+    """Run a worker for the test database and broker; a generator for fixtures (see above).
+
+    ``pool="prefork"`` runs one child process, which a test may kill to lose a worker mid-task.
     """
     from django.db import connection
 
@@ -46,7 +54,7 @@ def celery_worker_process(transactional_db, settings):
     app.control.purge()
     log = ROOT / "var" / f"test-worker-{os.getpid()}.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "grag_site", "worker", "-Q", "cpu,gpu", "--pool", "solo",
+        [sys.executable, "-m", "celery", "-A", "grag_site", "worker", "-Q", "cpu,gpu", "--pool", pool, "--concurrency", "1",
          "--without-heartbeat", "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
         cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
     )

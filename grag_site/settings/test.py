@@ -1,5 +1,6 @@
 """Tests: fast password hashing; services come from DATABASE_URL / CELERY_BROKER_URL when set."""
 import os
+from pathlib import Path
 
 os.environ.setdefault("SECRET_KEY", "insecure-test-key")
 
@@ -8,7 +9,8 @@ from .base import BASE_DIR, env  # noqa: E402
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-ARTIFACTS_DIR = BASE_DIR / "var" / "test-artifacts"
+# Tests point a worker process at their own tmp folder through the environment.
+ARTIFACTS_DIR = Path(env("ARTIFACTS_DIR", default=str(BASE_DIR / "var" / "test-artifacts")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
