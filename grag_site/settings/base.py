@@ -146,6 +146,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=1)
+# A task past its soft limit gets SoftTimeLimitExceeded inside its loop: the job is marked failed
+# with that error and keeps its checkpoints, so Retry resumes it. The hard limit kills it later.
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=48 * 3600)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=49 * 3600)
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
 # Model work goes to the `gpu` queue (one worker per GPU, prefetch 1); the rest to `cpu`.
 CELERY_TASK_ROUTES = {
