@@ -174,18 +174,29 @@ def result_table(*, systems: Sequence, baseline=None, challengers: Iterable = ()
             f"No metrics on split {split!r} for {', '.join(empty)}: run `manage.py compute_metrics NAME "
             f"--split {split}` (or a metrics job) first."
         )
-    methods = [(s.dataset_id, s.method) for s in systems]
-    rows = [
-        TableRow(
+    # An ICL setting run with several seeds is one row, its metrics averaged over the seeds that
+    # have them (section 4.3.1: n > 0 shots are repeated with five seeds and averaged).
+    groups: dict[str, list] = {}
+    for s in systems:
+        groups.setdefault((s.config or {}).get("seed_group") or s.name, []).append(s)
+    row_of = {s.name: key for key, members in groups.items() for s in members}
+    methods = [(members[0].dataset_id, members[0].method) for members in groups.values()]
+    rows = []
+    for key, members in groups.items():
+        first = members[0]
+        averaged = {}
+        for m in METRICS:
+            seen = [values[s.pk][m] for s in members if values[s.pk][m] is not None]
+            averaged[m] = sum(seen) / len(seen) if seen else None
+        seeds = f" ({len(members)} seeds)" if len(members) > 1 else ""
+        rows.append(TableRow(
             # The paper's method name when it names one row of its task only; else the run's own name.
-            label=s.get_method_display() if methods.count((s.dataset_id, s.method)) == 1 else s.name,
-            system=s.name, role="", dataset=s.dataset.name if s.dataset_id else "", values=values[s.pk],
-        )
-        for s in systems
-    ]
+            label=(first.get_method_display() if methods.count((first.dataset_id, first.method)) == 1 else key) + seeds,
+            system=key, role="", dataset=first.dataset.name if first.dataset_id else "", values=averaged,
+        ))
     return table_build(
-        rows=rows, baseline=baseline.name if baseline is not None else None,
-        challengers=[c.name for c in challengers], split=split, meta=meta,
+        rows=rows, baseline=row_of[baseline.name] if baseline is not None else None,
+        challengers=list(dict.fromkeys(row_of[c.name] for c in challengers)), split=split, meta=meta,
     )
 
 

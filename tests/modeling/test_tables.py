@@ -251,3 +251,20 @@ def test_ablation_page_and_plot(staff_client, beta_sweep):
     assert plot["Content-Type"] == "image/png" and plot.content[:4] == b"\x89PNG"
     empty = staff_client.get("/results/ablation/?param=alpha&metric=bpc&split=test").content.decode()
     assert "None of the chosen runs has a stored bpc" in empty
+
+
+def test_an_icl_setting_run_with_several_seeds_is_one_averaged_row(spc_systems):
+    dataset = spc_systems["presft_hist"].dataset
+    seeds = []
+    for seed, rouge2 in enumerate([0.080, 0.090, 0.100]):
+        system = System.objects.create(name=f"spc-icl_hist-3shot-seed{seed}", method="icl_hist", dataset=dataset,
+                                       config={"seed_group": "spc-icl_hist-3shot", "seed": seed})
+        store(system, [0.2, 0.2, rouge2, 0.2, 6.0, 1.3, 0.6, 0.6, 0.6 if seed else None])
+        seeds.append(system)
+    table = result_table(systems=[*seeds, spc_systems["presft_hist"]], baseline=seeds[1],
+                         challengers=[spc_systems["presft_hist"]])
+    (icl, presft) = table.rows
+    assert icl.label == "ICL(Hist) (3 seeds)" and icl.system == "spc-icl_hist-3shot" and icl.marker == "B"
+    assert icl.values["rouge2"] == pytest.approx(0.09)
+    assert icl.values["bert_f1"] == pytest.approx(0.6)  # seeds without a figure are left out of its mean
+    assert table.improvements[0].values["rouge2"] == pytest.approx((0.235 - 0.09) / 0.09 * 100)
