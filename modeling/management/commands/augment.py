@@ -7,7 +7,7 @@ from modeling.llm.backends import LLMBackendError
 from modeling.llm.loading import ModelNotFound
 from modeling.llm.prompts import UnknownPromptVersion
 from modeling.llm_services import LLMServiceError, augment_dataset
-from modeling.models import Dataset
+from modeling.management.options import batch_size_checked, dataset_by_name
 
 
 class Command(BaseCommand):
@@ -27,12 +27,8 @@ class Command(BaseCommand):
         parser.add_argument("--prompt-version", default=None, help="Template version (default: the dataset's latest).")
 
     def handle(self, *args, **opts):
-        dataset = Dataset.objects.filter(name=opts["dataset"]).first()
-        if dataset is None:
-            known = ", ".join(Dataset.objects.values_list("name", flat=True)) or "none"
-            raise CommandError(f"No dataset named {opts['dataset']!r}. Known datasets: {known}.")
-        if opts["batch_size"] < 1:
-            raise CommandError(f"--batch-size must be at least 1, got {opts['batch_size']}")
+        dataset = dataset_by_name(opts["dataset"])
+        batch_size_checked(opts["batch_size"])
         try:
             summary = augment_dataset(
                 dataset=dataset, split=opts["split"], model_id=opts["model"], limit=opts["limit"],

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from modeling.llm.backends import LLMBackendError
 from modeling.llm.loading import ModelNotFound
 from modeling.llm_services import LLMServiceError, icl_generate
-from modeling.models import Dataset
+from modeling.management.options import batch_size_checked, dataset_by_name
 
 
 def _seeds(text: str) -> list[int]:
@@ -37,12 +37,8 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=8)
 
     def handle(self, *args, **opts):
-        dataset = Dataset.objects.filter(name=opts["dataset"]).first()
-        if dataset is None:
-            known = ", ".join(Dataset.objects.values_list("name", flat=True)) or "none"
-            raise CommandError(f"No dataset named {opts['dataset']!r}. Known datasets: {known}.")
-        if opts["batch_size"] < 1:
-            raise CommandError(f"--batch-size must be at least 1, got {opts['batch_size']}")
+        dataset = dataset_by_name(opts["dataset"])
+        batch_size_checked(opts["batch_size"])
         try:
             systems = icl_generate(
                 dataset=dataset, split=opts["split"], method=opts["method"], n_shot=opts["n_shot"],

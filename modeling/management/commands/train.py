@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from modeling.grag.config import METHODS
 from modeling.llm.loading import ModelNotFound
-from modeling.models import Dataset
+from modeling.management.options import dataset_by_name
 
 
 class Command(BaseCommand):
@@ -36,10 +36,7 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         from modeling.grag_services import system_create, train_system
 
-        try:
-            dataset = Dataset.objects.get(name=opts["dataset"])
-        except Dataset.DoesNotExist:
-            raise CommandError(f"No dataset named {opts['dataset']!r}; import it with import_dataset first.")
+        dataset = dataset_by_name(opts["dataset"])
         config = {k: opts[k] for k in ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "alpha", "beta", "seed", "limit", "split")}
         config["valid_split"] = opts["valid_split"]
         for item in opts["set"]:
