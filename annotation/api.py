@@ -169,16 +169,16 @@ class RatingSubmitView(APIView):
     )
     def post(self, request, slug: str, item: str):
         study = _annotator_study(request, slug)
-        assignment = selectors.assignment_for_annotator(study=study, annotator=request.user, public_id=item)
-        if assignment is None:
-            raise Http404("No such item among yours; ask for the next item first.")
         try:
             answers = _answers_parse(request.data)
-            ratings = services.rating_submit(assignment=assignment, answers=answers)
+            found = services.rating_submit_for_item(study=study, annotator=request.user, public_id=item, answers=answers)
         except services.ReservationLost as exc:
             return _error(exc.errors, status.HTTP_409_CONFLICT)
         except services.RatingInvalid as exc:
             return _error(exc.errors)
+        if found is None:
+            raise Http404("No such item among yours; ask for the next item first.")
+        assignment, ratings = found
         stored = sum(r.is_new for r in ratings)
         body = {
             "item": assignment.item.public_id,

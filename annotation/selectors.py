@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
@@ -39,27 +40,41 @@ def assignment_for_annotator(*, study: Study, annotator, public_id: str) -> Assi
     )
 
 
+_PROGRESS_SQL = """
+SELECT COALESCE(SUM(mine_done), 0), COALESCE(SUM(mine_reserved), 0),
+       COUNT(*) FILTER (WHERE rated AND mine = 0 AND n < %(overlap)s)
+FROM (
+    SELECT i.kind IN (%(normal)s, %(gold)s) AS rated,
+           COUNT(a.id) AS n,
+           COUNT(a.id) FILTER (WHERE a.annotator_id = %(me)s) AS mine,
+           COUNT(a.id) FILTER (WHERE a.annotator_id = %(me)s AND a.status = %(completed)s) AS mine_done,
+           COUNT(a.id) FILTER (WHERE a.annotator_id = %(me)s AND a.status = %(reserved)s) AS mine_reserved
+    FROM {item} i LEFT JOIN {assignment} a ON a.item_id = i.id
+         AND (a.status = %(completed)s OR (a.status = %(reserved)s AND a.expires_at > %(now)s))
+    WHERE i.study_id = %(study)s
+    GROUP BY i.id
+) per_item
+"""
+
+
 def annotator_progress(*, study: Study, annotator) -> dict[str, int]:
-    """Items done and the most this annotator can do: done plus the items still open to them."""
-    now = timezone.now()
-    mine = Assignment.objects.filter(item__study=study, annotator=annotator).filter(
-        Q(status=Assignment.Status.COMPLETED) | Q(status=Assignment.Status.RESERVED, expires_at__gt=now)
-    )
-    counts = mine.aggregate(
-        done=Count("id", filter=Q(status=Assignment.Status.COMPLETED)),
-        reserved=Count("id", filter=Q(status=Assignment.Status.RESERVED)),
-    )
-    live = Q(assignments__status=Assignment.Status.COMPLETED) | Q(
-        assignments__status=Assignment.Status.RESERVED, assignments__expires_at__gt=now
-    )
-    open_items = (
-        Item.objects.filter(study=study, kind__in=RATED_KINDS)
-        .exclude(pk__in=mine.values("item_id"))
-        .annotate(live=Count("assignments", filter=live))
-        .filter(live__lt=study.overlap)
-        .count()
-    )
-    return {"done": counts["done"], "total": counts["done"] + counts["reserved"] + open_items}
+    """Items done and the most this annotator can do: done plus the items still open to them.
+
+    Done and reserved count the annotator's live assignments (quality-control items included);
+    open items are rated items they hold no live assignment of, with fewer than ``overlap``
+    live assignments. One statement, not three ORM queries: it runs on every ``next`` and
+    submit, the two requests of the annotator-load target (p95 < 100 ms with 50 annotators).
+    """
+    sql = _PROGRESS_SQL.format(assignment=Assignment._meta.db_table, item=Item._meta.db_table)
+    params = {
+        "study": study.pk, "me": annotator.pk, "now": timezone.now(), "overlap": study.overlap,
+        "completed": Assignment.Status.COMPLETED.value, "reserved": Assignment.Status.RESERVED.value,
+        "normal": Item.Kind.NORMAL.value, "gold": Item.Kind.GOLD.value,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        done, reserved, open_items = cursor.fetchone()
+    return {"done": done, "total": done + reserved + open_items}
 
 
 def item_payload(*, assignment: Assignment) -> dict[str, Any]:

@@ -662,10 +662,33 @@ def rating_submit(*, assignment: Assignment, answers: list[Answer]) -> list[Rati
     being current, so every change is kept with its timestamp (append-only). Each returned
     rating's ``is_new`` says whether this call stored it.
     """
-    assignment = (
-        Assignment.objects.select_for_update(of=("self",), no_key=True)
-        .select_related("item__study", "annotator").get(pk=assignment.pk)
+    locked = _assignment_lock(Assignment.objects.filter(pk=assignment.pk))
+    if locked is None:
+        raise Assignment.DoesNotExist(f"assignment {assignment.pk} is gone")
+    return _rating_store(assignment=locked, answers=answers)
+
+
+@transaction.atomic
+def rating_submit_for_item(*, study: Study, annotator, public_id: str, answers: list[Answer]) -> tuple[Assignment, list[Rating]] | None:
+    """``rating_submit`` for the annotator's assignment of the item with this opaque id; None if they have none.
+
+    Finds and locks the assignment in one query: the API's submit is one of the two requests
+    of the annotator-load target.
+    """
+    assignment = _assignment_lock(
+        Assignment.objects.filter(item__study=study, item__public_id=public_id, annotator=annotator)
     )
+    if assignment is None:
+        return None
+    return assignment, _rating_store(assignment=assignment, answers=answers)
+
+
+def _assignment_lock(qs) -> Assignment | None:
+    return qs.select_for_update(of=("self",), no_key=True).select_related("item__study", "annotator").first()
+
+
+def _rating_store(*, assignment: Assignment, answers: list[Answer]) -> list[Rating]:
+    """The body of ``rating_submit``, on an assignment locked by the caller's transaction."""
     item, study, annotator = assignment.item, assignment.item.study, assignment.annotator
     answers = answers_validate(study=study, answers=answers)
     now = timezone.now()

@@ -87,7 +87,14 @@ def setup(args, env: dict) -> dict[str, str]:
     # at once would measure the hasher, not annotation.
     from rest_framework.authtoken.models import Token
 
-    return {u.username: Token.objects.create(user=u).key for u in users}
+    tokens = {u.username: Token.objects.create(user=u).key for u in users}
+    # Planner statistics, as autovacuum would have them on a database in use; a table filled a
+    # moment ago has none, and the planner then guesses one row per table.
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    return tokens
 
 
 class Annotator(threading.Thread):

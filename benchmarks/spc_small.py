@@ -44,7 +44,10 @@ def pick(samples, n: int, seed: int):
     rng = random.Random(seed)
     # Skip greeting turns with a one-turn history: they say little about personalisation.
     pool = [s for s in samples if len(s.history) >= 3]
-    return rng.sample(pool, min(n, len(pool)))
+    # Shuffle and cut, not rng.sample: a smaller run is then a prefix of a larger one and
+    # reuses its generated R_G.
+    rng.shuffle(pool)
+    return pool[:n]
 
 
 def add_generic(samples, mode: str, batch_size: int) -> dict:
@@ -65,12 +68,23 @@ def add_generic(samples, mode: str, batch_size: int) -> dict:
     todo = [s for s in samples if s.key not in cache]
     if todo:
         backend = TransformersBackend("smollm2")
-        texts = backend.generate([template.messages(history=s.history) for s in todo],
-                                 settings=GenerationSettings(max_new_tokens=32), batch_size=batch_size,
-                                 on_batch=lambda idx, out: log(f"R_G: {len(idx)} more generated"))
-        cache.update({s.key: t for s, t in zip(todo, texts)})
         cache_file.parent.mkdir(exist_ok=True)
-        cache_file.write_text(json.dumps(cache))
+
+        def keep(indices, texts):
+            # Saved after every batch: thousands of R_G take an hour here, and a killed run
+            # must not pay for them again.
+            cache.update({todo[i].key: t for i, t in zip(indices, texts)})
+            cache_file.write_text(json.dumps(cache))
+            log(f"R_G: {len(cache)} of {len(samples)} generated")
+
+        # In chunks, in the order given (test samples first, then training samples in pick order),
+        # so that an interrupted run leaves a usable prefix of samples with their R_G.
+        chunk = 16 * batch_size
+        for start in range(0, len(todo), chunk):
+            part = todo[start:start + chunk]
+            backend.generate([template.messages(history=s.history) for s in part],
+                             settings=GenerationSettings(max_new_tokens=32), batch_size=batch_size,
+                             on_batch=lambda indices, texts, base=start: keep([base + i for i in indices], texts))
     texts = [cache[s.key] for s in samples]
     empty = 0
     for s, raw in zip(samples, texts):
@@ -113,7 +127,7 @@ def main() -> None:
     started = time.perf_counter()
     train_samples = pick(samples_from_file("spc", SPC / "Synthetic-Persona-Chat_valid.csv"), args.train, args.seed)
     test_samples = pick(samples_from_file("spc", SPC / "Synthetic-Persona-Chat_test.csv"), args.test, args.seed)
-    generic_info = add_generic(train_samples + test_samples, args.generic, batch_size=16)
+    generic_info = add_generic(test_samples + train_samples, args.generic, batch_size=16)
 
     base = load_causal_lm("smollm2", device="cpu")  # loaded once; each method trains its own copy
     scorer = None if args.no_bertscore else m.bert_scorer_get(m.BertScoreConfig(model=m.BERTSCORE_MINILM, num_layers=m.MINILM_LAYERS, device="cpu"))

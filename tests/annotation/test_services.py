@@ -442,3 +442,26 @@ def test_an_annotator_coming_back_after_expiry_gets_the_item_again_in_the_same_o
     assert selectors.item_payload(assignment=again)["response_a"] == selectors.item_payload(assignment=a)["response_a"]
     assert len(services.rating_submit(assignment=again, answers=answer_all())) == 4
     assert Assignment.objects.count() == 1
+
+
+def test_progress_counts_done_reserved_and_only_the_items_still_open_to_the_annotator(tmp_path):
+    study = make_study(tmp_path, n=4, overlap=2)
+    me, x, y = annotators(study, 3)
+    assert selectors.annotator_progress(study=study, annotator=me) == {"done": 0, "total": 4}
+    # x and y fill the first item (overlap 2): it is no longer open to me.
+    full = services.assignment_next(study=study, annotator=x)
+    services.rating_submit(assignment=full, answers=answer_all())
+    other = services.assignment_next(study=study, annotator=y)
+    assert other.item_id == full.item_id
+    assert selectors.annotator_progress(study=study, annotator=me) == {"done": 0, "total": 3}
+    # My own reservation counts toward my total; my completed item counts as done.
+    mine = services.assignment_next(study=study, annotator=me)
+    assert selectors.annotator_progress(study=study, annotator=me) == {"done": 0, "total": 3}
+    services.rating_submit(assignment=mine, answers=answer_all())
+    assert selectors.annotator_progress(study=study, annotator=me) == {"done": 1, "total": 3}
+    # y's reservation expires: the first item is open again to me.
+    Assignment.objects.filter(pk=other.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert selectors.annotator_progress(study=study, annotator=me) == {"done": 1, "total": 4}
+    # Items of another study never count.
+    make_study(tmp_path, n=5, overlap=2, slug="elsewhere")
+    assert selectors.annotator_progress(study=study, annotator=me) == {"done": 1, "total": 4}
