@@ -3,31 +3,53 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres .venv/bin/python benchmarks/annotate_load.py \
         [--annotators 50] [--items 200] [--overlap 3] [--workers 4] [--think-ms 1000] [--kill-worker-at 0]
 
+    # faults: a private PostgreSQL cluster, one worker SIGKILLed at 8 s, the database restarted at 20 s
+    .venv/bin/python benchmarks/annotate_load.py --items 300 --think-ms 300 --kill-worker-at 8 --restart-db-at 20
+
 A fresh database (``--database``, default ``grag_bench_annotate``) is created on the server of
 DATABASE_URL, migrated and given a study of ``--items`` items and ``--annotators`` annotators.
-gunicorn (production settings, ``--workers`` sync workers) serves it on a free loopback port.
-Each annotator is a thread with its own httpx client and API token that loops
+gunicorn (production settings, ``--workers`` sync workers, CONN_MAX_AGE 60) serves it on a free
+loopback port. Each annotator is a thread with its own httpx client and API token that loops
 ``POST next`` / think / ``POST ratings`` until it gets 204. ``--think-ms`` is the mean pause
 before each request (a person reads and clicks; 0 makes a stress test where latency is mostly
-queueing). ``--kill-worker-at S`` kills one gunicorn worker S seconds in, to show that clients
-retry and nothing is lost or duplicated. Errors and connection failures are retried.
+queueing). A connection error or a 5xx is retried with a capped, jittered backoff: both API
+calls are safe to repeat (``next`` returns the live reservation; a repeated submit of the same
+answers stores nothing and answers 200).
+
+Faults, to show that clients retry and nothing is lost or duplicated:
+
+- ``--kill-worker-at S``: SIGKILL one gunicorn worker S seconds in.
+- ``--restart-db-at S``: ``pg_ctl restart -m fast`` the database S seconds in (the restart breaks
+  the workers' live connections). This needs a database the script may restart, so it runs on a
+  PRIVATE PostgreSQL cluster it creates itself (initdb into a temporary folder under
+  /usr/lib/postgresql/*/bin, pg_ctl start on a free port, trust auth, run as the ``postgres`` user
+  when started as root), never on the server of DATABASE_URL; the cluster is stopped and deleted
+  at the end. ``--private-postgres`` uses such a cluster without a restart (DATABASE_URL is then
+  not needed).
+- ``--timeout S``: stop the clients after S seconds of load (0: never).
 
 Afterwards the database is checked: every rating a client got a 2xx for is there and current
 (``lost``), no (item, rater, question) has more than one row (``duplicates``; clients never
 change answers, so any extra row is one), and no item has more than ``overlap`` completed
-assignments (``over_overlap``). Prints one JSON line.
+assignments (``over_overlap``). Prints one JSON line; with a fault asked for it also has
+``errors_seen`` (connection errors and 5xx the clients saw), ``server_errors_logged`` (500s in
+gunicorn's log), ``killed_at_s``, ``db_restart_at_s``, ``db_restart_s`` and
+``submits_before_db_restart``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import pwd
 import random
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -36,6 +58,7 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 QKEYS = ["q1", "q2", "q3", "q4"]
+ATTEMPTS = 200  # per request; at most about 1 s apart, so a few minutes of outage
 
 
 def free_port() -> int:
@@ -44,15 +67,62 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def admin_url(server_url: str) -> str:
+    return urlunsplit(urlsplit(server_url)._replace(path="/postgres")).replace("postgres://", "postgresql://", 1)
+
+
 def database_recreate(server_url: str, name: str) -> str:
     import psycopg
 
-    parts = urlsplit(server_url)
-    admin = urlunsplit(parts._replace(path="/postgres")).replace("postgres://", "postgresql://", 1)
-    with psycopg.connect(admin, autocommit=True) as conn:
+    with psycopg.connect(admin_url(server_url), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
-    return urlunsplit(parts._replace(path=f"/{name}"))
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster on a free port, so that it may be restarted; never the shared server."""
+
+    def __init__(self):
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+        if not found:
+            sys.exit("PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin (apt-get install postgresql)")
+        self.bin = found[-1].parent
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="grag-annotate-pg-"))
+        self.data = self.dir / "data"
+        self.as_postgres = os.geteuid() == 0  # initdb refuses to run as root
+        if self.as_postgres:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+
+    def _run(self, *args: str, check: bool = True) -> None:
+        cmd = [str(self.bin / args[0]), *args[1:]]
+        if self.as_postgres:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        # Output to a file, never a pipe: the server pg_ctl starts inherits it and would hold a
+        # pipe open forever.
+        with open(self.dir / "pg_ctl.out", "a") as out:
+            result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=120)
+        if check and result.returncode != 0:
+            sys.exit(f"{' '.join(cmd)} failed:\n{(self.dir / 'pg_ctl.out').read_text()[-2000:]}")
+
+    def start(self, name: str) -> str:
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-instructions", "-E", "UTF8")
+        opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir} "
+                "-c max_connections=200 -c shared_buffers=64MB")
+        self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.dir / "server.log"), "-w", "start")
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
+        return f"postgres://postgres@127.0.0.1:{self.port}/{name}"
+
+    def restart(self) -> float:
+        t0 = time.perf_counter()
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"), "-m", "fast", "-w", "restart")
+        return time.perf_counter() - t0
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def setup(args, env: dict) -> dict[str, str]:
@@ -90,40 +160,42 @@ def setup(args, env: dict) -> dict[str, str]:
     tokens = {u.username: Token.objects.create(user=u).key for u in users}
     # Planner statistics, as autovacuum would have them on a database in use; a table filled a
     # moment ago has none, and the planner then guesses one row per table.
-    from django.db import connection
+    from django.db import connection, connections
 
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
+    # Our own connection must hold nothing during the run (and a database restart would break it).
+    connections.close_all()
     return tokens
 
 
 class Annotator(threading.Thread):
-    def __init__(self, name: str, token: str, base: str, args, start_barrier: threading.Barrier):
+    def __init__(self, name: str, token: str, base: str, args, start_barrier: threading.Barrier, stop: threading.Event):
         super().__init__(daemon=True)
-        self.username, self.token, self.base, self.args, self.start_barrier = name, token, base, args, start_barrier
+        self.username, self.token, self.base, self.args = name, token, base, args
+        self.start_barrier, self.stop = start_barrier, stop
         self.latencies: list[float] = []
         self.acked: set[tuple[str, str]] = set()  # (item, question) the server confirmed
-        self.retries = 0
+        self.errors_seen = self.retries = self.submits = 0
         self.error: str | None = None
         self.rng = random.Random(name)
+        self.backoff_rng = random.Random(f"{name}-backoff")  # keeps the answers' sequence independent of errors
 
     def request(self, client, method: str, url: str, **kw):
-        """Send, retrying connection errors and 5xx (a killed worker, a restarting database)."""
-        for attempt in range(60):
+        """Send; on a connection error or a 5xx (a killed worker, a restarting database), count it, back off, retry."""
+        for attempt in range(ATTEMPTS):
             t0 = time.perf_counter()
             try:
                 response = client.request(method, url, **kw)
             except Exception:
-                self.retries += 1
-                time.sleep(min(0.05 * 2**attempt, 1.0))
-                continue
-            if response.status_code >= 500:
-                self.retries += 1
-                time.sleep(min(0.05 * 2**attempt, 1.0))
-                continue
-            self.latencies.append((time.perf_counter() - t0) * 1000)
-            return response
-        raise RuntimeError(f"{self.username}: {method} {url} failed 60 times")
+                response = None
+            if response is not None and response.status_code < 500:
+                self.latencies.append((time.perf_counter() - t0) * 1000)
+                return response
+            self.errors_seen += 1
+            self.retries += 1
+            time.sleep(min(0.05 * 2 ** min(attempt, 5), 1.0) * self.backoff_rng.uniform(0.5, 1.5))
+        raise RuntimeError(f"{self.username}: {method} {url} failed {ATTEMPTS} times")
 
     def think(self) -> None:
         if self.args.think_ms > 0:
@@ -135,7 +207,7 @@ class Annotator(threading.Thread):
         try:
             with httpx.Client(base_url=self.base, timeout=30, headers={"Authorization": f"Token {self.token}"}) as client:
                 self.start_barrier.wait(timeout=600)
-                while True:
+                while not self.stop.is_set():
                     self.think()
                     r = self.request(client, "POST", "/api/studies/load/next/")
                     if r.status_code == 204:
@@ -149,6 +221,7 @@ class Annotator(threading.Thread):
                     r = self.request(client, "POST", f"/api/studies/load/items/{item}/ratings/", json=body)
                     if r.status_code not in (200, 201):
                         raise RuntimeError(f"{self.username}: submit answered {r.status_code}: {r.text[:300]}")
+                    self.submits += 1
                     self.acked.update((item, q) for q in QKEYS)
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
@@ -161,32 +234,55 @@ def main() -> None:
     p.add_argument("--overlap", type=int, default=3)
     p.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
     p.add_argument("--think-ms", type=float, default=1000, help="mean pause before each request (0: stress test)")
-    p.add_argument("--kill-worker-at", type=float, default=0, help="seconds in; kill one gunicorn worker (0: never)")
+    p.add_argument("--kill-worker-at", type=float, default=0, help="seconds in; SIGKILL one gunicorn worker (0: never)")
+    p.add_argument("--restart-db-at", type=float, default=0,
+                   help="seconds in; pg_ctl restart -m fast the database (0: never; implies --private-postgres)")
+    p.add_argument("--private-postgres", action="store_true",
+                   help="run on a throwaway PostgreSQL cluster made with initdb, not on DATABASE_URL's server")
+    p.add_argument("--timeout", type=float, default=0, help="stop the clients after this many seconds of load (0: never)")
     p.add_argument("--database", default="grag_bench_annotate")
-    p.add_argument("--keep-database", action="store_true")
+    p.add_argument("--keep-database", action="store_true", help="leave the database on DATABASE_URL's server")
     args = p.parse_args()
+    faults = bool(args.kill_worker_at or args.restart_db_at)
+    private = args.private_postgres or bool(args.restart_db_at)
+    if args.keep_database and private:
+        sys.exit("--keep-database: the private cluster is always deleted")
 
     server = os.environ.get("DATABASE_URL", "")
-    if not server.startswith(("postgres://", "postgresql://")):
-        sys.exit("set DATABASE_URL to a PostgreSQL server (e.g. postgres://postgres@127.0.0.1:5432/postgres)")
-    url = database_recreate(server, args.database)
-    port = free_port()
-    env = {
-        **os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "grag_site.settings.production",
-        "SECRET_KEY": os.environ.get("SECRET_KEY", "benchmark-only-secret-key-" + "x" * 30),
-        "ALLOWED_HOSTS": "127.0.0.1,localhost", "SECURE_SSL_REDIRECT": "false", "CONN_MAX_AGE": "60",
-        "LOG_LEVEL": "WARNING",
-    }
-    tokens = setup(args, env)
-    gunicorn = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "grag_site.wsgi:application", "--workers", str(args.workers),
-         "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "--graceful-timeout", "5",
-         # Load the app once in the master and fork: a busy 2-core machine takes longer than
-         # gunicorn's default 30 s to import it in every worker, which then get killed in a loop.
-         "--preload", "--timeout", "120"],
-        cwd=ROOT, env=env, start_new_session=True,
-    )
+    if not private and not server.startswith(("postgres://", "postgresql://")):
+        sys.exit("set DATABASE_URL to a PostgreSQL server (e.g. postgres://postgres@127.0.0.1:5432/postgres)"
+                 " or pass --private-postgres")
+    # A TERM (timeout, a supervisor) still stops gunicorn and deletes the private cluster.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
+
+    pg = PrivatePostgres() if private else None
+    gunicorn = None
+    gunicorn_log = None
     try:
+        url = pg.start(args.database) if pg else database_recreate(server, args.database)
+        port = free_port()
+        env = {
+            **os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "grag_site.settings.production",
+            "SECRET_KEY": os.environ.get("SECRET_KEY", "benchmark-only-secret-key-" + "x" * 30),
+            "ALLOWED_HOSTS": "127.0.0.1,localhost", "SECURE_SSL_REDIRECT": "false", "CONN_MAX_AGE": "60",
+            "LOG_LEVEL": "WARNING",
+        }
+        env.pop("TEST_DATABASE_NAME", None)
+        tokens = setup(args, env)
+        log_dir = None
+        if faults:
+            # The server errors the faults cause (tracebacks) go to a file; their number is reported.
+            log_dir = pg.dir if pg else Path(tempfile.mkdtemp(prefix="grag-annotate-log-"))
+            gunicorn_log = open(log_dir / "gunicorn.log", "w")
+        gunicorn = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "grag_site.wsgi:application", "--workers", str(args.workers),
+             "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "--graceful-timeout", "5",
+             # Load the app once in the master and fork: a busy 2-core machine takes longer than
+             # gunicorn's default 30 s to import it in every worker, which then get killed in a loop.
+             "--preload", "--timeout", "120"],
+            cwd=ROOT, env=env, start_new_session=True,
+            stdout=gunicorn_log, stderr=subprocess.STDOUT if gunicorn_log else None,
+        )
         import httpx
 
         base = f"http://127.0.0.1:{port}"
@@ -200,74 +296,96 @@ def main() -> None:
             if time.monotonic() > deadline or gunicorn.poll() is not None:
                 sys.exit("gunicorn did not answer /healthz within 300 s")
             time.sleep(0.2)
-        barrier = threading.Barrier(args.annotators + 1)
-        clients = [Annotator(name, token, base, args, barrier) for name, token in tokens.items()]
+        barrier, stop = threading.Barrier(args.annotators + 1), threading.Event()
+        clients = [Annotator(name, token, base, args, barrier, stop) for name, token in tokens.items()]
         for c in clients:
             c.start()
         barrier.wait()
         t0 = time.perf_counter()
-        killed = None
+        killed, restart_s, submits_before_restart = None, None, None
         while any(c.is_alive() for c in clients):
-            if args.kill_worker_at and killed is None and time.perf_counter() - t0 >= args.kill_worker_at:
+            now = time.perf_counter() - t0
+            if args.kill_worker_at and killed is None and now >= args.kill_worker_at:
                 workers = subprocess.run(["pgrep", "-P", str(gunicorn.pid)], capture_output=True, text=True).stdout.split()
                 if workers:
                     killed = int(workers[0])
                     os.kill(killed, signal.SIGKILL)
+            if args.restart_db_at and restart_s is None and now >= args.restart_db_at:
+                submits_before_restart = sum(c.submits for c in clients)
+                restart_s = pg.restart()
+            if args.timeout and now > args.timeout:
+                stop.set()
+                break
             time.sleep(0.05)
+        for c in clients:
+            c.join(timeout=60)
         wall = time.perf_counter() - t0
-    finally:
         os.killpg(gunicorn.pid, signal.SIGTERM)
         try:
             gunicorn.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(gunicorn.pid, signal.SIGKILL)
             gunicorn.wait()
+        gunicorn = None
 
-    from django.db.models import Count, Q
+        from django.db.models import Count, Q
 
-    from annotation.models import Assignment, Item, Rating
+        from annotation.models import Assignment, Item, Rating
 
-    rows = Rating.objects.filter(item__study__slug="load")
-    stored = set(rows.filter(is_current=True).values_list("item__public_id", "rater", "question"))
-    acked = {(item, c.username, q) for c in clients for item, q in c.acked}
-    duplicates = rows.count() - len(set(rows.values_list("item_id", "rater", "question")))
-    over = (
-        Item.objects.filter(study__slug="load")
-        .annotate(n=Count("assignments", filter=Q(assignments__status="completed")))
-        .filter(n__gt=args.overlap).count()
-    )
-    incomplete = (
-        Item.objects.filter(study__slug="load")
-        .annotate(n=Count("assignments", filter=Q(assignments__status="completed")))
-        .filter(n__lt=args.overlap).count()
-    )
-    latencies = sorted(x for c in clients for x in c.latencies)
-    ratings = len(stored) // len(QKEYS)
-    result = {
-        "annotators": args.annotators,
-        "ratings": ratings,
-        "throughput_per_s": round(ratings / wall, 2),
-        "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
-        "p95_ms": round(latencies[int(0.95 * (len(latencies) - 1))], 1) if latencies else None,
-        "lost": len(acked - stored),
-        "duplicates": duplicates,
-        "over_overlap": over,
-        "incomplete_items": incomplete,
-        "items": args.items, "overlap": args.overlap, "requests": len(latencies), "retries": sum(c.retries for c in clients),
-        "client_errors": [c.error for c in clients if c.error][:3],
-        "workers": args.workers, "think_ms": args.think_ms, "killed_worker": killed, "wall_s": round(wall, 1),
-        "completed_assignments": Assignment.objects.filter(item__study__slug="load", status="completed").count(),
-    }
-    if not args.keep_database:
+        rows = Rating.objects.filter(item__study__slug="load")
+        stored = set(rows.filter(is_current=True).values_list("item__public_id", "rater", "question"))
+        acked = {(item, c.username, q) for c in clients for item, q in c.acked}
+        duplicates = rows.count() - len(set(rows.values_list("item_id", "rater", "question")))
+        completed = Item.objects.filter(study__slug="load").annotate(
+            n=Count("assignments", filter=Q(assignments__status="completed"))
+        )
+        latencies = sorted(x for c in clients for x in c.latencies)
+        ratings = len(stored) // len(QKEYS)
+        result = {
+            "annotators": args.annotators,
+            "ratings": ratings,
+            "throughput_per_s": round(ratings / wall, 2),
+            "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
+            "p95_ms": round(latencies[int(0.95 * (len(latencies) - 1))], 1) if latencies else None,
+            "lost": len(acked - stored),
+            "duplicates": duplicates,
+            "over_overlap": completed.filter(n__gt=args.overlap).count(),
+            "incomplete_items": completed.filter(n__lt=args.overlap).count(),
+            "items": args.items, "overlap": args.overlap, "requests": len(latencies), "retries": sum(c.retries for c in clients),
+            "client_errors": [c.error for c in clients if c.error][:3],
+            "workers": args.workers, "think_ms": args.think_ms, "killed_worker": killed, "wall_s": round(wall, 1),
+            "completed_assignments": Assignment.objects.filter(item__study__slug="load", status="completed").count(),
+        }
+        if faults:
+            result.update({
+                "errors_seen": sum(c.errors_seen for c in clients),
+                "killed_at_s": args.kill_worker_at if killed else None,
+                "db_restart_at_s": args.restart_db_at if restart_s is not None else None,
+                "db_restart_s": round(restart_s, 2) if restart_s is not None else None,
+                "submits_before_db_restart": submits_before_restart,
+                "server_errors_logged": (log_dir / "gunicorn.log").read_text(errors="replace").count("Internal Server Error"),
+            })
+            if not pg:
+                shutil.rmtree(log_dir, ignore_errors=True)
+        if args.timeout:
+            result["timed_out"] = stop.is_set()
         from django.db import connections
 
         connections.close_all()
-        import psycopg
+        if not pg and not args.keep_database:
+            import psycopg
 
-        admin = urlunsplit(urlsplit(server)._replace(path="/postgres")).replace("postgres://", "postgresql://", 1)
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
-    print(json.dumps(result))
+            with psycopg.connect(admin_url(server), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+        print(json.dumps(result))
+    finally:
+        if gunicorn is not None and gunicorn.poll() is None:
+            os.killpg(gunicorn.pid, signal.SIGKILL)
+            gunicorn.wait()
+        if gunicorn_log is not None:
+            gunicorn_log.close()
+        if pg is not None:
+            pg.stop()
 
 
 if __name__ == "__main__":
