@@ -6,7 +6,6 @@ an item key, a database id or which side is the baseline (blinding, section 5.5)
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 from django.db import connection
@@ -160,39 +159,71 @@ def study_votes_rows(*, study: Study) -> list[dict[str, Any]]:
     ]
 
 
-def annotator_quality(*, study: Study) -> list[dict[str, Any]]:
-    """Per human annotator: quality-control pass rate, consistency, too-fast items, left-side preference.
+def annotator_quality_control(*, study: Study) -> dict[str, dict[str, Any]]:
+    """Gold / identical-pair pass rate and repeated-pair consistency per human annotator.
+
+    The one implementation of these figures: ``annotator_quality`` (staff page and API) and the
+    agreement report (``annotation.reports.quality``) both take them from here.
 
     - pass rate: share of answers to gold and identical-pair items that match the known answer;
     - consistency: share of answers to a repeated pair (sides swapped) equal to the annotator's
-      answer to the original, compared canonically;
-    - too fast: completed items rated in fewer than ``study.too_fast_seconds`` seconds;
-    - left preference: among their non-"Similar" answers, the share that chose the left side (A);
-      0.5 means no position bias.
+      current answer to the original, compared canonically.
+
+    Reads only the ratings of gold and trap items and of the items repeated (few). Returns
+    {rater: {"pass_rate", "checks", "consistency", "repeats"}} for the annotators who answered a
+    gold or trap item; see ``QUALITY_CONTROL_NONE`` for the others.
     """
-    ratings = list(
-        Rating.objects.filter(item__study=study, is_current=True, rater_kind=Rating.RaterKind.HUMAN)
-        .select_related("item")
-        .values_list("rater", "item_id", "item__kind", "item__gold_answers", "item__repeat_of_id", "question", "choice",
-                     "shown_choice")
+    human = Rating.objects.filter(item__study=study, is_current=True, rater_kind=Rating.RaterKind.HUMAN).order_by()
+    rows = list(
+        human.exclude(item__kind=Item.Kind.NORMAL)
+        .values_list("rater", "item__kind", "item__gold_answers", "item__repeat_of_id", "question", "choice")
     )
-    by_rater_item: dict[tuple[str, int], dict[str, str]] = defaultdict(dict)
-    for rater, item_id, _kind, _gold, _rep, question, choice, _shown in ratings:
-        by_rater_item[(rater, item_id)][question] = choice
-    stats: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for rater, item_id, kind, gold, repeat_of, question, choice, shown in ratings:
-        s = stats[rater]
-        if shown in ("A", "B"):
-            s["sided"] += 1
-            s["left"] += shown == "A"
+    if not rows:
+        return {}
+    repeated = {repeat_of for _, kind, _, repeat_of, _, _ in rows if kind == Item.Kind.TRAP_REPEAT}
+    original = {
+        (rater, item_id, question): choice
+        for rater, item_id, question, choice in human.filter(item_id__in=repeated).values_list(
+            "rater", "item_id", "question", "choice")
+    } if repeated else {}
+    counts: dict[str, list[int]] = {}
+    for rater, kind, gold, repeat_of, question, choice in rows:
+        tally = counts.setdefault(rater, [0, 0, 0, 0])  # checks, passed, repeats, consistent
         if kind in (Item.Kind.GOLD, Item.Kind.TRAP_IDENTICAL) and question in (gold or {}):
-            s["checks"] += 1
-            s["passed"] += gold[question] == choice
-        if kind == Item.Kind.TRAP_REPEAT:
-            original = by_rater_item.get((rater, repeat_of), {}).get(question)
-            if original is not None:
-                s["repeats"] += 1
-                s["consistent"] += original == choice
+            tally[0] += 1
+            tally[1] += gold[question] == choice
+        elif kind == Item.Kind.TRAP_REPEAT and (rater, repeat_of, question) in original:
+            tally[2] += 1
+            tally[3] += original[(rater, repeat_of, question)] == choice
+    return {
+        rater: {"pass_rate": passed / checks if checks else None, "checks": checks,
+                "consistency": consistent / repeats if repeats else None, "repeats": repeats}
+        for rater, (checks, passed, repeats, consistent) in counts.items()
+    }
+
+
+QUALITY_CONTROL_NONE = {"pass_rate": None, "checks": 0, "consistency": None, "repeats": 0}
+
+
+def annotator_quality(*, study: Study) -> list[dict[str, Any]]:
+    """Per human annotator: quality-control pass rate, consistency, too-fast items, left-side preference.
+
+    - pass rate and consistency: ``annotator_quality_control``;
+    - too fast: completed items rated in fewer than ``study.too_fast_seconds`` seconds;
+    - left preference: among their non-"Similar" answers (all items, gold and traps included),
+      the share that chose the left side (A); 0.5 means no position bias.
+
+    The agreement report adds leave-one-out agreement, confidence and speed figures
+    (``annotation.reports.quality``).
+    """
+    sides = {
+        row["rater"]: row
+        for row in Rating.objects.filter(item__study=study, is_current=True, rater_kind=Rating.RaterKind.HUMAN)
+        .order_by()
+        .values("rater")
+        .annotate(sided=Count("id", filter=Q(shown_choice__in=["A", "B"])), left=Count("id", filter=Q(shown_choice="A")))
+    }
+    control = annotator_quality_control(study=study)
     timing = (
         Assignment.objects.filter(item__study=study, status=Assignment.Status.COMPLETED)
         .values("annotator__username")
@@ -200,19 +231,17 @@ def annotator_quality(*, study: Study) -> list[dict[str, Any]]:
     )
     out = []
     names = {t["annotator__username"]: t for t in timing}
-    for rater in sorted(set(stats) | set(names)):
-        s, t = stats.get(rater, {}), names.get(rater, {"items": 0, "too_fast": 0})
+    for rater in sorted(set(sides) | set(names)):
+        t = names.get(rater, {"items": 0, "too_fast": 0})
+        sided = sides[rater]["sided"] if rater in sides else 0
         out.append(
             {
                 "annotator": rater,
                 "items": t["items"],
                 "too_fast": t["too_fast"],
-                "pass_rate": s["passed"] / s["checks"] if s.get("checks") else None,
-                "checks": s.get("checks", 0),
-                "consistency": s["consistent"] / s["repeats"] if s.get("repeats") else None,
-                "repeats": s.get("repeats", 0),
-                "left_preference": s["left"] / s["sided"] if s.get("sided") else None,
-                "sided_answers": s.get("sided", 0),
+                **control.get(rater, QUALITY_CONTROL_NONE),
+                "left_preference": sides[rater]["left"] / sided if sided else None,
+                "sided_answers": sided,
             }
         )
     return out

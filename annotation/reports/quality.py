@@ -2,7 +2,10 @@
 
 Agreement is measured against the leave-one-out majority (the other raters' kept ratings of
 the same item and question, under the same majority rule as the report), so an annotator is
-never compared with a label they helped to make.
+never compared with a label they helped to make. The quality-control figures (gold and
+identical-pair pass rate, repeated-pair consistency) are ``selectors.annotator_quality_control``,
+the same the staff page and API show. ``left_share`` here counts the normal items only (the
+sample of the position-bias test); the staff page's ``left_preference`` counts every item.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from scipy.stats import binomtest
 
 from ..aggregation import LABELS, choice_codes, frame_from_values, labels_from_counts
 from ..models import Assignment, Item, Rating, Study
+from ..selectors import QUALITY_CONTROL_NONE, annotator_quality_control
 
 # Flag an annotator whose A-vs-B choices lean to one side this surely (two-sided sign test).
 POSITION_BIAS_P = 0.01
@@ -64,7 +68,7 @@ def annotator_quality(*, study: Study, ratings: pd.DataFrame, min_confidence: in
         q1, q3 = np.percentile(known, [25, 75])
         fence = q1 - 1.5 * (q3 - q1)
 
-    qc = _quality_control(study=study, normal=human)
+    qc = annotator_quality_control(study=study)
     rows = []
     for rater, row in per_rater.iterrows():
         agree = agreement.get(rater)
@@ -92,38 +96,7 @@ def annotator_quality(*, study: Study, ratings: pd.DataFrame, min_confidence: in
             "mean_confidence": float(row["mean_confidence"]),
             "median_seconds": med,
             "left_share": left_share,
-            "quality_control": qc.get(str(rater), {"pass_rate": None, "checks": 0, "consistency": None, "repeats": 0}),
+            "quality_control": dict(qc.get(str(rater), QUALITY_CONTROL_NONE)),
             "flags": flags,
         })
     return rows
-
-
-def _quality_control(*, study: Study, normal: pd.DataFrame) -> dict[str, dict]:
-    """Gold / identical-pair pass rate and repeated-pair consistency per annotator (issue 4, quality control).
-
-    Reads only the ratings of gold and trap items (few); a repeat is compared with the same
-    annotator's current answer to the original item, canonically (sides were swapped).
-    """
-    rows = list(
-        Rating.objects.filter(item__study=study, is_current=True, rater_kind=Rating.RaterKind.HUMAN)
-        .exclude(item__kind=Item.Kind.NORMAL)
-        .order_by()
-        .values_list("rater", "item__kind", "item__gold_answers", "item__repeat_of_id", "question", "choice")
-    )
-    if not rows:
-        return {}
-    original = {(r, i, q): c for r, i, q, c in zip(normal["rater"], normal["item_id"], normal["question"], normal["choice"])}
-    counts: dict[str, list[int]] = {}
-    for rater, kind, gold, repeat_of, question, choice in rows:
-        tally = counts.setdefault(rater, [0, 0, 0, 0])  # checks, passed, repeats, consistent
-        if kind in (Item.Kind.GOLD, Item.Kind.TRAP_IDENTICAL) and question in (gold or {}):
-            tally[0] += 1
-            tally[1] += gold[question] == choice
-        elif kind == Item.Kind.TRAP_REPEAT and (rater, repeat_of, question) in original:
-            tally[2] += 1
-            tally[3] += original[(rater, repeat_of, question)] == choice
-    return {
-        rater: {"pass_rate": passed / checks if checks else None, "checks": checks,
-                "consistency": consistent / repeats if repeats else None, "repeats": repeats}
-        for rater, (checks, passed, repeats, consistent) in counts.items()
-    }
