@@ -9,8 +9,11 @@ from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import Throttled
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from . import selectors, services
@@ -85,15 +88,46 @@ def _answers_parse(data) -> list[services.Answer]:
     return answers
 
 
+class TokenRateThrottle(ScopedRateThrottle):
+    """Requests per client address to a view's ``throttle_scope``, at ``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]``.
+
+    DRF's throttles copy the rates once, at import; this one reads them per request, so that a
+    changed setting (``override_settings`` in a test) applies. The counts live in the Django
+    cache (``CACHE_URL``). The address is REMOTE_ADDR, or the entry ``NUM_PROXIES`` from the end
+    of X-Forwarded-For behind that many proxies.
+    """
+
+    @property
+    def THROTTLE_RATES(self):  # noqa: N802 (the name DRF looks up)
+        return api_settings.DEFAULT_THROTTLE_RATES
+
+
+class TokenThrottled(Throttled):
+    default_detail = "Too many token requests from this address."
+    extra_detail_singular = "Try again in {wait} second."
+    extra_detail_plural = "Try again in {wait} seconds."
+
+
 class TokenView(APIView):
-    """Exchange a username and password for an API token."""
+    """Exchange a username and password for an API token.
+
+    Rate-limited per client address (``TOKEN_RATE``, default 10/minute), good and bad logins
+    alike, against password guessing: past the limit it answers 429 with a JSON ``detail`` and a
+    Retry-After header.
+    """
 
     permission_classes = [AllowAny]
     authentication_classes: list = []
+    throttle_classes = [TokenRateThrottle]
+    throttle_scope = "token"
+
+    def throttled(self, request, wait):
+        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.throttle_scope)
+        raise TokenThrottled(wait=wait, detail=f"Too many token requests from this address (at most {rate}).")
 
     @extend_schema(
         request=TokenRequestSerializer,
-        responses={200: TokenSerializer, 400: ErrorSerializer},
+        responses={200: TokenSerializer, 400: ErrorSerializer, 429: ErrorSerializer},
         summary="Get an API token",
         tags=["auth"],
     )

@@ -12,6 +12,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _cache_cleared():
+    """Every test starts with an empty cache: no rate-limit counts left by an earlier test."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 def shared_file(relative: str) -> Path:
     """A file of ../shared/data, or skip the test with a clear message when it is absent."""
     path = SHARED_DATA / relative

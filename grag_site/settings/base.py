@@ -5,9 +5,11 @@ over SQLite (kombu's SQLAlchemy transport) under ``var/``, so a machine with not
 runs the whole app. A lab sets DATABASE_URL (PostgreSQL) and CELERY_BROKER_URL (Redis).
 """
 import os
+import re
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -117,6 +119,17 @@ DATA_DIR = Path(env("DATA_DIR", default=str(BASE_DIR / "var" / "data")))
 # cache (HF_HOME) is searched too.
 MODELS_DIR = Path(env("MODELS_DIR", default=str(BASE_DIR / "var" / "models")))
 
+# The Django cache holds the API's rate-limit counts. The embedded default lives in each
+# process's memory: every gunicorn worker then counts on its own, so a client may get up to
+# workers x TOKEN_RATE. With Redis, share the counts: CACHE_URL=redis://host:6379/2 (Django's
+# own RedisCache; use a database of its own, not the broker's).
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+
+# POST /api/token/ per client address (good and bad logins alike): N/second, N/minute, N/hour or N/day.
+TOKEN_RATE = env("TOKEN_RATE", default="10/minute")
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", TOKEN_RATE):
+    raise ImproperlyConfigured(f"TOKEN_RATE must look like 10/minute (N/second|minute|hour|day), got {TOKEN_RATE!r}")
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
@@ -124,6 +137,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_RATES": {"token": TOKEN_RATE},
+    # Reverse proxies in front of the app that append the client's address to X-Forwarded-For
+    # (1 behind one nginx). 0 ignores the header, which a client could otherwise forge to
+    # escape the rate limit; behind a proxy, 0 counts every client as the proxy.
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "GRAG evaluation API",

@@ -1,8 +1,10 @@
 """The annotation API over HTTP (DRF test client): tokens, access, blinded payloads, field errors, staff routes."""
 import json
+import time
 
 import pytest
 from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from annotation.models import Assignment, Rating, Study
@@ -40,6 +42,35 @@ def test_token_for_a_good_password_and_400_for_a_bad_one(study):
     response = APIClient().post("/api/token/", {"username": "ann0", "password": "wrong"}, format="json")
     assert response.status_code == 400 and "password" in response.json()["errors"]
     assert "token" not in response.json()
+
+
+def test_the_token_endpoint_allows_10_logins_a_minute_per_address_and_no_other_route_is_limited(study, settings,
+                                                                                                   monkeypatch):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"token": "10/minute"}}
+    annotators(study, 1)
+    good, bad = {"username": "ann0", "password": "pw-12345678"}, {"username": "ann0", "password": "wrong"}
+    anon = APIClient()
+    codes = [anon.post("/api/token/", bad if i % 2 else good, format="json").status_code for i in range(10)]
+    assert codes == [200, 400] * 5  # good and bad logins count alike
+    for body in (good, bad):
+        r = anon.post("/api/token/", body, format="json")
+        assert r.status_code == 429 and r.json()["detail"].startswith(
+            "Too many token requests from this address (at most 10/minute). Try again in ")
+        assert 0 < int(r["Retry-After"]) <= 60 and "token" not in r.json()
+    # A forged X-Forwarded-For does not make a new address (NUM_PROXIES 0); another address does.
+    assert anon.post("/api/token/", good, format="json", HTTP_X_FORWARDED_FOR="203.0.113.9").status_code == 429
+    assert APIClient(REMOTE_ADDR="198.51.100.7").post("/api/token/", good, format="json").status_code == 200
+    # Token-authenticated routes are not limited: far more than 10 requests a minute from the same address.
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get(user__username='ann0').key}")
+    assert {client.get("/api/studies/").status_code for _ in range(15)} == {200}
+    assert {client.get("/api/studies/mine/").status_code for _ in range(5)} == {200}
+    # A minute later the address may log in again.
+    from annotation.api import TokenRateThrottle
+
+    later = time.time() + 61
+    monkeypatch.setattr(TokenRateThrottle, "timer", lambda self: later)
+    assert anon.post("/api/token/", good, format="json").status_code == 200
 
 
 def test_anonymous_requests_get_401(study):
