@@ -32,12 +32,17 @@ class PromptTemplate:
     comparison: str  # the two responses and the question: what differs between prompts
     user_label: str = "User"  # speaker names in the history, as the annotator page shows them
     agent_label: str = "Agent"
+    # When set, every question of the study is listed in the shared context ("{questions}", one
+    # numbered line each, as the annotator page shows them all at once) and ``comparison`` only
+    # names the one to answer ("{number}"): the per-prompt part shrinks to a few tokens.
+    questions: str = ""
 
     def as_text(self) -> str:
         """The whole template, stored with a run (JudgeRun.prompt_text) for audit."""
         return json.dumps(
             {"version": self.version, "system": self.system, "context": self.context, "generic": self.generic,
-             "comparison": self.comparison, "user_label": self.user_label, "agent_label": self.agent_label},
+             "comparison": self.comparison, "user_label": self.user_label, "agent_label": self.agent_label,
+             "questions": self.questions},
             indent=2, ensure_ascii=False,
         )
 
@@ -59,8 +64,30 @@ PROMPT_V1 = PromptTemplate(
     ),
 )
 
-PROMPTS: dict[str, PromptTemplate] = {PROMPT_V1.version: PROMPT_V1}
-DEFAULT_PROMPT_VERSION = PROMPT_V1.version
+# v2: the same content and answer format, laid out for speed. The four questions are listed
+# once in the context shared by all eight prompts of an item (annotators, too, see them all on
+# one page), so each prompt ends with a short "answer question N" after the two responses
+# instead of the question and the answer instructions again: about 40 % fewer tokens per item.
+PROMPT_V2 = PromptTemplate(
+    version="v2",
+    system=(
+        "You are an impartial judge of a personalised dialogue agent. You compare two candidate "
+        "responses that the agent could give at the same point of a conversation, and answer questions "
+        "about them, one at a time. Do not let the order of the responses, their length or their style "
+        "influence you beyond what the question asks. Answer with a single letter and nothing else: "
+        "A if Response A is better, B if Response B is better, S if they are similar."
+    ),
+    context=PROMPT_V1.context,
+    generic=PROMPT_V1.generic,
+    questions="[Questions]\n{questions}\n\n",
+    comparison=(
+        "[Response A]\n{response_a}\n\n[Response B]\n{response_b}\n\n"
+        "Answer question {number} with a single letter: A, B or S."
+    ),
+)
+
+PROMPTS: dict[str, PromptTemplate] = {t.version: t for t in (PROMPT_V1, PROMPT_V2)}
+DEFAULT_PROMPT_VERSION = PROMPT_V2.version
 
 
 class UnknownPromptVersion(KeyError):
@@ -97,13 +124,25 @@ def prompt_messages(
     response_a: str,
     response_b: str,
     question: str,
+    all_questions: Sequence[str] = (),
 ) -> list[dict[str, str]]:
-    """The chat messages of one judgement (system + user); the model's chat template adds the rest."""
+    """The chat messages of one judgement (system + user); the model's chat template adds the rest.
+
+    ``question`` is the one to answer; a template with a ``questions`` block also needs
+    ``all_questions`` (the study's questions in order, ``question`` among them).
+    """
     user = template.context.format(persona=persona.strip() or "(none)", history=history_text(history, template=template))
     if generic_response.strip():
         user += template.generic.format(generic_response=generic_response.strip())
+    number = 0
+    if template.questions:
+        texts = [q.strip() for q in all_questions]
+        if question.strip() not in texts:
+            raise ValueError(f"prompt {template.version} lists the study's questions: pass all_questions with {question!r} among them")
+        number = texts.index(question.strip()) + 1
+        user += template.questions.format(questions="\n".join(f"{i}. {q}" for i, q in enumerate(texts, 1)))
     user += template.comparison.format(
-        response_a=response_a.strip(), response_b=response_b.strip(), question=question.strip()
+        response_a=response_a.strip(), response_b=response_b.strip(), question=question.strip(), number=number
     )
     return [{"role": "system", "content": template.system}, {"role": "user", "content": user}]
 

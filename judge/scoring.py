@@ -205,6 +205,38 @@ def prefix_clusters(prompts: Sequence[Sequence[int]], *, beyond: int) -> list[li
     return clusters
 
 
+# Items of one run share the start of their prompts too (system prompt, chat header, the first
+# panel's title: about 100 tokens): kept on the model between calls once two items agree on this many.
+MIN_TEMPLATE_TOKENS = 16
+_TEMPLATE_SLOT = "_judge_template_prefix"  # attribute on the model: (token ids, key/value cache)
+
+
+def _item_prefix_cache(model, base, tokens: list[int]):
+    """The key/value cache of an item's shared prefix, starting from the run's template prefix.
+
+    The first item's whole prefix is kept; the next item's cuts it down to what the two share,
+    the template part, which later items then copy instead of recomputing.
+    """
+    import torch
+
+    device = model.device
+    slot = getattr(model, _TEMPLATE_SLOT, None)
+    if slot is not None:
+        kept_tokens, kept_cache = slot
+        shared = min(common_prefix_length([kept_tokens, tokens]), len(tokens))
+        if shared >= MIN_TEMPLATE_TOKENS:
+            cache = copy.deepcopy(kept_cache)
+            if shared < len(kept_tokens):
+                cache.crop(shared - len(kept_tokens))  # a negative value drops that many tokens from the end
+                setattr(model, _TEMPLATE_SLOT, (kept_tokens[:shared], copy.deepcopy(cache)))
+            if shared < len(tokens):
+                base(input_ids=torch.tensor([tokens[shared:]], device=device), cache=cache, use_cache=True)
+            return cache
+    cache = base(input_ids=torch.tensor([tokens], device=device), use_cache=True).cache
+    setattr(model, _TEMPLATE_SLOT, (list(tokens), copy.deepcopy(cache)))
+    return cache
+
+
 def _score_with_prefix_cache(model, prompts: Sequence[Sequence[int]], option_ids, max_batch: int) -> list[Score]:
     """Encode the item's shared prefix once, then each order's shared part once on a copy of its
     key/value cache, then run the remaining suffixes batched on copies of that cache."""
@@ -215,7 +247,7 @@ def _score_with_prefix_cache(model, prompts: Sequence[Sequence[int]], option_ids
     head = model.get_output_embeddings()
     # Keep at least one token per suffix: its hidden state gives the next-token distribution.
     prefix = min(common_prefix_length(prompts), min(len(p) for p in prompts) - 1)
-    root_cache = base(input_ids=torch.tensor([list(prompts[0][:prefix])], device=device), use_cache=True).cache
+    root_cache = _item_prefix_cache(model, base, list(prompts[0][:prefix]))
     pad = 0
     scores: dict[int, Score] = {}
     clusters = prefix_clusters(prompts, beyond=prefix)

@@ -180,6 +180,8 @@ def judge_item_prompts(*, item: Item, questions, template) -> list[tuple[str, st
     The prompt holds only what an annotator sees (persona, history, generic response, the two
     responses as A and B, the question), never the systems' names.
     """
+    questions = list(questions)
+    texts = [q.text for q in questions]
     prompts = []
     for question in questions:
         for side in SIDES:
@@ -189,7 +191,7 @@ def judge_item_prompts(*, item: Item, questions, template) -> list[tuple[str, st
             messages = prompt_messages(
                 template=template, persona=item.persona, history=item.history or [],
                 generic_response=item.generic_response, response_a=response_a, response_b=response_b,
-                question=question.text,
+                question=question.text, all_questions=texts,
             )
             prompts.append((question.key, side, messages))
     return prompts

@@ -6,7 +6,7 @@ from django.core.management import call_command
 
 from annotation.models import Item, Rating
 from judge.models import JudgeRun, JudgeVerdict
-from judge.prompts import PROMPT_V1
+from judge.prompts import PROMPT_V1, PROMPT_V2
 from judge.scoring import canonical_probabilities, encode_messages, pair_verdict, score_prompt_groups
 from judge.services import judge_item_prompts, judge_run_create, judge_run_execute
 from modeling.progress import Cancelled
@@ -28,7 +28,7 @@ def test_a_run_judges_every_item_and_question_in_both_orders_and_writes_llm_rati
 
     run.refresh_from_db()
     assert run.status == JudgeRun.Status.SUCCEEDED and run.finished_at
-    assert run.prompt_version == "v1" and PROMPT_V1.system in run.prompt_text
+    assert run.prompt_version == "v2" and PROMPT_V2.system in run.prompt_text
     assert calls[0] == (0, 16) and calls[-1] == (16, 16)
     verdicts = list(JudgeVerdict.objects.filter(run=run))
     assert len(verdicts) == 2 * 4 * 2 and not any(v.failed for v in verdicts)
@@ -69,20 +69,24 @@ def test_prompts_carry_no_system_names(smollm2, spc_pairs):
             assert "SECRET" not in text and "PreSFT" not in text and "PostGRAG" not in text
 
 
-def test_prefix_cache_matches_full_prompts_and_swapped_input_scores_as_the_other_order(smollm2, spc_pairs):
+@pytest.mark.parametrize("template", [PROMPT_V1, PROMPT_V2], ids=lambda t: t.version)
+def test_prefix_cache_matches_full_prompts_and_swapped_input_scores_as_the_other_order(smollm2, spc_pairs, template):
     model, tokenizer = smollm2
-    study = study_make(spc_pairs[:1])
+    # Three items: the later ones start from the template prefix the model keeps between items.
+    study = study_make(spc_pairs[:3])
     questions = list(study.questions.all())
     items = list(study.items.order_by("pk"))
     groups = [[encode_messages(tokenizer, m) for _, _, m in judge_item_prompts(item=i, questions=questions,
-                                                                               template=PROMPT_V1)] for i in items]
+                                                                               template=template)] for i in items]
     cached = score_prompt_groups(model, tokenizer, groups, prefix_cache=True)
+    cached_again = score_prompt_groups(model, tokenizer, groups[::-1], prefix_cache=True)[::-1]
     full = score_prompt_groups(model, tokenizer, groups, prefix_cache=False)
-    for group_cached, group_full in zip(cached, full):
-        for a, b in zip(group_cached, group_full):
+    for group_cached, group_again, group_full in zip(cached, cached_again, full):
+        for a, again, b in zip(group_cached, group_again, group_full):
             assert a.cached_prefix_tokens > 0 and b.cached_prefix_tokens == 0
             for option in "ABS":
                 assert a.probabilities[option] == pytest.approx(b.probabilities[option], abs=1e-4)
+                assert again.probabilities[option] == pytest.approx(b.probabilities[option], abs=1e-4)
 
     # The same item with its responses swapped in the input: its "baseline on A" prompts are the
     # original's "baseline on B" prompts token for token, so the model's raw A/B probabilities are
@@ -90,8 +94,8 @@ def test_prefix_cache_matches_full_prompts_and_swapped_input_scores_as_the_other
     item = items[0]
     swapped = Item(persona=item.persona, history=item.history, generic_response=item.generic_response,
                    baseline_response=item.challenger_response, challenger_response=item.baseline_response)
-    original = judge_item_prompts(item=item, questions=questions, template=PROMPT_V1)
-    mirrored = judge_item_prompts(item=swapped, questions=questions, template=PROMPT_V1)
+    original = judge_item_prompts(item=item, questions=questions, template=template)
+    mirrored = judge_item_prompts(item=swapped, questions=questions, template=template)
     pairs = [(i, j) for i, (q, side, _) in enumerate(original) if side == "B"
              for j, (q2, side2, _) in enumerate(mirrored) if side2 == "A" and q2 == q]
     assert len(pairs) == 4

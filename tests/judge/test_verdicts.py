@@ -2,7 +2,7 @@
 import pytest
 
 from judge.devdata import spc_turns
-from judge.prompts import PROMPT_V1, UnknownPromptVersion, prompt_messages, prompt_template, responses_in_order
+from judge.prompts import PROMPT_V1, PROMPT_V2, UnknownPromptVersion, prompt_messages, prompt_template, responses_in_order
 from judge.scoring import (
     CONFIDENCE_THRESHOLDS,
     Score,
@@ -127,3 +127,18 @@ def test_prompts_of_one_order_cluster_behind_the_shared_prefix():
     prompts = [order_a + [q] for q in (11, 12)] + [order_b + [q] for q in (11, 12)] + [shared + [3, 9]]
     clusters = prefix_clusters(prompts, beyond=len(shared))
     assert sorted(sorted(c) for c in clusters) == [[0, 1], [2, 3], [4]]
+
+
+def test_prompt_v2_lists_every_question_once_in_the_shared_context_and_asks_one_by_number():
+    questions = ["Which makes more sense?", "Which is more accurate?", "Which adds more value?", "Which is balanced?"]
+    fields = dict(template=PROMPT_V2, persona="I have a turtle.", history=[{"role": "user", "text": "Hi"}],
+                  generic_response="Hello.", response_a="first", response_b="second", all_questions=questions)
+    second = prompt_messages(**fields, question=questions[1])[-1]["content"]
+    third = prompt_messages(**fields, question=questions[2])[-1]["content"]
+    for n, q in enumerate(questions, 1):
+        assert second.count(q) == 1 and f"{n}. {q}" in second
+    # Everything up to the responses is shared by all questions and orders; prompts differ only at the end.
+    assert second.index("[Questions]") < second.index("[Response A]") < second.index("Answer question 2")
+    assert second.replace("question 2", "question 3") == third
+    with pytest.raises(ValueError, match="all_questions"):
+        prompt_messages(**{**fields, "all_questions": []}, question=questions[0])
