@@ -4,13 +4,16 @@ The same N real SPC test turns (two different responses each: the reference and 
 the same agent) x the paper's four questions (Table 5), judged by the same model on this machine:
 
 - naive: one order (``--naive-orders AB``: both), one prompt at a time, greedy ``generate`` of up to 64 tokens, then the text is
-  searched for the answer (a letter A / B / S, "Response A", "similar", ...);
+  searched for the answer (a letter A / B / S, "[[A]]", "Response A", "similar", ...). By default with the usual
+  judge prompt (FastChat's pairwise MT-Bench prompt: a short explanation, then the verdict in [[ ]]);
+  ``--naive-prompt letter`` generates with our own one-letter prompt instead (``--prompt-version``);
 - ours (``judge.scoring``): BOTH orders, one forward pass per prompt with the item's shared prefix
   encoded once and the suffixes batched, verdict from the option-token probabilities.
 
 A judgment is one (item, question) verdict; ours does twice the prompts (both orders) for it.
 The two ways alternate item by item so that both see the same load on a shared CPU.
 Prints one JSON line. Usage: python benchmarks/judge_throughput.py [--items 40] [--naive-items 40]
+    [--naive-prompt explain|letter] [--prompt-version v2]
 """
 from __future__ import annotations
 
@@ -40,6 +43,29 @@ _PATTERNS = [
 ]
 
 
+def naive_explain_template():
+    """The usual "generate and grep" judge: FastChat's pairwise MT-Bench prompt (``pair-v2``), adapted
+    to the same fields and question as ours: a short explanation first, then a verdict in [[ ]]."""
+    from judge.prompts import PROMPT_V1, PromptTemplate
+
+    return PromptTemplate(
+        version="naive-explain (FastChat pair-v2 style)",
+        system=(
+            "Please act as an impartial judge and evaluate two responses that a personalised dialogue agent "
+            "could give at the same point of the conversation shown below, with respect to the question asked. "
+            "Begin your evaluation by comparing the two responses and provide a short explanation. Avoid any "
+            "position biases and ensure that the order in which the responses were presented does not influence "
+            "your decision. Do not allow the length of the responses to influence your evaluation. Be as "
+            "objective as possible. After providing your explanation, output your final verdict by strictly "
+            'following this format: "[[A]]" if Response A is better, "[[B]]" if Response B is better, and '
+            '"[[S]]" if they are similar.'
+        ),
+        context=PROMPT_V1.context,
+        generic=PROMPT_V1.generic,
+        comparison="[Response A]\n{response_a}\n\n[Response B]\n{response_b}\n\n[Question]\n{question}",
+    )
+
+
 def naive_parse(text: str) -> str | None:
     """The option a generated answer names, or None when it names none (or several different ones)."""
     for pattern, fixed in _PATTERNS:
@@ -59,6 +85,10 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--naive-orders", default="A", choices=["A", "AB"],
                         help="Orders the naive way judges: A (baseline shown first, the plain naive way) or AB (both, like ours).")
+    parser.add_argument("--prompt-version", default=None, help="our judge prompt (judge.prompts; default: the app's default)")
+    parser.add_argument("--naive-prompt", default="explain", choices=["explain", "letter"],
+                        help="explain: the usual judge prompt (explanation, then [[A]]/[[B]]/[[S]]); "
+                             "letter: our own one-letter prompt, generated instead of scored")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads for both ways (on a CPU shared with other jobs, 1 avoids oversubscription)")
     args = parser.parse_args()
@@ -72,7 +102,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from annotation.models import DEFAULT_QUESTIONS
     from judge.devdata import spc_judge_pairs
-    from judge.prompts import PROMPT_V1
+    from judge.prompts import DEFAULT_PROMPT_VERSION, PROMPT_V1, prompt_template
     from judge.scoring import encode_messages, score_prompt_groups
     from judge.services import judge_item_prompts
     from modeling.llm.loading import load_causal_lm, load_tokenizer
@@ -87,7 +117,10 @@ def main() -> None:
     t0 = time.monotonic()
     tokenizer, model = load_tokenizer(args.model), load_causal_lm(args.model)
     load_seconds = time.monotonic() - t0
-    prompts = [judge_item_prompts(item=item, questions=questions, template=PROMPT_V1) for item in items]
+    ours_template = prompt_template(args.prompt_version or DEFAULT_PROMPT_VERSION)
+    prompts = [judge_item_prompts(item=item, questions=questions, template=ours_template) for item in items]
+    naive_template = naive_explain_template() if args.naive_prompt == "explain" else PROMPT_V1
+    naive_prompts = [judge_item_prompts(item=item, questions=questions, template=naive_template) for item in items]
     score_prompt_groups(model, tokenizer, [[encode_messages(tokenizer, m) for _, _, m in prompts[0][:2]]])  # warm up
 
     # The two ways alternate item by item, so that both see the same load on a shared CPU.
@@ -105,7 +138,7 @@ def main() -> None:
         # Naive: one prompt at a time, greedy generation of up to max_new_tokens, then parse the text.
         t0 = time.monotonic()
         with torch.inference_mode():
-            for key, side, messages in prompts[i]:
+            for key, side, messages in naive_prompts[i]:
                 if side not in args.naive_orders:
                     continue
                 ids = torch.tensor([encode_messages(tokenizer, messages)], device=model.device)
@@ -135,11 +168,12 @@ def main() -> None:
         "items": len(items),
         "questions": len(questions),
         "load_seconds": round(load_seconds, 1),
-        "ours": {"judgments": judgments, "orders": 2, "prompts_scored": judgments * 2, "seconds": round(ours_seconds, 2),
+        "ours": {"prompt": ours_template.version, "judgments": judgments, "orders": 2, "prompts_scored": judgments * 2, "seconds": round(ours_seconds, 2),
                  "judgments_per_s": round(ours_rate, 3), "mean_prompt_tokens": round(sum(prompt_tokens) / len(prompt_tokens), 1),
                  "mean_cached_prefix_tokens": round(sum(cached) / len(cached), 1),
                  "failed": sum(s.failed for g in ours_scores for s in g)},
-        "naive": {"judgments": naive_judgments, "orders": len(args.naive_orders), "max_new_tokens": args.max_new_tokens,
+        "naive": {"prompt": naive_template.version, "judgments": naive_judgments, "orders": len(args.naive_orders),
+                  "max_new_tokens": args.max_new_tokens,
                   "mean_new_tokens": round(sum(new_tokens) / len(new_tokens), 1),
                   "seconds": round(naive_seconds, 2), "judgments_per_s": round(naive_rate, 3),
                   "unparseable_share": round(unparseable / naive_n, 4), "unparseable_examples": examples},
