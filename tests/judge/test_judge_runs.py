@@ -226,3 +226,36 @@ def test_the_launch_forms_judge_job_resumes_the_run_of_that_name(smollm2, spc_pa
     assert [r.choice for r in ratings] == ["similar"] * 4 and not any(r.meta["flipped"] for r in ratings)
     assert {r.confidence for r in ratings} == {4}  # mean P(similar) 0.8
     assert JudgeRun.objects.count() == 1
+
+
+def test_run_judge_on_two_systems_stored_responses_builds_a_judge_only_study_once(smollm2, spc_pairs, capsys):
+    from django.core.management.base import CommandError
+
+    from annotation.models import Study
+    from modeling.models import Conversation, Dataset, Response, Sample, System
+
+    ds = Dataset.objects.create(name="spc", kind="spc")
+    conv = Conversation.objects.create(dataset=ds, split="test", source_id="c1", turns=[])
+    base = System.objects.create(name="PreSFT(Hist)", method="presft_hist")
+    chal = System.objects.create(name="PostGRAG", method="postgrag")
+    for i, pair in enumerate(spc_pairs[:4]):
+        sample = Sample.objects.create(dataset=ds, conversation=conv, split="test", turn_index=i, key=f"spc/test/c1/{i}",
+                                       agent_persona=pair["persona"], history=pair["history"], reference="r",
+                                       generic_response=pair["generic_response"])
+        Response.objects.create(system=base, sample=sample, text=pair["baseline_response"])
+        Response.objects.create(system=chal, sample=sample, text=pair["challenger_response"])
+
+    args = ("run_judge", "spc-judge", "--model", "smollm2", "--systems", "PreSFT(Hist)", "PostGRAG", "--limit", "2",
+            "--name", "LLM-2")
+    call_command(*args)
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    study = Study.objects.get(slug="spc-judge")
+    assert study.items.count() == 2 and not study.is_open and not study.annotators.exists()
+    assert (study.baseline_system, study.challenger_system) == (base, chal)
+    assert out["items"] == 2 and out["ratings"] == 8
+    call_command(*args)  # the same study again: resumed, nothing recomputed or duplicated
+    assert Study.objects.filter(slug="spc-judge").count() == 1 and Rating.objects.filter(rater="LLM-2").count() == 8
+    with pytest.raises(CommandError, match="compares 'PreSFT\\(Hist\\)' with 'PostGRAG'"):
+        call_command("run_judge", "spc-judge", "--model", "smollm2", "--systems", "PostGRAG", "PreSFT(Hist)")
+    with pytest.raises(CommandError, match="No system named 'nope'"):
+        call_command("run_judge", "other", "--model", "smollm2", "--systems", "nope", "PostGRAG")

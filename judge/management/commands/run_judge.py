@@ -1,4 +1,10 @@
-"""`python manage.py run_judge SLUG --model M [--name RUN] [--limit N] [--queue]`: an LLM judge run."""
+"""`python manage.py run_judge SLUG --model M [--name RUN] [--limit N] [--queue]`: an LLM judge run.
+
+``--systems BASELINE CHALLENGER`` judges two systems' stored responses on a set of samples larger
+than any human study (the paper's 2,000 SPC test turns, section 5.5): the first time, it creates
+study SLUG from the samples both systems answered (``--split``, a seeded subset of ``--limit``),
+open to no annotator; later runs reuse it.
+"""
 import json
 import time
 
@@ -24,12 +30,23 @@ class Command(BaseCommand):
         parser.add_argument("--limit", type=int, default=None, help="Judge only the first N items.")
         parser.add_argument("--prompt-version", default=DEFAULT_PROMPT_VERSION, choices=sorted(PROMPTS))
         parser.add_argument("--queue", action="store_true", help="Send the run to a worker instead of running it here.")
+        parser.add_argument("--systems", nargs=2, metavar=("BASELINE", "CHALLENGER"), default=None,
+                            help="Judge these two systems' stored responses: creates study SLUG from the samples both "
+                                 "answered (a seeded subset of --limit) the first time, reuses it later.")
+        parser.add_argument("--split", default="test", help="With --systems: the samples' split (default test).")
+        parser.add_argument("--seed", type=int, default=0, help="With --systems: seed of the subset of --limit samples.")
 
     def handle(self, *args, **opts):
-        try:
-            study = Study.objects.get(slug=opts["study"])
-        except Study.DoesNotExist:
-            raise CommandError(f"No study with slug {opts['study']!r}; `import_study` creates one.") from None
+        if opts["systems"]:
+            study = self._systems_study(opts)
+        else:
+            try:
+                study = Study.objects.get(slug=opts["study"])
+            except Study.DoesNotExist:
+                raise CommandError(
+                    f"No study with slug {opts['study']!r}; `import_study` creates one, or pass --systems BASELINE CHALLENGER "
+                    "to judge two systems' stored responses."
+                ) from None
         model_id = opts["model"] or judge_default_model()
         started = time.monotonic()
         try:
@@ -61,3 +78,34 @@ class Command(BaseCommand):
             "run": run.name, "items": summary["items"], "ratings": summary["ratings"],
             "consistency": summary["consistency"], "seconds": round(time.monotonic() - started, 2),
         }))
+
+    def _systems_study(self, opts) -> Study:
+        from annotation.services import study_create_from_systems
+        from modeling.models import System
+
+        names = opts["systems"]
+        systems = []
+        for name in names:
+            system = System.objects.filter(name=name).first()
+            if system is None:
+                known = ", ".join(System.objects.order_by("name").values_list("name", flat=True)[:20]) or "none yet"
+                raise CommandError(f"No system named {name!r} (systems: {known}).")
+            systems.append(system)
+        study = Study.objects.filter(slug=opts["study"]).first()
+        if study is not None:
+            if (study.baseline_system_id, study.challenger_system_id) != (systems[0].pk, systems[1].pk):
+                raise CommandError(
+                    f"Study {study.slug!r} exists and compares {study.baseline_name!r} with {study.challenger_name!r}, "
+                    f"not {names[0]!r} with {names[1]!r}; choose another slug."
+                )
+            return study
+        try:
+            study = study_create_from_systems(
+                slug=opts["study"], baseline=systems[0], challenger=systems[1], split=opts["split"],
+                limit=opts["limit"], seed=opts["seed"],
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        study.is_open = False  # judge-only: no annotator is given it
+        study.save(update_fields=["is_open"])
+        return study
