@@ -176,11 +176,15 @@ def giveaway_checks(app_configs=None, databases=None, **kwargs) -> list[checks.C
     """System check over open studies; register with the ``database`` tag so it runs only with --database."""
     if not databases:
         return []
-    from django.db import DatabaseError
+    from django.db import DatabaseError, connection
 
     from .models import Study
 
     out: list[checks.CheckMessage] = []
+    # `migrate` runs database checks before it creates the tables: skip them then, rather than
+    # query a missing table (which PostgreSQL logs as an ERROR on every fresh migrate).
+    if Study._meta.db_table not in connection.introspection.table_names():
+        return []
     try:
         for study in Study.objects.filter(is_open=True).select_related("baseline_system", "challenger_system"):
             out += study_checks(study=study)
