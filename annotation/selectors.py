@@ -72,7 +72,8 @@ def annotator_progress(*, study: Study, annotator) -> dict[str, int]:
     }
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        done, reserved, open_items = cursor.fetchone()
+        # int(): PostgreSQL's SUM of counts is numeric (Decimal), which JSON payloads cannot carry.
+        done, reserved, open_items = (int(n) for n in cursor.fetchone())
     return {"done": done, "total": done + reserved + open_items}
 
 

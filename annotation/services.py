@@ -25,8 +25,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from .models import DEFAULT_QUESTIONS, Assignment, Item, Question, Rating, Study
@@ -477,38 +476,55 @@ def _trap_due(*, study: Study, done_kinds: list[str]) -> bool:
     return traps < math.floor(study.trap_rate * (len(done_kinds) + 1))
 
 
-def _candidates(*, study: Study, annotator, now, traps: bool):
-    mine = Assignment.objects.filter(item=OuterRef("pk"), annotator=annotator).filter(
-        Q(status=Assignment.Status.COMPLETED) | Q(status=Assignment.Status.RESERVED, expires_at__gt=now)
-    )
-    items = Item.objects.filter(study=study).exclude(Exists(mine))
-    if traps:
-        # A repeated pair only makes sense to someone who rated the original.
-        rated = Assignment.objects.filter(annotator=annotator, status=Assignment.Status.COMPLETED).values("item_id")
-        return items.filter(
-            Q(kind=Item.Kind.TRAP_IDENTICAL) | Q(kind=Item.Kind.TRAP_REPEAT, repeat_of_id__in=rated)
-        ).order_by("public_id")
-    live = (
-        Assignment.objects.filter(_live_q(now), item=OuterRef("pk")).values("item").annotate(n=Count("id")).values("n")
-    )
-    # Walk items in one fixed (random, since public ids are) order and stop at the first open
-    # ones: everybody works on the earliest open items, so items get completed one after the
-    # other, and the database reads only as far as it needs, not every item's count.
-    return (
-        items.filter(kind__in=[Item.Kind.NORMAL, Item.Kind.GOLD])
-        .annotate(live=Coalesce(Subquery(live, output_field=IntegerField()), Value(0)))
-        .filter(live__lt=study.overlap)
-        .order_by("public_id")
-    )
+def _trap_candidates(*, study: Study, annotator, now):
+    """Quality-control items the annotator holds no live assignment of (no overlap limit)."""
+    mine = Assignment.objects.filter(item=OuterRef("pk"), annotator=annotator).filter(_live_q(now))
+    # A repeated pair only makes sense to someone who rated the original.
+    rated = Assignment.objects.filter(annotator=annotator, status=Assignment.Status.COMPLETED).values("item_id")
+    return Item.objects.filter(study=study).exclude(Exists(mine)).filter(
+        Q(kind=Item.Kind.TRAP_IDENTICAL) | Q(kind=Item.Kind.TRAP_REPEAT, repeat_of_id__in=rated)
+    ).order_by("public_id")
+
+
+# Rated items (normal, gold) the annotator holds no live assignment of, with fewer than
+# ``overlap`` live assignments, in one fixed (random, since public ids are) order: everybody works
+# on the earliest open items, so items get completed one after the other, and the database reads
+# only as far as it needs, not every item's count. SQL, not the ORM: this runs on every ``next``
+# and building the equivalent queryset cost 4 ms of CPU a request (the annotator-load target is
+# p95 < 100 ms with 50 annotators on 2 cores).
+_OPEN_ITEMS_SQL = """
+SELECT i.* FROM {item} i
+WHERE i.study_id = %(study)s AND i.kind IN (%(normal)s, %(gold)s)
+  AND NOT EXISTS (
+      SELECT 1 FROM {assignment} m WHERE m.item_id = i.id AND m.annotator_id = %(me)s
+        AND (m.status = %(completed)s OR (m.status = %(reserved)s AND m.expires_at > %(now)s)))
+  AND (SELECT COUNT(*) FROM {assignment} a WHERE a.item_id = i.id
+        AND (a.status = %(completed)s OR (a.status = %(reserved)s AND a.expires_at > %(now)s))) < %(overlap)s
+ORDER BY i.public_id
+LIMIT %(limit)s {lock}
+"""
+# FOR NO KEY UPDATE: excludes other reservers of the row but not the key-share locks that
+# inserting ratings and assignments (foreign keys to the item) take; FOR UPDATE would make every
+# submit wait for, and be skipped by, concurrent reservations.
+_LOCKS = {"skip": "FOR NO KEY UPDATE OF i SKIP LOCKED", "wait": "FOR NO KEY UPDATE OF i", "none": ""}
+
+
+def _open_items(*, study: Study, annotator, now, limit: int, lock: str) -> list[Item]:
+    """The first ``limit`` items open to the annotator, row-locked (``lock``: skip, wait or none)."""
+    if not connection.features.has_select_for_update_skip_locked:
+        lock = "none"  # SQLite locks the whole database for a write transaction; nothing to skip
+    sql = _OPEN_ITEMS_SQL.format(item=Item._meta.db_table, assignment=Assignment._meta.db_table, lock=_LOCKS[lock])
+    params = {
+        "study": study.pk, "me": annotator.pk, "now": now, "overlap": study.overlap, "limit": limit,
+        "normal": Item.Kind.NORMAL.value, "gold": Item.Kind.GOLD.value,
+        "completed": Assignment.Status.COMPLETED.value, "reserved": Assignment.Status.RESERVED.value,
+    }
+    return list(Item.objects.raw(sql, params))
 
 
 def _lock(qs, *, skip_locked: bool, limit: int):
     if connection.features.has_select_for_update_skip_locked:
-        # FOR NO KEY UPDATE: excludes other reservers of the row but not the key-share locks that
-        # inserting ratings and assignments (foreign keys to the item) take; FOR UPDATE would make
-        # every submit wait for, and be skipped by, concurrent reservations.
         return list(qs.select_for_update(skip_locked=skip_locked, of=("self",), no_key=True)[:limit])
-    # SQLite locks the whole database for a write transaction; nothing to skip.
     return list(qs[:limit])
 
 
@@ -552,12 +568,15 @@ def _assignment_next_once(*, study: Study, annotator) -> tuple[Assignment | None
 
     chosen, others = None, []
     for traps in ([True, False] if _trap_due(study=study, done_kinds=[r[2] for r in completed]) else [False]):
-        qs = _candidates(study=study, annotator=annotator, now=now, traps=traps)
-        locked = _lock(qs, skip_locked=True, limit=CANDIDATES_LOCKED)
-        if not locked and not traps and qs.exists():
-            # Every open item is locked by someone else this instant: wait for one rather
-            # than tell the annotator the study is done.
-            locked = _lock(qs, skip_locked=False, limit=1)
+        if traps:
+            locked = _lock(_trap_candidates(study=study, annotator=annotator, now=now), skip_locked=True,
+                           limit=CANDIDATES_LOCKED)
+        else:
+            locked = _open_items(study=study, annotator=annotator, now=now, limit=CANDIDATES_LOCKED, lock="skip")
+            if not locked and _open_items(study=study, annotator=annotator, now=now, limit=1, lock="none"):
+                # Every open item is locked by someone else this instant: wait for one rather
+                # than tell the annotator the study is done.
+                locked = _open_items(study=study, annotator=annotator, now=now, limit=1, lock="wait")
         if not locked:
             continue
         # Re-count under the lock: the candidate query's snapshot may predate a commit.
@@ -587,7 +606,7 @@ def _assignment_next_once(*, study: Study, annotator) -> tuple[Assignment | None
         if chosen is not None:
             break
     if chosen is None:
-        retry = _candidates(study=study, annotator=annotator, now=now, traps=False).exists()
+        retry = bool(_open_items(study=study, annotator=annotator, now=now, limit=1, lock="none"))
         return None, retry
 
     chosen.study = study  # the payload needs it; saves a query

@@ -179,6 +179,7 @@ class Annotator(threading.Thread):
         self.errors_seen = self.retries = self.submits = 0
         self.error: str | None = None
         self.rng = random.Random(name)
+        self.trace: list[tuple[float, str, float]] = []  # (start, request, ms) for --trace
         self.backoff_rng = random.Random(f"{name}-backoff")  # keeps the answers' sequence independent of errors
 
     def request(self, client, method: str, url: str, **kw):
@@ -191,6 +192,7 @@ class Annotator(threading.Thread):
                 response = None
             if response is not None and response.status_code < 500:
                 self.latencies.append((time.perf_counter() - t0) * 1000)
+                self.trace.append((t0, "next" if url.endswith("/next/") else "submit", self.latencies[-1]))
                 return response
             self.errors_seen += 1
             self.retries += 1
@@ -206,6 +208,11 @@ class Annotator(threading.Thread):
 
         try:
             with httpx.Client(base_url=self.base, timeout=30, headers={"Authorization": f"Token {self.token}"}) as client:
+                # Not measured: warm the server up as a server in use is (every gunicorn worker has
+                # its database connection and has run the API's code paths once). Without it the
+                # first second of a run held requests of up to 4.5 s, a start-up cost, not load.
+                for _ in range(self.args.warmup):
+                    client.get("/api/studies/load/")
                 self.start_barrier.wait(timeout=600)
                 while not self.stop.is_set():
                     self.think()
@@ -239,6 +246,9 @@ def main() -> None:
                    help="seconds in; pg_ctl restart -m fast the database (0: never; implies --private-postgres)")
     p.add_argument("--private-postgres", action="store_true",
                    help="run on a throwaway PostgreSQL cluster made with initdb, not on DATABASE_URL's server")
+    p.add_argument("--warmup", type=int, default=2, help="unmeasured GET requests per annotator before the load starts")
+    p.add_argument("--trace", default=None, metavar="CSV",
+                   help="write every request (seconds since the start, next|submit, ms) to this CSV, to find stalls")
     p.add_argument("--timeout", type=float, default=0, help="stop the clients after this many seconds of load (0: never)")
     p.add_argument("--database", default="grag_bench_annotate")
     p.add_argument("--keep-database", action="store_true", help="leave the database on DATABASE_URL's server")
@@ -377,6 +387,9 @@ def main() -> None:
 
             with psycopg.connect(admin_url(server), autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+        if args.trace:
+            rows = sorted((start - t0, kind, ms) for c in clients for start, kind, ms in c.trace)
+            Path(args.trace).write_text("t_s,request,ms\n" + "".join(f"{t:.3f},{k},{ms:.1f}\n" for t, k, ms in rows))
         print(json.dumps(result))
     finally:
         if gunicorn is not None and gunicorn.poll() is None:

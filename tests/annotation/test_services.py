@@ -465,3 +465,12 @@ def test_progress_counts_done_reserved_and_only_the_items_still_open_to_the_anno
     # Items of another study never count.
     make_study(tmp_path, n=5, overlap=2, slug="elsewhere")
     assert selectors.annotator_progress(study=study, annotator=me) == {"done": 1, "total": 4}
+
+
+def test_progress_is_plain_integers_that_json_can_carry(tmp_path):
+    study = make_study(tmp_path, n=2, overlap=1)
+    (me,) = annotators(study, 1)
+    services.rating_submit(assignment=services.assignment_next(study=study, annotator=me), answers=answer_all())
+    progress = selectors.annotator_progress(study=study, annotator=me)
+    assert json.loads(json.dumps(progress)) == {"done": 1, "total": 2}
+    assert all(type(n) is int for n in progress.values())
