@@ -75,7 +75,7 @@ def add_generic(samples, mode: str, batch_size: int) -> dict:
             # must not pay for them again.
             cache.update({todo[i].key: t for i, t in zip(indices, texts)})
             cache_file.write_text(json.dumps(cache))
-            log(f"R_G: {len(cache)} of {len(samples)} generated")
+            log(f"R_G: {sum(s.key in cache for s in samples)} of {len(samples)} generated")
 
         # In chunks, in the order given (test samples first, then training samples in pick order),
         # so that an interrupted run leaves a usable prefix of samples with their R_G.
