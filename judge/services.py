@@ -51,23 +51,27 @@ def judge_run_create(
     study: Study,
     model_id: str,
     name: str | None = None,
-    prompt_version: str = DEFAULT_PROMPT_VERSION,
+    prompt_version: str | None = None,
     limit: int | None = None,
     settings: dict | None = None,
 ) -> JudgeRun:
     """Create a run, or return the existing run of that name when it is the same study, model and prompt.
 
     Returning the existing run is what makes ``run_judge`` resumable: running the same command again
-    continues where it stopped instead of duplicating the rater.
+    continues where it stopped instead of duplicating the rater. Without ``prompt_version``, an
+    existing run keeps its own (runs made before v2 became the default resume as v1) and a new
+    run gets the default.
     """
+    name = name or f"LLM-{study.slug}"
+    existing = JudgeRun.objects.filter(name=name).first()
+    if prompt_version is None:
+        prompt_version = existing.prompt_version if existing is not None else DEFAULT_PROMPT_VERSION
     try:
         template = prompt_template(prompt_version)
     except KeyError as exc:
         raise JudgeRunError(str(exc)) from None
     if limit is not None and limit < 1:
         raise JudgeRunError(f"limit must be a positive number of items, got {limit}.")
-    name = name or f"LLM-{study.slug}"
-    existing = JudgeRun.objects.filter(name=name).first()
     if existing is not None:
         if (existing.study_id, existing.model_id, existing.prompt_version) != (study.pk, model_id, prompt_version):
             raise JudgeRunError(

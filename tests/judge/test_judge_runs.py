@@ -259,3 +259,14 @@ def test_run_judge_on_two_systems_stored_responses_builds_a_judge_only_study_onc
         call_command("run_judge", "spc-judge", "--model", "smollm2", "--systems", "PostGRAG", "PreSFT(Hist)")
     with pytest.raises(CommandError, match="No system named 'nope'"):
         call_command("run_judge", "other", "--model", "smollm2", "--systems", "nope", "PostGRAG")
+
+
+def test_a_run_resumed_by_name_keeps_its_prompt_version_unless_another_is_asked_for(smollm2, spc_pairs):
+    from judge.services import JudgeRunError
+
+    study = study_make(spc_pairs[:1], slug="old-run")
+    old = judge_run_create(study=study, model_id="smollm2", name="LLM-old", prompt_version="v1")
+    assert judge_run_create(study=study, model_id="smollm2", name="LLM-old") == old  # resumes as v1
+    assert judge_run_create(study=study, model_id="smollm2", name="LLM-new").prompt_version == "v2"  # the default
+    with pytest.raises(JudgeRunError, match="prompt 'v1'"):
+        judge_run_create(study=study, model_id="smollm2", name="LLM-old", prompt_version="v2")

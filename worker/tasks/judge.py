@@ -16,7 +16,6 @@ def judge(job_id: int) -> dict:
     """
     from annotation.models import Study
     from judge.models import JudgeRun
-    from judge.prompts import DEFAULT_PROMPT_VERSION
     from judge.services import judge_default_model, judge_run_create, judge_run_execute
 
     with job_context(job_id) as handle:
@@ -26,7 +25,7 @@ def judge(job_id: int) -> dict:
         else:
             run = judge_run_create(
                 study=Study.objects.get(slug=params["study"]), model_id=params.get("model") or judge_default_model(),
-                name=params.get("name") or None, prompt_version=params.get("prompt_version") or DEFAULT_PROMPT_VERSION,
+                name=params.get("name") or None, prompt_version=params.get("prompt_version") or None,
                 limit=params.get("limit"),
             )
         handle.log(f"judge run {run.name}: model {run.model_id}, prompt {run.prompt_version}")

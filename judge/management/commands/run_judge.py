@@ -28,7 +28,8 @@ class Command(BaseCommand):
                             help="Judge model id or folder (default: Qwen/Qwen2.5-32B-Instruct with CUDA, else smollm2).")
         parser.add_argument("--name", default=None, help="Run name, which becomes the rater name (default LLM-<slug>).")
         parser.add_argument("--limit", type=int, default=None, help="Judge only the first N items.")
-        parser.add_argument("--prompt-version", default=DEFAULT_PROMPT_VERSION, choices=sorted(PROMPTS))
+        parser.add_argument("--prompt-version", default=None, choices=sorted(PROMPTS),
+                            help=f"Judge prompt (default {DEFAULT_PROMPT_VERSION}; a resumed run keeps its own).")
         parser.add_argument("--queue", action="store_true", help="Send the run to a worker instead of running it here.")
         parser.add_argument("--systems", nargs=2, metavar=("BASELINE", "CHALLENGER"), default=None,
                             help="Judge these two systems' stored responses: creates study SLUG from the samples both "
