@@ -39,6 +39,22 @@ def assignment_for_annotator(*, study: Study, annotator, public_id: str) -> Assi
     )
 
 
+def live_sql(alias: str) -> str:
+    """SQL twin of ``services._live_q``: assignment ``alias`` holds a slot (completed, or reserved and
+    not expired). For the hand-written statements on the annotator's hot path; its parameters
+    come from ``sql_params``."""
+    return f"({alias}.status = %(completed)s OR ({alias}.status = %(reserved)s AND {alias}.expires_at > %(now)s))"
+
+
+def sql_params(*, study: Study, annotator, now, **extra: Any) -> dict[str, Any]:
+    """The named parameters those statements share: ids, the time, and the enum values they test."""
+    return {
+        "study": study.pk, "me": annotator.pk, "now": now, "overlap": study.overlap,
+        "completed": Assignment.Status.COMPLETED.value, "reserved": Assignment.Status.RESERVED.value,
+        "normal": Item.Kind.NORMAL.value, "gold": Item.Kind.GOLD.value, **extra,
+    }
+
+
 _PROGRESS_SQL = """
 SELECT COALESCE(SUM(mine_done), 0), COALESCE(SUM(mine_reserved), 0),
        COUNT(*) FILTER (WHERE rated AND mine = 0 AND n < %(overlap)s)
@@ -48,12 +64,11 @@ FROM (
            COUNT(a.id) FILTER (WHERE a.annotator_id = %(me)s) AS mine,
            COUNT(a.id) FILTER (WHERE a.annotator_id = %(me)s AND a.status = %(completed)s) AS mine_done,
            COUNT(a.id) FILTER (WHERE a.annotator_id = %(me)s AND a.status = %(reserved)s) AS mine_reserved
-    FROM {item} i LEFT JOIN {assignment} a ON a.item_id = i.id
-         AND (a.status = %(completed)s OR (a.status = %(reserved)s AND a.expires_at > %(now)s))
+    FROM {item} i LEFT JOIN {assignment} a ON a.item_id = i.id AND {live_a}
     WHERE i.study_id = %(study)s
     GROUP BY i.id
 ) per_item
-"""
+""".format(item=Item._meta.db_table, assignment=Assignment._meta.db_table, live_a=live_sql("a"))
 
 
 def annotator_progress(*, study: Study, annotator) -> dict[str, int]:
@@ -64,14 +79,8 @@ def annotator_progress(*, study: Study, annotator) -> dict[str, int]:
     live assignments. One statement, not three ORM queries: it runs on every ``next`` and
     submit, the two requests of the annotator-load target (p95 < 100 ms with 50 annotators).
     """
-    sql = _PROGRESS_SQL.format(assignment=Assignment._meta.db_table, item=Item._meta.db_table)
-    params = {
-        "study": study.pk, "me": annotator.pk, "now": timezone.now(), "overlap": study.overlap,
-        "completed": Assignment.Status.COMPLETED.value, "reserved": Assignment.Status.RESERVED.value,
-        "normal": Item.Kind.NORMAL.value, "gold": Item.Kind.GOLD.value,
-    }
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_PROGRESS_SQL, sql_params(study=study, annotator=annotator, now=timezone.now()))
         # int(): PostgreSQL's SUM of counts is numeric (Decimal), which JSON payloads cannot carry.
         done, reserved, open_items = (int(n) for n in cursor.fetchone())
     return {"done": done, "total": done + reserved + open_items}

@@ -29,6 +29,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from .models import DEFAULT_QUESTIONS, Assignment, Item, Question, Rating, Study
+from .selectors import live_sql, sql_params
 
 User = get_user_model()
 
@@ -495,14 +496,11 @@ def _trap_candidates(*, study: Study, annotator, now):
 _OPEN_ITEMS_SQL = """
 SELECT i.* FROM {item} i
 WHERE i.study_id = %(study)s AND i.kind IN (%(normal)s, %(gold)s)
-  AND NOT EXISTS (
-      SELECT 1 FROM {assignment} m WHERE m.item_id = i.id AND m.annotator_id = %(me)s
-        AND (m.status = %(completed)s OR (m.status = %(reserved)s AND m.expires_at > %(now)s)))
-  AND (SELECT COUNT(*) FROM {assignment} a WHERE a.item_id = i.id
-        AND (a.status = %(completed)s OR (a.status = %(reserved)s AND a.expires_at > %(now)s))) < %(overlap)s
+  AND NOT EXISTS (SELECT 1 FROM {assignment} m WHERE m.item_id = i.id AND m.annotator_id = %(me)s AND {live_m})
+  AND (SELECT COUNT(*) FROM {assignment} a WHERE a.item_id = i.id AND {live_a}) < %(overlap)s
 ORDER BY i.public_id
-LIMIT %(limit)s {lock}
-"""
+LIMIT %(limit)s {{lock}}
+""".format(item=Item._meta.db_table, assignment=Assignment._meta.db_table, live_m=live_sql("m"), live_a=live_sql("a"))
 # FOR NO KEY UPDATE: excludes other reservers of the row but not the key-share locks that
 # inserting ratings and assignments (foreign keys to the item) take; FOR UPDATE would make every
 # submit wait for, and be skipped by, concurrent reservations.
@@ -513,18 +511,14 @@ def _open_items(*, study: Study, annotator, now, limit: int, lock: str) -> list[
     """The first ``limit`` items open to the annotator, row-locked (``lock``: skip, wait or none)."""
     if not connection.features.has_select_for_update_skip_locked:
         lock = "none"  # SQLite locks the whole database for a write transaction; nothing to skip
-    sql = _OPEN_ITEMS_SQL.format(item=Item._meta.db_table, assignment=Assignment._meta.db_table, lock=_LOCKS[lock])
-    params = {
-        "study": study.pk, "me": annotator.pk, "now": now, "overlap": study.overlap, "limit": limit,
-        "normal": Item.Kind.NORMAL.value, "gold": Item.Kind.GOLD.value,
-        "completed": Assignment.Status.COMPLETED.value, "reserved": Assignment.Status.RESERVED.value,
-    }
-    return list(Item.objects.raw(sql, params))
+    sql = _OPEN_ITEMS_SQL.format(lock=_LOCKS[lock])
+    return list(Item.objects.raw(sql, sql_params(study=study, annotator=annotator, now=now, limit=limit)))
 
 
-def _lock(qs, *, skip_locked: bool, limit: int):
+def _skip_locked(qs, *, limit: int) -> list:
+    """The first ``limit`` rows of ``qs`` that no other transaction holds, locked (see ``_LOCKS``)."""
     if connection.features.has_select_for_update_skip_locked:
-        return list(qs.select_for_update(skip_locked=skip_locked, of=("self",), no_key=True)[:limit])
+        return list(qs.select_for_update(skip_locked=True, of=("self",), no_key=True)[:limit])
     return list(qs[:limit])
 
 
@@ -569,8 +563,7 @@ def _assignment_next_once(*, study: Study, annotator) -> tuple[Assignment | None
     chosen, others = None, []
     for traps in ([True, False] if _trap_due(study=study, done_kinds=[r[2] for r in completed]) else [False]):
         if traps:
-            locked = _lock(_trap_candidates(study=study, annotator=annotator, now=now), skip_locked=True,
-                           limit=CANDIDATES_LOCKED)
+            locked = _skip_locked(_trap_candidates(study=study, annotator=annotator, now=now), limit=CANDIDATES_LOCKED)
         else:
             locked = _open_items(study=study, annotator=annotator, now=now, limit=CANDIDATES_LOCKED, lock="skip")
             if not locked and _open_items(study=study, annotator=annotator, now=now, limit=1, lock="none"):
