@@ -102,7 +102,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from annotation.models import DEFAULT_QUESTIONS
     from judge.devdata import spc_judge_pairs
-    from judge.prompts import DEFAULT_PROMPT_VERSION, PROMPT_V1, prompt_template
+    from judge.prompts import DEFAULT_PROMPT_VERSION, prompt_template
     from judge.scoring import encode_messages, score_prompt_groups
     from judge.services import judge_item_prompts
     from modeling.llm.loading import load_causal_lm, load_tokenizer
@@ -119,8 +119,11 @@ def main() -> None:
     load_seconds = time.monotonic() - t0
     ours_template = prompt_template(args.prompt_version or DEFAULT_PROMPT_VERSION)
     prompts = [judge_item_prompts(item=item, questions=questions, template=ours_template) for item in items]
-    naive_template = naive_explain_template() if args.naive_prompt == "explain" else PROMPT_V1
-    naive_prompts = [judge_item_prompts(item=item, questions=questions, template=naive_template) for item in items]
+    if args.naive_prompt == "explain":
+        naive_template = naive_explain_template()
+        naive_prompts = [judge_item_prompts(item=item, questions=questions, template=naive_template) for item in items]
+    else:  # the very prompts ours scores, generated instead
+        naive_template, naive_prompts = ours_template, prompts
     score_prompt_groups(model, tokenizer, [[encode_messages(tokenizer, m) for _, _, m in prompts[0][:2]]])  # warm up
 
     # The two ways alternate item by item, so that both see the same load on a shared CPU.
