@@ -78,7 +78,7 @@ class TransformersBackend(Backend):
     """A local causal LM, loaded once per process by ``loading.load_causal_lm``."""
 
     def __init__(self, model_id: str = SMOLLM2, *, device: str | None = None, quantization: str = "auto",
-                 cpu_threads: int | None = None, prefix_cache: bool = True):
+                 cpu_threads: int | None = None, prefix_cache: bool = True, prefill_rows: int | None = None):
         import torch
 
         self.model_id = model_id
@@ -87,6 +87,11 @@ class TransformersBackend(Backend):
         self.model = load_causal_lm(model_id, device=device, quantization=quantization)
         self.tokenizer = load_tokenizer(model_id)
         self.device = next(self.model.parameters()).device
+        # How many prompts of a batch share one prompt pass. On CPU a pass over a whole batch of
+        # 16 spends about a fifth of its work on pads and on activations too large for the cache;
+        # passes of 4 similar-length prompts, whose caches are then decoded together, took the
+        # prompt pass of llm_throughput's 64 prompts from 43 s to 35 s. A GPU wants one wide pass.
+        self.prefill_rows = prefill_rows if prefill_rows is not None else (4 if self.device.type == "cpu" else 0)
         # On a CPU shared with other busy processes, torch's OpenMP threads spin-wait on each
         # other and a forward pass gets >10x slower; LLM_CPU_THREADS=1 avoids that.
         threads = cpu_threads or int(os.environ.get("LLM_CPU_THREADS", "0") or 0)
@@ -122,59 +127,202 @@ class TransformersBackend(Backend):
         encoded = [self.encode(m) for m in prompts]
         if not encoded:
             return []
-        # The prompts of one call share their system prompt (and ICL demonstrations): encode that
-        # prefix once and start every batch from a copy of its key/value cache. On CPU the
-        # prompt pass, not decoding, dominates the cost of a short reply.
-        prefix = common_prefix_length(encoded) if self.prefix_cache else 0
-        prefix = min(prefix, min(len(ids) for ids in encoded) - 1)
-        prefix_cache = None
-        if prefix >= MIN_SHARED_PREFIX:
-            with torch.inference_mode():
-                out = self.model(input_ids=torch.tensor([encoded[0][:prefix]], device=self.device), use_cache=True)
-                prefix_cache = out.cache if "cache" in out else out.past_key_values
-        else:
-            prefix = 0
+        prefix, prefix_cache = self.shared_prefix(encoded)
         # Longest first: similar lengths share a batch (little padding), and a too-long batch
         # fails at the start rather than after an hour.
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         outputs: list[str] = [""] * len(encoded)
-        pad_id = self.tokenizer.pad_token_id
+        kwargs = {"max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample,
+                  "pad_token_id": self.tokenizer.pad_token_id, "repetition_penalty": settings.repetition_penalty}
+        if settings.do_sample:
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or None)
+        else:  # silence the model's own sampling defaults (SmolLM2 ships temperature/top_p)
+            kwargs.update(temperature=None, top_p=None, top_k=None)
         for start in range(0, len(order), batch_size):
             indices = order[start:start + batch_size]
-            suffixes = [encoded[i][prefix:] for i in indices]
-            width = max(len(ids) for ids in suffixes)
-            input_ids = torch.full((len(indices), prefix + width), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(indices), prefix + width), dtype=torch.long)
-            if prefix:
-                input_ids[:, :prefix] = torch.tensor(encoded[indices[0]][:prefix])
-                attention[:, :prefix] = 1
-            for row, ids in enumerate(suffixes):
-                # Pads go left of each prompt's own part, so every row ends at its last prompt
-                # token; positions come from the attention mask, so they skip the pads.
-                input_ids[row, prefix + width - len(ids):] = torch.tensor(ids)
-                attention[row, prefix + width - len(ids):] = 1
-            kwargs = {"max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample,
-                      "pad_token_id": pad_id, "repetition_penalty": settings.repetition_penalty}
-            if settings.do_sample:
-                kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or None)
-            else:  # silence the model's own sampling defaults (SmolLM2 ships temperature/top_p)
-                kwargs.update(temperature=None, top_p=None, top_k=None)
-            if prefix_cache is not None:
-                cache = copy.deepcopy(prefix_cache)
-                cache.batch_repeat_interleave(len(indices))
-                kwargs["cache"] = cache
+            input_ids, attention, cache = self.prompt_pass(
+                [encoded[i] for i in indices], prefix=prefix, prefix_cache=prefix_cache,
+                room=settings.max_new_tokens,
+            )
             torch.manual_seed(settings.seed)
             with torch.inference_mode():
-                generated = self.model.generate(
-                    input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device), **kwargs
-                )
-            new_tokens = generated[:, prefix + width:].cpu()
+                generated = self.model.generate(input_ids=input_ids, attention_mask=attention, cache=cache, **kwargs)
+            new_tokens = generated[:, input_ids.shape[1]:].cpu()
             texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             for i, text in zip(indices, texts):
                 outputs[i] = text
             if on_batch is not None:
                 on_batch(indices, texts)
         return outputs
+
+    def shared_prefix(self, encoded: Sequence[Sequence[int]]):
+        """(length, one-row key/value cache) of what all prompts of a call start with; (0, None) if little.
+
+        The prompts of one call share their system prompt (and ICL demonstrations): that prefix
+        is encoded once and every batch starts from a copy of its cache. On CPU the prompt pass,
+        not decoding, dominates the cost of a short reply.
+        """
+        import torch
+
+        prefix = common_prefix_length(encoded) if self.prefix_cache else 0
+        prefix = min(prefix, min(len(ids) for ids in encoded) - 1)  # every prompt keeps a token to encode
+        if prefix < MIN_SHARED_PREFIX:
+            return 0, None
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.tensor([list(encoded[0][:prefix])], device=self.device), use_cache=True)
+        return prefix, (out.cache if "cache" in out else out.past_key_values)
+
+    def prompt_pass(self, rows: Sequence[Sequence[int]], *, prefix: int, prefix_cache, room: int):
+        """Input ids, attention mask and key/value cache (with ``room`` free positions) for one batch.
+
+        Pads go left of each prompt's own part (after the shared prefix), so every row ends at its
+        last prompt token; positions come from the attention mask, so they skip the pads. Where
+        ``prefill_rows`` splits the batch, the cache already holds all but the last column.
+        """
+        import torch
+
+        suffixes = [list(ids[prefix:]) for ids in rows]
+        width = max(len(ids) for ids in suffixes)
+        input_ids = torch.full((len(rows), prefix + width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), prefix + width), dtype=torch.long)
+        if prefix:
+            input_ids[:, :prefix] = torch.tensor(list(rows[0][:prefix]))
+            attention[:, :prefix] = 1
+        for row, ids in enumerate(suffixes):
+            input_ids[row, prefix + width - len(ids):] = torch.tensor(ids)
+            attention[row, prefix + width - len(ids):] = 1
+        cache = reserved_cache(self.model.config, capacity=prefix + width + room, batch_size=len(rows),
+                               prefix=prefix_cache)
+        if 0 < self.prefill_rows < len(rows):
+            self._prefill_in_parts(cache, suffixes, prefix=prefix, width=width, prefix_cache=prefix_cache)
+        return input_ids.to(self.device), attention.to(self.device), cache
+
+    def _prefill_in_parts(self, cache, suffixes: list[list[int]], *, prefix: int, width: int, prefix_cache) -> None:
+        """Run the prompt pass of one batch ``prefill_rows`` prompts at a time, into ``cache``.
+
+        Every row is right-aligned (pads left of its own part), so the last column holds every
+        prompt's last token. The parts encode all but that column, each padded only to its own
+        longest prompt, and their keys/values are written into the batch's cache at the columns
+        the full batch would use; the pad columns in between are zero and masked. ``generate``
+        then finds ``prefix + width - 1`` positions cached and starts from the last column.
+        """
+        import torch
+
+        layers = cache.layers
+        for start in range(0, len(suffixes), self.prefill_rows):
+            part = suffixes[start:start + self.prefill_rows]
+            part_width = max(len(ids) for ids in part) - 1  # the last column is left to generate
+            rows = slice(start, start + len(part))
+            if part_width == 0:
+                continue
+            input_ids = torch.full((len(part), part_width), self.tokenizer.pad_token_id, dtype=torch.long)
+            attention = torch.zeros((len(part), prefix + part_width), dtype=torch.long)
+            attention[:, :prefix] = 1
+            for row, ids in enumerate(part):
+                input_ids[row, part_width - (len(ids) - 1):] = torch.tensor(ids[:-1], dtype=torch.long)
+                attention[row, prefix + part_width - (len(ids) - 1):] = 1
+            positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, prefix:]
+            part_cache = reserved_cache(self.model.config, capacity=prefix + part_width, batch_size=len(part),
+                                        prefix=prefix_cache)
+            with torch.inference_mode():
+                self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                           position_ids=positions.to(self.device), cache=part_cache, use_cache=True, logits_to_keep=1)
+            column = prefix + width - 1 - part_width
+            for layer, filled in zip(layers, part_cache.layers):
+                layer.write(rows, column, filled.keys[:, :, prefix:], filled.values[:, :, prefix:])
+        for layer in layers:
+            layer.set_length(prefix + width - 1)
+
+
+def reserved_cache(config, *, capacity: int, batch_size: int, prefix=None):
+    """A key/value cache for one generate call whose layers write into buffers of ``capacity`` positions.
+
+    ``prefix`` (a one-row cache of the shared prompt prefix) is copied into every row.
+    """
+    from transformers import DynamicCache
+
+    reserved_layer = _reserved_layer_class()
+    layers = [reserved_layer(capacity, batch_size) for _ in range(config.get_text_config(decoder=True).num_hidden_layers)]
+    if prefix is not None:
+        for layer, cached in zip(layers, prefix.layers):
+            layer.update(cached.keys.expand(batch_size, -1, -1, -1), cached.values.expand(batch_size, -1, -1, -1))
+    cache = DynamicCache()
+    cache.layers = layers
+    return cache
+
+
+@functools.cache
+def _reserved_layer_class():
+    # Built on first use: transformers is imported lazily (Django code imports this module).
+    from transformers.cache_utils import DynamicLayer
+
+    class ReservedLayer(DynamicLayer):
+        """A ``DynamicLayer`` that keeps its keys and values in a buffer reserved for the whole generation.
+
+        ``DynamicLayer`` appends every decoding step with ``torch.cat``, which copies the whole
+        cache each step: with 16 prompts of ~600 tokens on CPU that copying was a fifth of the
+        decode time (issue 6). Here a step writes its positions in place, and attention gets a
+        view of the filled part, so it still attends over exactly the real length. Anything that
+        replaces the tensors (beam reordering, ``batch_select_indices``) is adopted into a new
+        buffer on the next update.
+        """
+
+        def __init__(self, capacity: int, batch_size: int):
+            super().__init__()
+            self.capacity = capacity
+            self.batch_size = batch_size
+            self._key_buffer = self._value_buffer = None
+
+        def lazy_initialization(self, key_states, value_states) -> None:
+            super().lazy_initialization(key_states, value_states)
+            self._key_buffer = self._value_buffer = None
+
+        def _adopt(self, like_keys, like_values, batch: int, length: int, needed: int) -> None:
+            """New buffers for ``batch`` rows holding the first ``length`` positions of the current tensors."""
+            import torch
+
+            # Zeros, not empty: a prompt pass done in parts leaves pad columns unwritten, and a
+            # masked column must still hold a finite number (0 * NaN is NaN in attention).
+            room = max(self.capacity, needed)
+            heads, device = like_keys.shape[1], like_keys.device
+            keys = torch.zeros((batch, heads, room, like_keys.shape[-1]), dtype=like_keys.dtype, device=device)
+            values = torch.zeros((batch, heads, room, like_values.shape[-1]), dtype=like_values.dtype, device=device)
+            if length:
+                keys[:, :, :length] = self.keys[:, :, :length]
+                values[:, :, :length] = self.values[:, :, :length]
+            self._key_buffer, self._value_buffer = keys, values
+
+        def write(self, rows: slice, column: int, keys, values) -> None:
+            """Write keys/values of some rows at ``column`` (a prompt pass done in parts)."""
+            if not self.is_initialized:
+                self.lazy_initialization(keys, values)
+            if self._key_buffer is None:
+                self._adopt(keys, values, self.batch_size, 0, column + keys.shape[-2])
+            self._key_buffer[rows, :, column:column + keys.shape[-2]] = keys
+            self._value_buffer[rows, :, column:column + values.shape[-2]] = values
+
+        def set_length(self, length: int) -> None:
+            self.keys = self._key_buffer[:, :, :length]
+            self.values = self._value_buffer[:, :, :length]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            length = self.keys.shape[-2] if self.keys.dim() == 4 else 0
+            needed = length + key_states.shape[-2]
+            buffer = self._key_buffer
+            if (buffer is None or needed > buffer.shape[-2] or key_states.shape[0] != buffer.shape[0]
+                    or (length and self.keys.data_ptr() != buffer.data_ptr())):
+                # First update, or beam search / batch selection replaced the tensors: take the
+                # rows as they are now into a new buffer.
+                self._adopt(key_states, value_states, key_states.shape[0], length, needed)
+            self._key_buffer[:, :, length:needed] = key_states
+            self._value_buffer[:, :, length:needed] = value_states
+            self.keys = self._key_buffer[:, :, :needed]
+            self.values = self._value_buffer[:, :, :needed]
+            return self.keys, self.values
+
+    return ReservedLayer
 
 
 def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:

@@ -57,6 +57,67 @@ def test_batched_generation_matches_one_at_a_time_and_keeps_order(smollm2):
     assert len(set(batched)) > 1  # different histories, different answers
 
 
+def _next_token_logits(backend, rows):
+    """The model's logits for each prompt's next token, from the cache ``prompt_pass`` builds."""
+    import torch
+
+    prefix, prefix_cache = backend.shared_prefix(rows)
+    input_ids, attention, cache = backend.prompt_pass(rows, prefix=prefix, prefix_cache=prefix_cache, room=1)
+    cached = cache.get_seq_length()
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        out = backend.model(input_ids=input_ids[:, cached:], attention_mask=attention,
+                            position_ids=positions[:, cached:], cache=cache, logits_to_keep=1)
+    return out.logits[:, -1]
+
+
+@pytest.mark.parametrize("prefix_cache", [True, False], ids=["shared-prefix", "no-prefix"])
+def test_a_prompt_pass_in_parts_gives_what_one_pass_does(smollm2, prefix_cache):
+    # CPU batches encode their prompts a few at a time into one cache and decode together
+    # (prefill_rows); for prompts of very different lengths that must change nothing.
+    samples = list(_spc().samples.order_by("pk"))
+    template = augment_template("spc")
+    prompts = [template.messages(history=s.history) for s in samples[::2][:6]]
+    rows = sorted((smollm2.encode(p) for p in prompts), key=len, reverse=True)
+    assert len(rows[0]) - len(rows[-1]) > 100  # a real spread of pads between the parts
+    saved = smollm2.prefill_rows, smollm2.prefix_cache
+    try:
+        smollm2.prefix_cache = prefix_cache
+        smollm2.prefill_rows = 0
+        one_pass = smollm2.generate(prompts, settings=SHORT, batch_size=6)
+        one_pass_logits = _next_token_logits(smollm2, rows)
+        smollm2.prefill_rows = 2
+        in_parts = smollm2.generate(prompts, settings=SHORT, batch_size=6)
+        in_parts_logits = _next_token_logits(smollm2, rows)
+    finally:
+        smollm2.prefill_rows, smollm2.prefix_cache = saved
+    assert in_parts_logits.shape == (6, len(smollm2.tokenizer))
+    assert (in_parts_logits - one_pass_logits).abs().max().item() < 1e-3
+    assert all(text.strip() for text in in_parts)
+    assert in_parts == one_pass
+
+
+def test_reserved_cache_layers_hold_what_concatenation_would():
+    import torch
+
+    from modeling.llm.backends import reserved_cache
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(num_hidden_layers=1, num_key_value_heads=2, num_attention_heads=2, hidden_size=8)
+    cache = reserved_cache(config, capacity=4, batch_size=3)
+    layer = cache.layers[0]
+    chunks = [torch.randn(3, 2, n, 4) for n in (3, 1, 2)]  # the third overflows the reserved 4 positions
+    for chunk in chunks:
+        keys, values = layer.update(chunk, -chunk)
+    assert torch.equal(keys, torch.cat(chunks, dim=-2)) and torch.equal(values, -keys)
+    assert cache.get_seq_length() == 6
+    # Beam search and finished-row removal replace the tensors; the next step must keep the selection.
+    layer.batch_select_indices(torch.tensor([2, 0]))
+    step = torch.randn(2, 2, 1, 4)
+    keys, _ = layer.update(step, -step)
+    assert torch.equal(keys, torch.cat([torch.cat(chunks, dim=-2)[[2, 0]], step], dim=-2))
+
+
 def test_augment_stores_generic_responses_and_a_rerun_costs_nothing(smollm2):
     dataset = _spc()
     counting = CountingBackend(smollm2)
