@@ -162,6 +162,9 @@ def main() -> None:
         runs[label] = {"steps": summary["steps"], "train_s": round(train_s, 1), "generate_and_score_s": round(gen_s, 1),
                        "last_step_losses": {k: round(v, 4) for k, v in last.items() if k.startswith(("l_", "loss"))}}
         examples[label] = hyps[:3]
+        # Each method's row as soon as it exists: a large run takes hours, and one cut short
+        # should still leave the rows it finished.
+        log(f"{label}: {json.dumps({'table3': table[label], 'run': runs[label]})}")
         model.style.remove()
         del model, backbone
     print(json.dumps({
