@@ -6,7 +6,7 @@ greedy) through ``TransformersBackend`` one at a time and in batches of 8 and 16
 JSON line with each rate and the best batched rate over the one-at-a-time rate (target >= 4).
 
     .venv/bin/python benchmarks/llm_throughput.py [--prompts 64] [--single-prompts 64]
-        [--max-new-tokens 64] [--threads N]
+        [--max-new-tokens 64] [--threads N] [--model smollm2] [--quantization auto]
 
 ``--single-prompts`` times one-at-a-time generation on the first N prompts only (a rate, so it
 compares with the batched ones), for machines where 64 unbatched generations take too long.
@@ -55,6 +55,10 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
     parser.add_argument("--data", default=str(SPC_TEST))
+    parser.add_argument("--model", default="smollm2",
+                        help="model id or folder (on a GPU host e.g. meta-llama/Llama-3.1-8B-Instruct)")
+    parser.add_argument("--quantization", default="auto", choices=["auto", "4bit", "bf16", "none"],
+                        help="auto: 4-bit NF4 on CUDA for models other than smollm2, float32 on CPU")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -69,14 +73,15 @@ def main() -> None:
     prompts = [template.messages(history=h) for h in spc_histories(Path(args.data), args.prompts)]
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
     load_started = time.perf_counter()
-    backend = TransformersBackend("smollm2")
+    backend = TransformersBackend(args.model, quantization=args.quantization)
     load_seconds = time.perf_counter() - load_started
     backend.generate(prompts[:2], settings=GenerationSettings(max_new_tokens=4), batch_size=2)  # warm-up
 
     single = prompts[: args.single_prompts or len(prompts)]
     one_rps, one_s = rate(backend, single, settings, 1)
     result = {
-        "benchmark": "llm_throughput", "model": "smollm2", "device": str(backend.device),
+        "benchmark": "llm_throughput", "model": args.model, "quantization": args.quantization,
+        "device": str(backend.device),
         "threads": torch.get_num_threads(), "prompts": len(prompts), "single_prompts": len(single),
         "max_new_tokens": args.max_new_tokens, "load_s": round(load_seconds, 2),
         "one_at_a_time_rps": round(one_rps, 4), "one_at_a_time_s": round(one_s, 2),

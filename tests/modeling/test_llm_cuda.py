@@ -1,7 +1,8 @@
 """The CUDA paths of the LLM layer: 4-bit NF4 (bf16 compute, no double quantisation) and bf16.
 
 They need an NVIDIA GPU and are skipped without one (CI and the development machine have
-none); run them on a GPU host with ``pytest tests/modeling/test_llm_cuda.py``.
+none); run them on a GPU host with ``pytest -m cuda``; ``benchmarks/llm_throughput.py --model <id>`` times
+the same paths with a paper model.
 """
 import pytest
 
