@@ -24,6 +24,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from modeling.llm.backends import common_prefix_length
+
 from .prompts import OPTIONS
 
 # The surface forms of each option that count as that option's next token. A chat model may
@@ -142,19 +144,6 @@ def encode_messages(tokenizer, messages: Sequence[Mapping[str, str]]) -> list[in
     text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
     # The chat template already holds any special tokens the model needs (BOS, <|im_start|>).
     return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
-    """Length of the longest token prefix shared by all sequences."""
-    if not sequences:
-        return 0
-    n = min(len(s) for s in sequences)
-    first = sequences[0]
-    for i in range(n):
-        token = first[i]
-        if any(s[i] != token for s in sequences[1:]):
-            return i
-    return n
 
 
 def context_length(model) -> int | None:

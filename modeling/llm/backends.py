@@ -330,15 +330,16 @@ def _reserved_layer_class():
 
 
 def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
-    """How many leading tokens every sequence shares."""
+    """Length of the longest token prefix shared by all sequences (0 for none)."""
+    if not sequences:
+        return 0
+    n = min(len(s) for s in sequences)
     first = sequences[0]
-    length = min(len(s) for s in sequences)
-    for seq in sequences[1:]:
-        n = 0
-        while n < length and seq[n] == first[n]:
-            n += 1
-        length = n
-    return length
+    for i in range(n):
+        token = first[i]
+        if any(s[i] != token for s in sequences[1:]):
+            return i
+    return n
 
 
 class OpenAICompatibleBackend(Backend):
