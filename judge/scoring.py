@@ -24,7 +24,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from modeling.llm.backends import common_prefix_length
+from modeling.llm.backends import common_prefix_length, left_pad
 
 from .prompts import OPTIONS
 
@@ -266,16 +266,12 @@ def _score_with_prefix_cache(model, prompts: Sequence[Sequence[int]], option_ids
 
 def _score_full(model, prompts: Sequence[Sequence[int]], option_ids, max_batch: int, pad_id: int) -> list[Score]:
     """Whole prompts, batched by similar length with left padding, one forward pass each batch."""
-    import torch
-
     device = model.device
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
     scores: dict[int, Score] = {}
     for start in range(0, len(order), max_batch):
         idx = order[start:start + max_batch]
-        width = max(len(prompts[i]) for i in idx)
-        input_ids = torch.tensor([[pad_id] * (width - len(prompts[i])) + list(prompts[i]) for i in idx], device=device)
-        mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in idx], device=device)
+        input_ids, mask = (t.to(device) for t in left_pad([prompts[i] for i in idx], pad_id))
         # Positions count real tokens only, as in generate(), so padding does not shift them.
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=1).logits[:, -1]

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import torch
 
+from modeling.llm.backends import left_pad
 from modeling.progress import ProgressCallback, no_progress
 
 from .config import GRAGConfig
@@ -34,16 +35,6 @@ def generation_kwargs(config: GRAGConfig, tokenizer, *, decoding: str | None = N
     return kwargs
 
 
-def _left_pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-        mask[i, width - len(r):] = 1
-    return ids.to(device), mask.to(device)
-
-
 def _chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -65,7 +56,7 @@ def generate_batch(model: GRAGModel, builder: InputBuilder, samples: list[Dialog
             out = backbone.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
             new = out
         else:
-            ids, mask = _left_pad([f.context + [model.agent_token_id] for f in feats], builder.pad_id, device)
+            ids, mask = (t.to(device) for t in left_pad([f.context + [model.agent_token_id] for f in feats], builder.pad_id))
             out = backbone.generate(input_ids=ids, attention_mask=mask, **kwargs)
             new = out[:, ids.size(1):]
     else:
@@ -85,7 +76,7 @@ def generate_batch(model: GRAGModel, builder: InputBuilder, samples: list[Dialog
         else:
             # The prompt H + <agent> is re-encoded by generate; only <agent> and what follows
             # get S_P, as in training where H's cache was unstyled.
-            ids, mask = _left_pad([f.history + [model.agent_token_id] for f in feats], builder.pad_id, device)
+            ids, mask = (t.to(device) for t in left_pad([f.history + [model.agent_token_id] for f in feats], builder.pad_id))
             with model.style.applied(style, last_position_on_prefill=True):
                 out = backbone.generate(input_ids=ids, attention_mask=mask, **kwargs)
             new = out[:, ids.size(1):]

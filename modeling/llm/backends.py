@@ -186,15 +186,11 @@ class TransformersBackend(Backend):
         import torch
 
         suffixes = [list(ids[prefix:]) for ids in rows]
-        width = max(len(ids) for ids in suffixes)
-        input_ids = torch.full((len(rows), prefix + width), self.tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), prefix + width), dtype=torch.long)
-        if prefix:
-            input_ids[:, :prefix] = torch.tensor(list(rows[0][:prefix]))
-            attention[:, :prefix] = 1
-        for row, ids in enumerate(suffixes):
-            input_ids[row, prefix + width - len(ids):] = torch.tensor(ids)
-            attention[row, prefix + width - len(ids):] = 1
+        suffix_ids, suffix_mask = left_pad(suffixes, self.tokenizer.pad_token_id)
+        width = suffix_ids.shape[1]
+        input_ids = torch.cat([torch.tensor(list(rows[0][:prefix]), dtype=torch.long).expand(len(rows), prefix),
+                               suffix_ids], dim=1)
+        attention = torch.cat([torch.ones((len(rows), prefix), dtype=torch.long), suffix_mask], dim=1)
         cache = reserved_cache(self.model.config, capacity=prefix + width + room, batch_size=len(rows),
                                prefix=prefix_cache)
         if 0 < self.prefill_rows < len(rows):
@@ -215,16 +211,13 @@ class TransformersBackend(Backend):
         layers = cache.layers
         for start in range(0, len(suffixes), self.prefill_rows):
             part = suffixes[start:start + self.prefill_rows]
-            part_width = max(len(ids) for ids in part) - 1  # the last column is left to generate
+            # The last column is left to generate.
+            input_ids, part_mask = left_pad([ids[:-1] for ids in part], self.tokenizer.pad_token_id)
+            part_width = input_ids.shape[1]
             rows = slice(start, start + len(part))
             if part_width == 0:
                 continue
-            input_ids = torch.full((len(part), part_width), self.tokenizer.pad_token_id, dtype=torch.long)
-            attention = torch.zeros((len(part), prefix + part_width), dtype=torch.long)
-            attention[:, :prefix] = 1
-            for row, ids in enumerate(part):
-                input_ids[row, part_width - (len(ids) - 1):] = torch.tensor(ids[:-1], dtype=torch.long)
-                attention[row, prefix + part_width - (len(ids) - 1):] = 1
+            attention = torch.cat([torch.ones((len(part), prefix), dtype=torch.long), part_mask], dim=1)
             positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, prefix:]
             part_cache = reserved_cache(self.model.config, capacity=prefix + part_width, batch_size=len(part),
                                         prefix=prefix_cache)
@@ -236,6 +229,19 @@ class TransformersBackend(Backend):
                 layer.write(rows, column, filled.keys[:, :, prefix:], filled.values[:, :, prefix:])
         for layer in layers:
             layer.set_length(prefix + width - 1)
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int):
+    """(ids, attention mask) of token-id rows on CPU, pads on the left so every row ends in the last column."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, width - len(r):] = 1
+    return ids, mask
 
 
 def reserved_cache(config, *, capacity: int, batch_size: int, prefix=None):
