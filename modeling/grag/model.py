@@ -339,15 +339,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_backbone(config: GRAGConfig, *, path: str | None = None):
+def load_backbone(config: GRAGConfig, *, path: str | None = None, adapters: bool = True):
     """(backbone model, tokenizer with the tag tokens) for ``config.backbone`` or a saved folder.
+
+    With ``config.qlora`` the backbone is the 4-bit base with fresh LoRA adapters, or without
+    any (``adapters=False``) for load_model to attach the trained ones.
 
     Real backbones resolve through modeling.llm.loading.resolve_model, which raises
     ModelNotFound with instructions when the model is not on this machine (never downloads).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from modeling.llm.loading import load_tokenizer, resolve_model
+    from modeling.llm.loading import load_tokenizer, resolve_model, unquantised_source
 
     if path is None and config.backbone.startswith("tiny:"):
         tokenizer = copy.deepcopy(load_tokenizer(config.tokenizer))  # never mutate the shared one
@@ -357,14 +360,17 @@ def load_backbone(config: GRAGConfig, *, path: str | None = None):
             tokenizer.pad_token = "<|endoftext|>"
         add_tag_tokens(tokenizer)
         return _tiny_backbone(config.backbone, tokenizer), tokenizer
-    source = resolve_model(path or config.backbone)
+    device = resolve_device(config.device)
+    if config.qlora and device.type != "cuda":
+        raise ValueError("qlora needs a CUDA device (bitsandbytes 4-bit); set qlora=false on CPU.")
+    # QLoRA quantises float weights as they load, so never from a GGUF file (see unquantised_source).
+    source = (unquantised_source if config.qlora else resolve_model)(path or config.backbone)
     kwargs = source.from_pretrained_kwargs()
     tokenizer = AutoTokenizer.from_pretrained(source.path, **kwargs)
     hf_config = AutoConfig.from_pretrained(source.path, **kwargs)
     auto = AutoModelForSeq2SeqLM if hf_config.is_encoder_decoder else AutoModelForCausalLM
-    device = resolve_device(config.device)
     if config.qlora:
-        model = _load_qlora(config, auto, source.path, kwargs, tokenizer, device, hf_config)
+        model = _load_qlora(config, auto, source.path, kwargs, tokenizer, device, hf_config, adapters=adapters)
     else:
         model = auto.from_pretrained(source.path, dtype=torch.float32, **kwargs)
         if add_tag_tokens(tokenizer) or model.get_input_embeddings().num_embeddings < len(tokenizer):
@@ -373,15 +379,13 @@ def load_backbone(config: GRAGConfig, *, path: str | None = None):
     return model, tokenizer
 
 
-def _load_qlora(config, auto, path, kwargs, tokenizer, device, hf_config):
+def _load_qlora(config, auto, path, kwargs, tokenizer, device, hf_config, *, adapters: bool = True):
     """QLoRA (Dettmers et al. 2023; paper section 4.3.2): 4-bit NF4 base, bf16 compute, LoRA adapters.
 
-    Needs CUDA and bitsandbytes; not exercised by the CPU test suite.
+    Needs CUDA and bitsandbytes: tests/modeling/test_grag_cuda.py checks it on a GPU host.
     """
     if hf_config.is_encoder_decoder:
         raise ValueError("qlora is implemented for decoder-only backbones; train BART/T5 in full precision.")
-    if device.type != "cuda":
-        raise ValueError("qlora needs a CUDA device (bitsandbytes 4-bit); set qlora=false on CPU.")
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import BitsAndBytesConfig
 
@@ -390,6 +394,8 @@ def _load_qlora(config, auto, path, kwargs, tokenizer, device, hf_config):
     if add_tag_tokens(tokenizer) or model.get_input_embeddings().num_embeddings < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if not adapters:
+        return model
     tag_ids = tokenizer.convert_tokens_to_ids(["<user_persona>", "<agent_persona>", "<user>", AGENT])
     lora = LoraConfig(
         r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, target_modules="all-linear",
@@ -438,7 +444,7 @@ def load_model(directory: str | Path, *, device: str | None = None) -> tuple[GRA
     if config.qlora:
         from peft import PeftModel
 
-        base, tokenizer = load_backbone(config)
+        base, tokenizer = load_backbone(config, adapters=False)
         backbone = PeftModel.from_pretrained(base, str(directory / "backbone"))
         model = GRAGModel(backbone, config, agent_token_id=tokenizer.convert_tokens_to_ids(AGENT))
     else:

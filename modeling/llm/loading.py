@@ -118,6 +118,33 @@ def resolve_model(model_id: str) -> ModelSource:
         ) from exc
 
 
+def unquantised_source(model_id: str) -> ModelSource:
+    """resolve_model, but never a GGUF file: the float32 copy of the offline default, written now if missing.
+
+    bitsandbytes quantises float weights as they load. A GGUF file is already quantised (Q4_1) and
+    carries its own quantisation marker in the config, so 4-bit loads (the LLM layer's ``4bit``,
+    GRAG's QLoRA) start from the plain transformers copy instead.
+    """
+    source = resolve_model(model_id)
+    if not source.gguf_file:
+        return source
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with _load_lock:
+        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32, **source.from_pretrained_kwargs())
+        _write_smollm2_cache(model)
+        del model
+        source = resolve_model(model_id)
+    if source.gguf_file:
+        raise ModelNotFound(
+            f"{model_id!r} is only on this machine as a GGUF file, and its float32 copy could not be written "
+            f"under {smollm2_cache_dir()} (see the warning above); 4-bit loading needs that copy. "
+            f"Make MODELS_DIR ({models_dir()}) writable."
+        )
+    return source
+
+
 @functools.lru_cache(maxsize=4)
 def load_tokenizer(model_id: str):
     """The model's tokenizer, with a pad token and left padding for batched generation."""
@@ -154,6 +181,9 @@ def load_causal_lm(model_id: str, *, device: str | None = None, quantization: st
         if device.startswith("cuda") and quantization != "none":
             if quantization == "4bit" or (quantization == "auto" and not is_default):
                 from transformers import BitsAndBytesConfig
+
+                source = unquantised_source(model_id)
+                kwargs = dict(source.from_pretrained_kwargs())
 
                 # The paper's setting (section 4.3.1): 4-bit NF4 with bf16 compute and no double
                 # quantisation. bitsandbytes >= 0.50 runs batched 4-bit matmuls without

@@ -315,6 +315,9 @@ def test_a_missing_backbone_fails_at_once_with_how_to_provide_it():
         build_model(GRAGConfig(method="postgrag", backbone="facebook/bart-nonexistent"))
     with pytest.raises(ValueError, match="Unknown method 'grag'"):
         GRAGConfig(method="grag")
+    # QLoRA is 4-bit bitsandbytes: refused on CPU before any weight is read.
+    with pytest.raises(ValueError, match="qlora needs a CUDA device"):
+        build_model(GRAGConfig(method="postgrag", backbone="facebook/bart-nonexistent", qlora=True, device="cpu"))
 
 
 def test_sweep_covers_the_papers_grid_or_a_subset():

@@ -1,5 +1,6 @@
 """Real generation with the offline default model (SmolLM2-135M-Instruct), loaded once for the module."""
 import json
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -116,6 +117,26 @@ def test_reserved_cache_layers_hold_what_concatenation_would():
     step = torch.randn(2, 2, 1, 4)
     keys, _ = layer.update(step, -step)
     assert torch.equal(keys, torch.cat([torch.cat(chunks, dim=-2)[[2, 0]], step], dim=-2))
+
+
+def test_4bit_loads_start_from_a_float32_copy_of_the_gguf(smollm2, monkeypatch, tmp_path):
+    # bitsandbytes quantises float weights as they load, so a GGUF (already Q4_1, with its own
+    # quantisation marker) must not reach it: unquantised_source writes and returns the plain copy.
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from modeling.llm.loading import resolve_model, unquantised_source
+
+    monkeypatch.setenv("MODELS_DIR", str(tmp_path))
+    assert resolve_model("smollm2").gguf_file  # nothing cached in this MODELS_DIR yet
+    source = unquantised_source("smollm2")
+    assert source.gguf_file is None and Path(source.path).parent == tmp_path / ".cache"
+    config = json.loads((Path(source.path) / "config.json").read_text())
+    assert "quantization_config" not in config and config["torch_dtype"] == "float32"
+    copy = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32)
+    for name in ("model.embed_tokens.weight", "model.layers.29.mlp.down_proj.weight"):
+        assert torch.equal(copy.get_parameter(name), smollm2.model.get_parameter(name)), name
+    assert unquantised_source("smollm2") == source  # a second call reads the copy
 
 
 def test_augment_stores_generic_responses_and_a_rerun_costs_nothing(smollm2):
