@@ -62,8 +62,10 @@ class GRAGModel(nn.Module):
         if self.is_encoder_decoder:
             return self.backbone.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state, None
         out = self._decoder_stack()(input_ids=ids, attention_mask=mask, use_cache=use_cache)
-        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-        return out.last_hidden_state, (cache if use_cache else None)
+        if not use_cache:
+            return out.last_hidden_state, None
+        # transformers 5 names it cache; reading past_key_values there only warns that it is deprecated.
+        return out.last_hidden_state, (out.cache if "cache" in out else out.past_key_values)
 
     def encode_segments(self, segments: dict[str, tuple[torch.Tensor, torch.Tensor]], *, cache_for: set[str] = frozenset()):
         """Encode several segments with as few encoder calls as padding allows.
