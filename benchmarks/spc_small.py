@@ -80,11 +80,11 @@ def add_generic(samples, mode: str, batch_size: int) -> dict:
         # In chunks, in the order given (test samples first, then training samples in pick order),
         # so that an interrupted run leaves a usable prefix of samples with their R_G.
         chunk = 16 * batch_size
-        for start in range(0, len(todo), chunk):
-            part = todo[start:start + chunk]
+        for first in range(0, len(todo), chunk):
+            part = todo[first:first + chunk]
             backend.generate([template.messages(history=s.history) for s in part],
                              settings=GenerationSettings(max_new_tokens=32), batch_size=batch_size,
-                             on_batch=lambda indices, texts, base=start: keep([base + i for i in indices], texts))
+                             on_batch=lambda indices, texts, base=first: keep([base + i for i in indices], texts))
     texts = [cache[s.key] for s in samples]
     empty = 0
     for s, raw in zip(samples, texts):
