@@ -12,35 +12,15 @@ torch = pytest.importorskip("torch")
 
 from modeling.grag.config import GRAGConfig  # noqa: E402
 from modeling.grag.generate import generate_responses, score_reference  # noqa: E402
-from modeling.grag.inputs import DialogueSample  # noqa: E402
 from modeling.grag.model import build_model, load_model  # noqa: E402
 from modeling.grag.train import train  # noqa: E402
+from tests.modeling.test_grag_core import COOK, RUN  # noqa: E402  (the same two dialogues as the CPU tests)
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.cuda,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (QLoRA and bf16 training)"),
 ]
-
-RUN = DialogueSample(
-    history=[
-        {"role": "user", "text": "Hi! How are you today?"},
-        {"role": "agent", "text": "Great, I just got back from a long run."},
-        {"role": "user", "text": "Nice, do you run often?"},
-    ],
-    reference="Every morning! I am training for a marathon with my dog Max.",
-    generic_response="Yes, I run regularly.",
-    agent_persona="I love running. I have a dog named Max.",
-    user_persona="I am a teacher.",
-    key="cuda/train/1/3",
-)
-COOK = DialogueSample(
-    history=[{"role": "user", "text": "What do you like to cook?"}],
-    reference="Vegan pasta, always with lots of garlic.",
-    generic_response="I cook many different things.",
-    agent_persona="I am vegan. I love garlic.",
-    key="cuda/train/2/1",
-)
 
 
 def test_qlora_postgrag_trains_only_the_adapters_and_reloads_to_the_same_model(tmp_path):
