@@ -120,7 +120,7 @@ def study_giveaways(*, study) -> list[dict[str, Any]]:
     """
     names = study_system_names(study=study)
     rows: list[dict[str, Any]] = []
-    # What annotators read besides the items: the README tells staff never to put system names here.
+    # What annotators read besides the items: docs/annotation.md tells staff never to put system names here.
     study_texts = {"slug": study.slug, "title": study.title, "instructions": study.instructions}
     study_texts.update({f"question {q.key}": f"{q.label}\n{q.text}" for q in study.questions.all()})
     for field, text in study_texts.items():
