@@ -16,9 +16,10 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from common.permissions import IsStaff
+
 from . import selectors, services
 from .models import Study
-from .permissions import IsStaff
 from .serializers import (
     AnnotatorAddSerializer,
     AnnotatorQualitySerializer,

@@ -96,8 +96,7 @@ def pipeline_create(*, plan: PipelinePlan, user=None) -> tuple[Job, list[Job]]:
 def pipeline_canvas(*, parent: Job, children: list[Job]):
     """The Celery chain: start marker, each stage, finish marker; a failure marks the pipeline failed."""
     from celery import chain
-
-    from grag_site.celery import app
+    from celery import current_app as app
 
     steps = [app.signature("worker.pipeline_start", args=[parent.pk], immutable=True)]
     steps += [app.signature(task_for_kind(child.kind), args=[child.pk], immutable=True) for child in children]

@@ -113,8 +113,9 @@ class Command(BaseCommand):
 
     def _run_foreground(self, plan: PipelinePlan, admin: User) -> dict:
         """Run every stage in this process, in order, through the same tasks a worker runs."""
+        from celery import current_app as app
+
         import worker.tasks  # noqa: F401  (registers every stage's task in this process)
-        from grag_site.celery import app
         from worker.registry import task_for_kind
 
         started = time.monotonic()
