@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django.utils.text import slugify
 
+from modeling.grag.config import DEFAULTS as GRAG_DEFAULTS
+
 from .models import Job
 from .registry import task_for_kind
 
@@ -33,9 +35,9 @@ class PipelinePlan:
     eval_limit: int | None = 12
     max_steps: int | None = 8
     batch_size: int = 4
-    lr: float = 1e-4
-    alpha: float = 0.5
-    beta: float = 1e-2
+    lr: float = GRAG_DEFAULTS.lr
+    alpha: float = GRAG_DEFAULTS.alpha
+    beta: float = GRAG_DEFAULTS.beta
     study_slug: str = ""
     overlap: int = 3
     seed: int = 0
