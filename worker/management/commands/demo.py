@@ -20,6 +20,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 
+from common.processes import stop_process_group
 from worker.models import Job
 from worker.pipeline import PipelinePlan, pipeline_create, pipeline_launch
 
@@ -159,6 +160,10 @@ class Command(BaseCommand):
         }
 
     def _serve(self, plan: PipelinePlan, admin: User, logins: dict, port: int) -> None:
+        # SIGTERM (and SIGHUP: a closed terminal) stop the demo like Ctrl-C, so the `finally` below stops the
+        # worker and the server it started instead of leaving them holding port 8000. `make` passes its SIGTERM on.
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _interrupt)
         root = Path(settings.BASE_DIR)
         env = dict(os.environ)
         worker = subprocess.Popen(
@@ -178,7 +183,7 @@ class Command(BaseCommand):
             f"  admin login: admin / {DEMO_PASSWORD}\n"
             f"  annotators (study '{plan.slug()}' once created): "
             + ", ".join(f"{u} / {p}" for u, p in logins.items() if u != "admin")
-            + f"\n  worker log: var/demo-worker.log\nPress Ctrl-C to stop.\n"
+            + "\n  worker log: var/demo-worker.log\nPress Ctrl-C to stop.\n"
         )
         try:
             while worker.poll() is None and web.poll() is None:
@@ -190,13 +195,8 @@ class Command(BaseCommand):
         finally:
             self.stdout.write("Stopping the web server and the worker…")
             for proc in (web, worker):
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGTERM)
-            for proc in (web, worker):
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    # A solo-pool worker finishes its current task before a warm shutdown; the
-                    # task is acknowledged late, so killing it now means it is redelivered next time.
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                stop_process_group(proc, timeout=10)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
