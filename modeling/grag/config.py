@@ -112,11 +112,11 @@ class GRAGConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GRAGConfig":
+    def from_dict(cls, data: dict) -> GRAGConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names and v is not None})
 
-    def replace(self, **changes) -> "GRAGConfig":
+    def replace(self, **changes) -> GRAGConfig:
         return dataclasses.replace(self, **changes)
 
 
