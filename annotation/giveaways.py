@@ -75,9 +75,7 @@ LOOP_COPIES = 3  # a sentence, or a run of words, repeated this many times in a 
 LOOP_MIN_WORDS = 6  # ... covering at least this many words ("no no no" is speech, not a loop)
 LONG_UNPUNCTUATED = 20  # words: a reply this long ending in a letter was most likely cut by a length limit
 # Words a finished English sentence does not end on: a reply ending on one was cut off.
-_DANGLING = frozenset(
-    "a an the and or but because than my your our their".split()
-)
+_DANGLING = frozenset({"a", "an", "the", "and", "or", "but", "because", "than", "my", "your", "our", "their"})
 _SENTENCES = re.compile(r"[^.!?。！？\n]+")
 _WORD = re.compile(r"\w+(?:['’]\w+)*")
 
@@ -122,7 +120,7 @@ def _is_loop(text: str, words: list[str]) -> bool:
             if counts[sentence] >= LOOP_COPIES:
                 return True
     for size in range(1, 11):
-        for start in range(0, len(words) - size * LOOP_COPIES + 1):
+        for start in range(len(words) - size * LOOP_COPIES + 1):
             unit = words[start:start + size]
             copies = 1
             while words[start + copies * size:start + (copies + 1) * size] == unit:

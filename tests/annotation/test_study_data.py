@@ -22,7 +22,7 @@ from django.urls import reverse
 from annotation import services
 from annotation.keys import key_normalise
 from annotation.models import Assignment, Item, Rating, Study
-from annotation.services import Answer, StudyFileError
+from annotation.services import StudyFileError
 from tests.fixtures.degenerate import CORPUS, FLAGGED, ORDINARY
 
 pytestmark = pytest.mark.django_db
@@ -112,7 +112,6 @@ def test_two_spellings_of_one_key_in_a_study_file_are_one_key(tmp_path):
 
 
 def test_the_staff_api_creates_items_with_the_same_key_rule(client):
-    from django.contrib.auth.models import User
 
     staff = User.objects.create_user("staff", password="pw-staff-1", is_staff=True)
     client.force_login(staff)
@@ -146,7 +145,7 @@ def _response_sections(html: str) -> dict[str, str]:
     """The inner HTML of the Response A and Response B cards, heading left out."""
     out = {}
     for side in "ab":
-        m = re.search(rf'<h2 id="response-{side}-h">Response {side.upper()}</h2>(.*?)</section>', html, re.S)
+        m = re.search(rf'<h2 id="response-{side}-h">Response {side.upper()}</h2>(.*?)</section>', html, re.DOTALL)
         assert m, html
         out[side.upper()] = m.group(1).strip()
     return out

@@ -10,7 +10,16 @@ from django.core.management import CommandError
 
 from modeling.importers import PARSERS
 from modeling.models import Conversation, Dataset, Sample
-from tests.modeling.test_import_formats import ED_HEADER, ED_ROWS, PFG_INFO, SPC_HEADER, SPC_GOOD, pfg_folder, run_import, write
+from tests.modeling.test_import_formats import (
+    ED_HEADER,
+    ED_ROWS,
+    PFG_INFO,
+    SPC_GOOD,
+    SPC_HEADER,
+    pfg_folder,
+    run_import,
+    write,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -47,8 +56,8 @@ CASES = [
     ("convai2", "valid_x.txt", "1 your persona: i sail.\n2 hi\thello\t\tbye|see you\n", 2, ["'hello'", "2 candidates"]),
     ("convai2", "valid_x.txt", "1 your persona: i sail.\n2 hi\thello\t\thello|bye\textra\n", 2, ["5 tab-separated"]),
     # jsonl names every field, so a value in the wrong field is a type error on its line.
-    ("jsonl", "j.jsonl", '{"id": "a", "turns": [{"role": "user", "text": "hi"}]}\n'
-     '{"id": "b", "agent_persona": {"text": "hi"}, "turns": []}\n', 2, ["'agent_persona' must be a string"]),
+    ("jsonl", "j.jsonl", ('{"id": "a", "turns": [{"role": "user", "text": "hi"}]}\n'
+                          '{"id": "b", "agent_persona": {"text": "hi"}, "turns": []}\n'), 2, ["'agent_persona' must be a string"]),
     ("jsonl", "j.jsonl", '{"id": "a", "turns": [{"role": "user", "text": "hi", "generic": 3}]}\n', 1,
      ["turns[0].generic must be a string"]),
 ]
