@@ -271,6 +271,11 @@ def test_the_pipeline_and_the_study_job_name_their_study_neutrally(db):
     form = StudyForm(data={"slug": "spc-postgrag-eval", "baseline": base.name, "challenger": chal.name, "split": "test",
                            "overlap": 3, "seed": 0})
     assert not form.is_valid() and "names 'spc-postgrag'" in form.errors["slug"][0]
+    from worker.forms import PipelineForm
+
+    pipeline = PipelineForm(data={"dataset": "spc", "methods": ["presft_hist", "postgrag"], "study_slug": "presft-hist-study"})
+    assert not pipeline.is_valid() and "names 'presft hist'" in pipeline.errors["study_slug"][0]
+    assert "study_slug" not in PipelineForm(data={"dataset": "spc", "study_slug": "spring-eval"}).errors
 
 
 def test_annotators_of_a_closed_study_see_that_it_is_being_prepared(tmp_path, client):
