@@ -149,7 +149,7 @@ class MetricsForm(LaunchForm):
 
 
 class StudyForm(LaunchForm):
-    slug = forms.SlugField()
+    slug = forms.SlugField(required=False, help_text="Annotators see it: leave empty for a neutral one.")
     baseline = SystemChoice()
     challenger = SystemChoice()
     split = forms.ChoiceField(choices=SPLITS)
@@ -163,6 +163,14 @@ class StudyForm(LaunchForm):
             self.add_error("challenger", "The challenger must differ from the baseline.")
         if data.get("slug") and Study.objects.filter(slug=data["slug"]).exists():
             self.add_error("slug", f"A study {data['slug']!r} exists already.")
+        if data.get("slug") and data.get("baseline") and data.get("challenger"):
+            from annotation.services import study_names_check, study_system_words
+
+            try:
+                study_names_check(texts={"slug": data["slug"]},
+                                  words=study_system_words(systems=[data["baseline"], data["challenger"]]))
+            except ValueError as exc:
+                self.add_error("slug", str(exc))
         return data
 
 
@@ -207,7 +215,7 @@ class PipelineForm(LaunchForm):
     lr = config_field("lr")
     alpha = config_field("alpha")
     beta = config_field("beta")
-    study_slug = forms.SlugField(required=False)
+    study_slug = forms.SlugField(required=False, help_text="Annotators see it: leave empty for a neutral one.")
     overlap = forms.IntegerField(min_value=1, max_value=10, initial=3)
     seed = forms.IntegerField(initial=0)
     augment = forms.BooleanField(required=False, initial=True)
@@ -222,6 +230,15 @@ class PipelineForm(LaunchForm):
         if data.get("baseline") and data.get("baseline") == data.get("challenger"):
             self.add_error("challenger", "The challenger must differ from the baseline.")
         check_config(self, data)
+        if data.get("study_slug") and data.get("dataset"):
+            from annotation.services import study_names_check, study_system_words
+
+            dataset = getattr(data["dataset"], "name", data["dataset"])
+            try:
+                study_names_check(texts={"study_slug": data["study_slug"]}, words=study_system_words(
+                    names=[slugify(f"{dataset}-{m}") for m in methods]))
+            except ValueError as exc:
+                self.add_error("study_slug", str(exc))
         return data
 
     def plan(self):

@@ -3,7 +3,7 @@
 dataset -> augment (R_G) -> train each chosen method -> generate -> metrics -> study of
 baseline vs challenger -> judge. Each stage is a child Job, so the admin watches every stage's
 progress; the stages run as a chain of immutable signatures, each taking its own job id.
-Names are fixed up front (systems "<prefix><method>", study slug), so a stage finds what the
+Names are fixed up front (systems "<prefix><method>", a neutral study slug), so a stage finds what the
 previous one produced without passing results through the broker.
 """
 from dataclasses import dataclass, field
@@ -48,7 +48,13 @@ class PipelinePlan:
         return slugify(f"{self.dataset}-{method}")
 
     def slug(self) -> str:
-        return self.study_slug or slugify(f"{self.dataset}-{self.baseline}-vs-{self.challenger}")
+        """The study's slug: the one given, or a neutral one (annotators see it, so it never names
+        a method, system or model); fixed by the plan so the judge stage finds the study."""
+        from annotation.services import study_neutral_slug
+
+        return self.study_slug or study_neutral_slug(
+            "pipeline", self.dataset, self.baseline, self.challenger, self.eval_split, self.eval_limit, self.seed
+        )
 
     def stages(self) -> list[tuple[str, dict]]:
         """(job kind, job params) for each stage, in order."""

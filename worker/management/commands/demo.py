@@ -155,7 +155,9 @@ class Command(BaseCommand):
             "systems": sorted(s.name for s in systems),
             "responses": {s.name: s.responses.count() for s in systems},
             "metrics": metrics,
-            "study": {"slug": study.slug, "items": study.items.count()} if study else None,
+            # A generated study opens only when its giveaway and degenerate checks flag nothing.
+            "study": {"slug": study.slug, "items": study.items.count(), "open": study.is_open,
+                      "check": study.meta.get("check", {})} if study else None,
             "judge_ratings": Rating.objects.filter(item__study=study, rater_kind="llm").count() if study else 0,
         }
 
@@ -181,7 +183,8 @@ class Command(BaseCommand):
             f"\nGRAG demo running at {url}\n"
             f"  watch the pipeline: {url}/jobs/{parent.pk}/\n"
             f"  admin login: admin / {DEMO_PASSWORD}\n"
-            f"  annotators (study '{plan.slug()}' once created): "
+            f"  annotators (study '{plan.slug()}' once created; it stays closed while its check flags responses,\n"
+            f"  staff open it on its page after review): "
             + ", ".join(f"{u} / {p}" for u, p in logins.items() if u != "admin")
             + "\n  worker log: var/demo-worker.log\nPress Ctrl-C to stop.\n"
         )
