@@ -104,3 +104,8 @@ def report_manifest(*, study: Study, ratings: pd.DataFrame, min_confidence: int)
         ],
         "software": {package: _version(package) for package in PACKAGES},
     }
+
+
+def judge_runs_of(*, study: Study) -> list[JudgeRun]:
+    """The study's judge runs, oldest first: the one place the report reads the judge app (moves with it, issue 18)."""
+    return list(JudgeRun.objects.filter(study=study).order_by("created_at", "name"))
