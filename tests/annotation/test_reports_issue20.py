@@ -251,3 +251,26 @@ def test_plan_study_command_prints_the_plan(capsys):
     call_command("plan_study", "--gap", "0.2", "--tie-share", "0.6", "--json")
     plan = json.loads(capsys.readouterr().out)
     assert plan == study_plan(gap=0.2, tie_share=0.6)
+
+
+@pytest.mark.django_db
+def test_planner_page_and_manage_page_helper(client):
+    from django.contrib.auth.models import User
+    from django.urls import reverse
+
+    url = reverse("annotation:study_plan")
+    query = {"gap": "0.2", "tie_share": "0.6", "overlap": "3", "labelled_share": "0.9", "items_per_rater": "200"}
+    assert client.get(url, query).status_code == 302  # staff only
+    client.force_login(User.objects.create_user("boss", password="pw", is_staff=True))
+    plan = study_plan(gap=0.2, tie_share=0.6)
+    body = client.get(url, query).content.decode()
+    assert f"{plan['items']} items" in body and f"{plan['raters']} raters" in body and "<html" in body
+    fragment = client.get(url, query, headers={"HX-Request": "true"}).content.decode()
+    assert f"{plan['items']} items" in fragment and "<html" not in fragment
+    bad = client.get(url, {**query, "tie_share": "1.5"})
+    assert bad.status_code == 400 and "less than or equal to 0.99" in bad.content.decode()
+    study = dominant_similar_study()
+    manage = client.get(reverse("annotation:study_manage", args=[study.slug])).content.decode()
+    assert 'aria-label="Study planner"' in manage and url in manage
+    report = client.get(reverse("reports:study_report", args=[study.slug])).content.decode()
+    assert "Smallest detectable gap" in report and "Judge audit" in report
