@@ -109,3 +109,8 @@ def report_manifest(*, study: Study, ratings: pd.DataFrame, min_confidence: int)
 def judge_runs_of(*, study: Study) -> list[JudgeRun]:
     """The study's judge runs, oldest first: the one place the report reads the judge app (moves with it, issue 18)."""
     return list(JudgeRun.objects.filter(study=study).order_by("created_at", "name"))
+
+
+def judge_models_of(*, study: Study) -> dict[str, str]:
+    """Rater name -> model id of the study's judge runs (a judge is identified across studies by its model)."""
+    return dict(JudgeRun.objects.filter(study=study).values_list("name", "model_id"))

@@ -274,3 +274,77 @@ def test_planner_page_and_manage_page_helper(client):
     assert 'aria-label="Study planner"' in manage and url in manage
     report = client.get(reverse("reports:study_report", args=[study.slug])).content.decode()
     assert "Smallest detectable gap" in report and "Judge audit" in report
+
+
+def ranked_studies():
+    """Three studies over systems Alpha, Beta, Gamma on q1, mostly "similar": Alpha > Beta > Gamma."""
+    plan = {  # (baseline, challenger): human majority labels (baseline wins, challenger wins, similar)
+        ("Beta", "Alpha"): (6, 14, 40),
+        ("Gamma", "Beta"): (5, 12, 45),
+        ("Gamma", "Alpha"): (3, 15, 30),
+    }
+    for n, ((baseline, challenger), (bw, cw, ties)) in enumerate(plan.items()):
+        study = study_create(f"rank{n}", seed=n)
+        study.baseline_name, study.challenger_name = baseline, challenger
+        study.save()
+        labels = ["baseline"] * bw + ["challenger"] * cw + ["similar"] * ties
+        ratings_add(study, [(f"i{i}", rater, "q1", label, 4) for i, label in enumerate(labels) for rater in HUMANS])
+        # The judge sees each study the other way round on decisive items: its ranking is its own.
+        ratings_add(study, [(f"i{i}", f"judge-{n}", "q1", {"baseline": "challenger", "challenger": "baseline"}.get(label, label),
+                             4, Rating.RaterKind.LLM) for i, label in enumerate(labels)])
+        JudgeRun.objects.create(name=f"judge-{n}", study=study, model_id="qwen2.5-7b", prompt_version="v1")
+    return plan
+
+
+@pytest.mark.django_db
+def test_systems_ranked_by_bradley_terry_match_choix_and_leave_ties_out():
+    import choix
+
+    from annotation.reports.ranking_build import ranking_render, systems_ranking_build
+
+    plan = ranked_studies()
+    ranking = systems_ranking_build(resamples=200, seed=1)
+    human = ranking["rankings"]["Human"]["q1"]["systems"]
+    assert [row["system"] for row in human] == ["Alpha", "Beta", "Gamma"]
+    systems = sorted({s for pair in plan for s in pair})
+    wins = np.zeros((3, 3))
+    for (baseline, challenger), (bw, cw, _) in plan.items():
+        wins[systems.index(baseline), systems.index(challenger)] += bw
+        wins[systems.index(challenger), systems.index(baseline)] += cw
+    expected = choix.ilsr_pairwise_dense(wins, alpha=0.01)
+    for row in human:
+        assert row["strength"] == pytest.approx(expected[systems.index(row["system"])], abs=1e-6)
+        assert row["ci95"][0] <= row["strength"] <= row["ci95"][1]
+    assert human[0]["rank_ci95"][0] == 1
+    # The judge (one model over three studies) is ranked separately, and reversed here.
+    judge = ranking["rankings"]["Judge qwen2.5-7b"]["q1"]["systems"]
+    assert [row["system"] for row in judge] == ["Gamma", "Beta", "Alpha"]
+    assert "left out" in ranking["tie_rule"]
+    rows = list(csv.reader(io.StringIO(ranking_render(ranking=ranking, fmt="csv"))))
+    assert rows[1][:3] == ["Human", "q1", "Alpha"] and float(rows[1][3]) == pytest.approx(human[0]["strength"])
+    tex = ranking_render(ranking=ranking, fmt="tex")
+    assert "Alpha" in tex and "tie rule" in tex
+    assert json.loads(ranking_render(ranking=ranking, fmt="json"))["rankings"]["Human"]["q1"]["systems"] == human
+
+
+@pytest.mark.django_db
+def test_ranking_page_and_downloads_are_staff_only(client):
+    from django.contrib.auth.models import User
+    from django.urls import reverse
+
+    ranked_studies()
+    page = reverse("reports:systems_ranking")
+    assert client.get(page).status_code == 302
+    client.force_login(User.objects.create_user("boss", password="pw", is_staff=True))
+    body = client.get(page).content.decode()
+    assert "Systems ranked across studies" in body and "Alpha" in body and "Tie rule" in body
+    download = client.get(reverse("reports:systems_ranking_download", args=["csv"]))
+    assert download.status_code == 200 and download["Content-Type"].startswith("text/csv")
+    assert client.get(reverse("reports:systems_ranking_download", args=["xls"])).status_code == 404
+
+
+def test_bt_ranking_rejects_bad_indices():
+    from annotation.reports.ranking import bt_ranking
+
+    with pytest.raises(ValueError, match="system indices"):
+        bt_ranking(systems=["a", "b"], comparisons=[(0, 2, 1, 1, 0)])
