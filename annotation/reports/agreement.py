@@ -16,6 +16,7 @@ weighted sums, so B resamples cost one (B x items) @ (items x k) product each.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -41,17 +42,48 @@ def percentile_interval(values: np.ndarray, *, level: float = 0.95) -> list[floa
 
 
 def bootstrap_weights(*, n_items: int, resamples: int, seed: int) -> np.ndarray:
-    """resamples x n_items counts: how often each item is drawn in each resample of n_items with replacement."""
+    """resamples x n_items counts (float64, read-only): how often each item is drawn in each resample.
+
+    Seeded, so the same (n_items, resamples, seed) always gives the same resamples; cached, because
+    a report resamples the same items for every question and statistic (one joint bootstrap of items).
+    """
+    return _bootstrap_weights(int(n_items), int(resamples), int(seed))
+
+
+@lru_cache(maxsize=16)
+def _bootstrap_weights(n_items: int, resamples: int, seed: int) -> np.ndarray:
     if n_items <= 0:
-        return np.zeros((resamples, 0), dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_items, size=(resamples, n_items))
-    flat = (np.arange(resamples)[:, None] * n_items + draws).ravel()
-    return np.bincount(flat, minlength=resamples * n_items).reshape(resamples, n_items)
+        weights = np.zeros((resamples, 0))
+    else:
+        rng = np.random.default_rng(seed)
+        draws = rng.integers(0, n_items, size=(resamples, n_items), dtype=np.int32)
+        flat = (np.arange(resamples, dtype=np.int64)[:, None] * n_items + draws).ravel()
+        weights = np.bincount(flat, minlength=resamples * n_items).reshape(resamples, n_items).astype(float)
+    weights.flags.writeable = False
+    return weights
 
 
 def _weights(counts: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
     return np.ones((1, counts.shape[0])) if weights is None else np.asarray(weights, dtype=float)
+
+
+# Each statistic is split into per-item columns and a finish from their weighted sums, so that
+# several statistics share one pass over the (resamples x items) weights: on a busy machine the
+# product is bound by reading the weights from memory, not by arithmetic.
+
+def _fleiss_columns(counts: np.ndarray) -> np.ndarray:
+    n = counts.sum(axis=1)
+    per_item = np.where(n > 1, (counts * (counts - 1)).sum(axis=1) / np.where(n > 1, n * (n - 1), 1), 0.0)
+    return np.column_stack([np.ones(len(counts)), per_item, counts])
+
+
+def _fleiss_finish(sums: np.ndarray) -> np.ndarray:
+    items, p_bar = sums[:, 0], sums[:, 1] / sums[:, 0]
+    totals = sums[:, 2:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shares = totals / totals.sum(axis=1, keepdims=True)
+        p_e = (shares**2).sum(axis=1)
+        return np.where(items > 0, (p_bar - p_e) / (1 - p_e), np.nan)
 
 
 def fleiss_kappa_weighted(*, counts: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -61,16 +93,24 @@ def fleiss_kappa_weighted(*, counts: np.ndarray, weights: np.ndarray | None = No
     (shape (1,)), equal to statsmodels' ``fleiss_kappa``. NaN where undefined (Pe = 1).
     """
     counts = np.asarray(counts, dtype=float)
-    w = _weights(counts, weights)
-    n = counts.sum(axis=1)
-    per_item = (counts * (counts - 1)).sum(axis=1) / np.where(n > 1, n * (n - 1), np.nan)
-    items = w.sum(axis=1)
-    p_bar = w @ np.nan_to_num(per_item) / items
-    totals = w @ counts
-    shares = totals / totals.sum(axis=1, keepdims=True)
-    p_e = (shares**2).sum(axis=1)
+    return _fleiss_finish(_weights(counts, weights) @ _fleiss_columns(counts))
+
+
+def _ac1_columns(counts: np.ndarray) -> np.ndarray:
+    r = counts.sum(axis=1)
+    rated, pairs = r >= 1, r >= 2
+    agree = np.where(pairs, (counts * (counts - 1)).sum(axis=1) / np.where(pairs, r * (r - 1), 1), 0.0)
+    propensity = np.where(rated[:, None], counts / np.where(rated, r, 1)[:, None], 0.0)
+    return np.column_stack([agree, pairs, rated, propensity])
+
+
+def _ac1_finish(sums: np.ndarray) -> np.ndarray:
+    q = sums.shape[1] - 3
     with np.errstate(divide="ignore", invalid="ignore"):
-        return (p_bar - p_e) / (1 - p_e)
+        p_a = sums[:, 0] / sums[:, 1]
+        propensity = sums[:, 3:] / sums[:, 2:3]
+        p_e = (propensity * (1 - propensity)).sum(axis=1) / (q - 1)
+        return (p_a - p_e) / (1 - p_e)
 
 
 def gwet_ac1_weighted(*, counts: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -83,17 +123,7 @@ def gwet_ac1_weighted(*, counts: np.ndarray, weights: np.ndarray | None = None) 
     ``raw.CAC(...).gwet()`` with the same categories. NaN where undefined.
     """
     counts = np.asarray(counts, dtype=float)
-    w = _weights(counts, weights)
-    q = counts.shape[1]
-    r = counts.sum(axis=1)
-    rated = r >= 1
-    pairs = r >= 2
-    agree = np.where(pairs, (counts * (counts - 1)).sum(axis=1) / np.where(pairs, r * (r - 1), 1), 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p_a = (w @ agree) / (w @ pairs.astype(float))
-        propensity = (w @ np.where(rated[:, None], counts / np.where(rated, r, 1)[:, None], 0.0)) / (w @ rated.astype(float))[:, None]
-        p_e = (propensity * (1 - propensity)).sum(axis=1) / (q - 1)
-        return (p_a - p_e) / (1 - p_e)
+    return _ac1_finish(_weights(counts, weights) @ _ac1_columns(counts))
 
 
 def _coincidences(counts: np.ndarray) -> np.ndarray:
@@ -105,6 +135,29 @@ def _coincidences(counts: np.ndarray) -> np.ndarray:
         len(counts), -1)
 
 
+def _alpha_finish(coincidence_sums: np.ndarray, level: str) -> np.ndarray:
+    if level not in ("nominal", "ordinal"):
+        raise ValueError(f"level must be 'nominal' or 'ordinal', got {level!r}")
+    b = len(coincidence_sums)
+    q = int(round(np.sqrt(coincidence_sums.shape[1])))
+    o = coincidence_sums.reshape(b, q, q)
+    n_c = o.sum(axis=2)
+    n = n_c.sum(axis=1)
+    if level == "nominal":
+        delta = np.broadcast_to(1.0 - np.eye(q), (b, q, q))
+    else:
+        # d_ck = (sum_{g=c..k} n_g - (n_c + n_k) / 2)^2 for c <= k, symmetric
+        cumulative = np.concatenate([np.zeros((b, 1)), np.cumsum(n_c, axis=1)], axis=1)
+        low = np.minimum.outer(np.arange(q), np.arange(q))
+        high = np.maximum.outer(np.arange(q), np.arange(q))
+        between = cumulative[:, high + 1] - cumulative[:, low]
+        delta = (between - (n_c[:, :, None] + n_c[:, None, :]) / 2) ** 2
+    observed = (o * delta).sum(axis=(1, 2))
+    expected = (n_c[:, :, None] * n_c[:, None, :] * delta).sum(axis=(1, 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 1 - (n - 1) * observed / expected
+
+
 def krippendorff_alpha_weighted(*, counts: np.ndarray, level: str, weights: np.ndarray | None = None) -> np.ndarray:
     """Krippendorff's alpha (Krippendorff 2011, "Computing Krippendorff's alpha-reliability") per row of ``weights``.
 
@@ -114,26 +167,28 @@ def krippendorff_alpha_weighted(*, counts: np.ndarray, level: str, weights: np.n
     Equals the ``krippendorff`` package on the same data. NaN where undefined.
     """
     counts = np.asarray(counts, dtype=float)
-    if level not in ("nominal", "ordinal"):
-        raise ValueError(f"level must be 'nominal' or 'ordinal', got {level!r}")
-    w = _weights(counts, weights)
+    return _alpha_finish(_weights(counts, weights) @ _coincidences(counts), level)
+
+
+def agreement_resampled(*, counts: np.ndarray, weights: np.ndarray, ordinal_order, fleiss: bool) -> dict[str, np.ndarray]:
+    """AC1, Krippendorff's nominal and ordinal alpha and (``fleiss``) Fleiss' kappa per row of ``weights``, in one pass.
+
+    counts: items x q; ordinal_order: the column indices of ``counts`` in the ordinal order; fleiss:
+    every item has the same number of ratings (else call ``fleiss_kappa_weighted`` on those that do).
+    The same numbers as the single-statistic functions above.
+    """
+    counts = np.asarray(counts, dtype=float)
     q = counts.shape[1]
-    o = (w @ _coincidences(counts)).reshape(len(w), q, q)
-    n_c = o.sum(axis=2)
-    n = n_c.sum(axis=1)
-    if level == "nominal":
-        delta = np.broadcast_to(1.0 - np.eye(q), (len(w), q, q))
-    else:
-        # d_ck = (sum_{g=c..k} n_g - (n_c + n_k) / 2)^2 for c <= k, symmetric
-        cumulative = np.concatenate([np.zeros((len(w), 1)), np.cumsum(n_c, axis=1)], axis=1)
-        low = np.minimum.outer(np.arange(q), np.arange(q))
-        high = np.maximum.outer(np.arange(q), np.arange(q))
-        between = cumulative[:, high + 1] - cumulative[:, low]
-        delta = (between - (n_c[:, :, None] + n_c[:, None, :]) / 2) ** 2
-    observed = (o * delta).sum(axis=(1, 2))
-    expected = (n_c[:, :, None] * n_c[:, None, :] * delta).sum(axis=(1, 2))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return 1 - (n - 1) * observed / expected
+    order = np.asarray(ordinal_order)
+    blocks = [_ac1_columns(counts), _coincidences(counts)] + ([_fleiss_columns(counts)] if fleiss else [])
+    sums = np.asarray(weights, dtype=float) @ np.column_stack(blocks)
+    ac1, coincidences = sums[:, : q + 3], sums[:, q + 3: q + 3 + q * q]
+    ordinal = coincidences.reshape(-1, q, q)[:, order][:, :, order].reshape(-1, q * q)
+    out = {"gwet_ac1": _ac1_finish(ac1), "krippendorff_alpha": _alpha_finish(coincidences, "nominal"),
+           "krippendorff_alpha_ordinal": _alpha_finish(ordinal, "ordinal")}
+    if fleiss:
+        out["fleiss_kappa"] = _fleiss_finish(sums[:, q + 3 + q * q:])
+    return out
 
 
 def prevalence_index(*, counts: np.ndarray) -> float | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from sklearn.calibration import calibration_curve
 from statsmodels.stats.proportion import proportion_confint
 
 CALIBRATION_BINS = 5  # with a few hundred compared items, 5 bins keep each bin's share readable
@@ -64,6 +63,8 @@ def calibration(*, confidence: np.ndarray, correct: np.ndarray, n_bins: int = CA
     ``calibration_curve(strategy="uniform")`` bins; ECE = sum over bins of
     (items in bin / items) * |share correct - mean confidence| (Guo et al. 2017).
     """
+    from sklearn.calibration import calibration_curve  # here, not at import: scikit-learn takes a second to load
+
     confidence = np.asarray(confidence, dtype=float)
     correct = np.asarray(correct, dtype=np.int64)
     if len(confidence) == 0:

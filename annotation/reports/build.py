@@ -193,23 +193,22 @@ def _robust_agreement(*, human: pd.DataFrame, overlap: int, seed: int) -> dict:
     counts = np.bincount(item_index * q + code, minlength=(item_index.max() + 1) * q).reshape(-1, q)
     _, rater_index = np.unique(human["rater"].to_numpy(dtype=object), return_inverse=True)
     rater_counts = np.bincount(rater_index * q + code, minlength=(rater_index.max() + 1) * q).reshape(-1, q)
-    ordinal_counts = counts[:, np.argsort(ORDINAL_FROM_CODE)]  # columns in the ordinal order baseline < similar < challenger
     full = counts[counts.sum(axis=1) == overlap]
     weights = agreement.bootstrap_weights(n_items=len(counts), resamples=agreement.AGREEMENT_RESAMPLES, seed=seed)
-    full_weights = agreement.bootstrap_weights(n_items=len(full), resamples=agreement.AGREEMENT_RESAMPLES, seed=seed)
-    ci = agreement.percentile_interval
+    # One pass over the weights for every coefficient; Fleiss' kappa on its own only when some items
+    # have fewer ratings than the overlap (it needs the same number per item).
+    every_item_full = len(full) == len(counts)
+    resampled = agreement.agreement_resampled(counts=counts, weights=weights, ordinal_order=np.argsort(ORDINAL_FROM_CODE),
+                                              fleiss=every_item_full)
+    if not every_item_full:
+        resampled["fleiss_kappa"] = (agreement.fleiss_kappa_weighted(counts=full, weights=agreement.bootstrap_weights(
+            n_items=len(full), resamples=agreement.AGREEMENT_RESAMPLES, seed=seed)) if len(full) else np.array([]))
     return {
         "gwet_ac1": agreement.number(agreement.gwet_ac1_weighted(counts=counts)[0]),
         "prevalence_index": agreement.prevalence_index(counts=counts),
         "bias_index": agreement.bias_index(rater_counts=rater_counts),
         "dominant_category": agreement.dominant_category(counts=counts, labels=LABELS),
-        "agreement_ci95": {
-            "fleiss_kappa": ci(agreement.fleiss_kappa_weighted(counts=full, weights=full_weights)) if len(full) else [None, None],
-            "krippendorff_alpha": ci(agreement.krippendorff_alpha_weighted(counts=counts, level="nominal", weights=weights)),
-            "krippendorff_alpha_ordinal": ci(
-                agreement.krippendorff_alpha_weighted(counts=ordinal_counts, level="ordinal", weights=weights)),
-            "gwet_ac1": ci(agreement.gwet_ac1_weighted(counts=counts, weights=weights)),
-        },
+        "agreement_ci95": {name: agreement.percentile_interval(resampled[name]) for name in AGREEMENT_CI_NAMES},
     }
 
 

@@ -16,8 +16,10 @@ the human study is a random subset of the items the judge rated, as in the paper
 from __future__ import annotations
 
 import numpy as np
-from ppi_py import classical_mean_ci, ppi_mean_ci, ppi_mean_pointestimate
 from scipy.stats import norm
+
+# ppi_py is imported where it is used: it pulls scikit-learn and numba, a few seconds that every
+# Django process (the report modules load with the URLs) would otherwise pay at start.
 
 ALPHA = 0.05  # 95% intervals
 MIN_LABELLED = 2  # a standard deviation needs two labels
@@ -38,6 +40,8 @@ def classical_share(*, codes: np.ndarray, q: int, alpha: float = ALPHA) -> dict:
 
     Returns {"share": [q floats], "ci95": [[low, high] x q], "n": n}; shares None below 2 labels.
     """
+    from ppi_py import classical_mean_ci
+
     codes = np.asarray(codes, dtype=np.int64)
     if len(codes) < MIN_LABELLED:
         return {"share": [None] * q, "ci95": [[None, None]] * q, "n": int(len(codes))}
@@ -54,6 +58,8 @@ def _win_influence(y: np.ndarray, challenger: int, baseline: int, p_c: float, p_
 
 def win_rate_classical(*, codes: np.ndarray, q: int, challenger: int, baseline: int, alpha: float = ALPHA) -> dict:
     """The challenger's share of decisive labels with a delta-method CLT interval (to set beside PPI's)."""
+    from ppi_py import classical_mean_ci
+
     codes = np.asarray(codes, dtype=np.int64)
     if len(codes) < MIN_LABELLED:
         return {"challenger": None, "ci95": [None, None], "se": None}
@@ -84,6 +90,8 @@ def ppi_shares_and_win_rate(
     labels alone would give an interval as narrow; ``judge_worth`` is that minus n.
     Raises ValueError when the arrays' lengths or codes do not fit.
     """
+    from ppi_py import ppi_mean_ci, ppi_mean_pointestimate
+
     human = np.asarray(human, dtype=np.int64)
     judge_on_human = np.asarray(judge_on_human, dtype=np.int64)
     judge_only = np.asarray(judge_only, dtype=np.int64)

@@ -23,7 +23,13 @@ from statsmodels.stats.proportion import proportion_confint, proportion_effectsi
 from annotation.aggregation import LABELS, study_aggregate
 from annotation.models import Item, Rating
 from annotation.reports import report_build, report_render
-from annotation.reports.agreement import bootstrap_weights, fleiss_kappa_weighted, gwet_ac1_weighted
+from annotation.reports.agreement import (
+    agreement_resampled,
+    bootstrap_weights,
+    fleiss_kappa_weighted,
+    gwet_ac1_weighted,
+    krippendorff_alpha_weighted,
+)
 from annotation.reports.figures import figure2_intervals
 from annotation.reports.planner import decisive_needed, smallest_detectable_gap, study_plan
 from judge.models import JudgeRun
@@ -114,11 +120,21 @@ def test_bootstrap_resamples_equal_the_packages_on_the_resampled_tables():
     kappas = fleiss_kappa_weighted(counts=counts, weights=weights)
     ac1 = gwet_ac1_weighted(counts=counts, weights=weights)
     for row, kappa, gwet in zip(weights, kappas, ac1):
-        resampled = np.repeat(counts, row, axis=0)
+        resampled = np.repeat(counts, row.astype(int), axis=0)
         assert kappa == pytest.approx(fleiss_kappa(resampled))
         raw = pd.DataFrame([[k for k in range(3) for _ in range(c[k])] for c in resampled], dtype=float)
         assert gwet == pytest.approx(irr_raw.CAC(raw, categories=[0.0, 1.0, 2.0]).gwet()["est"]["coefficient_value"],
                                      abs=1e-5)
+        ordinal = np.repeat(counts[:, [0, 2, 1]], row.astype(int), axis=0)  # baseline < similar < challenger
+        data = np.array([[k for k in range(3) for _ in range(c[k])] for c in ordinal], dtype=float).T
+        alpha = krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal", value_domain=[0, 1, 2])
+        assert krippendorff_alpha_weighted(counts=counts[:, [0, 2, 1]], level="ordinal", weights=row[None])[0] == (
+            pytest.approx(alpha))
+    # The one-pass version used by the report gives the same numbers.
+    together = agreement_resampled(counts=counts, weights=weights, ordinal_order=[0, 2, 1], fleiss=True)
+    assert together["fleiss_kappa"] == pytest.approx(kappas) and together["gwet_ac1"] == pytest.approx(ac1)
+    assert together["krippendorff_alpha_ordinal"] == pytest.approx(
+        krippendorff_alpha_weighted(counts=counts[:, [0, 2, 1]], level="ordinal", weights=weights))
 
 
 @pytest.mark.django_db
