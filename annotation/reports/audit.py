@@ -97,7 +97,7 @@ def model_family(name: str | None) -> str | None:
         return None
     lowered = str(name).lower()
     for family in MODEL_FAMILIES:
-        if re.search(rf"(^|[^a-z]){re.escape(family)}", lowered):
+        if re.search(rf"(^|[^a-z]){re.escape(family)}(?![a-z])", lowered):  # "phi-3", not "philosophy"
             return family
     return None
 

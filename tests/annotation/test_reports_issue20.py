@@ -364,3 +364,14 @@ def test_bt_ranking_rejects_bad_indices():
 
     with pytest.raises(ValueError, match="system indices"):
         bt_ranking(systems=["a", "b"], comparisons=[(0, 2, 1, 1, 0)])
+
+
+def test_model_family_reads_model_ids_and_not_words_that_start_like_one():
+    from annotation.reports.audit import model_family, self_preference
+
+    assert model_family("HuggingFaceTB/SmolLM2-135M-Instruct") == "smollm"
+    assert model_family("Qwen/Qwen2.5-32B-Instruct") == "qwen" and model_family("microsoft/phi-3-mini") == "phi"
+    assert model_family("philosophy-bot") is None and model_family("optimised PostGRAG") is None
+    assert self_preference(judge_model="meta-llama/Llama-3.1-8B", systems={"baseline": ["PreSFT (llama-3.2-1b)"],
+                                                                          "challenger": ["PostGRAG", "bart-base"]}) == {
+        "judge_family": "llama", "matches": ["baseline"], "flag": True}
