@@ -6,6 +6,7 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 from django.db import connections, router, transaction
+from django.db.models.functions import Length
 
 from ..aggregation import LABELS, STATUS_VALID, StudyAggregate, study_aggregate, votes_summary
 from ..models import Item, Rating, Study
@@ -242,19 +243,21 @@ def _judge_combined(*, human_valid: pd.Series, llm_valid: pd.Series) -> dict:
 
 def _judge_extras(*, study: Study, names: list[str]) -> dict:
     """What the audit needs beyond the labels: each LLM rating's order verdicts and probabilities, response lengths, runs."""
-    meta = {}
+    meta: dict[tuple[str, str], dict[int, dict]] = {}  # (rater, question) -> item_id -> Rating.meta
     if names:
         for item_id, question, rater, m in (
             Rating.objects.filter(item__study=study, item__kind=Item.Kind.NORMAL, is_current=True,
                                   rater_kind=Rating.RaterKind.LLM)
             .order_by().values_list("item_id", "question", "rater", "meta")
         ):
-            meta[(rater, question, item_id)] = m or {}
+            meta.setdefault((rater, question), {})[item_id] = m or {}
+    # Lengths in characters, counted by the database: the texts themselves need not travel.
     lengths = pd.DataFrame.from_records(
         list(Item.objects.filter(study=study, kind=Item.Kind.NORMAL).order_by()
-             .values_list("id", "baseline_response", "challenger_response")),
+             .annotate(baseline_length=Length("baseline_response"), challenger_length=Length("challenger_response"))
+             .values_list("id", "baseline_length", "challenger_length")),
         columns=["item_id", "baseline", "challenger"])
-    longer = np.sign(lengths["challenger"].str.len() - lengths["baseline"].str.len()).to_numpy()
+    longer = np.sign(lengths["challenger"].to_numpy(dtype=np.int64) - lengths["baseline"].to_numpy(dtype=np.int64))
     runs = judge_runs_of(study=study)
     systems = {
         role: [n for n in (name, getattr(system, "name", None), getattr(system, "backbone", None),
@@ -290,12 +293,13 @@ def _first_position(metas: list[dict]) -> np.ndarray:
 def _judge_audit(*, name: str, question: str, human_valid: pd.Series, llm_valid: pd.Series, extras: dict,
                  seed: int) -> dict:
     """Order flips, first-position and length preference, calibration and Cohen's kappa (with interval) vs humans."""
-    metas = [m for (rater, q, _), m in extras["meta"].items() if rater == name and q == question]
+    by_item = extras["meta"].get((name, question), {})
+    metas = list(by_item.values())
     flips = sum(bool(m.get("flipped")) for m in metas)
     both = human_valid.index.intersection(llm_valid.index)
     human_code = human_valid.loc[both].to_numpy(dtype=np.int64)
     llm_code = llm_valid.loc[both].to_numpy(dtype=np.int64)
-    chosen = [extras["meta"].get((name, question, int(i)), {}).get("probabilities", {}) for i in both]
+    chosen = [by_item.get(int(i), {}).get("probabilities", {}) for i in both]
     confidence = np.array([p.get(LABELS[c], np.nan) if p else np.nan for p, c in zip(chosen, llm_code)], dtype=float)
     known = ~np.isnan(confidence)
     weights = agreement.bootstrap_weights(n_items=len(both), resamples=agreement.AGREEMENT_RESAMPLES, seed=seed)
