@@ -137,10 +137,10 @@ def _context_issue20(report: dict) -> dict:
                            for key, q in report["questions"].items()],
         "combined_rows": [{"question": key, "name": name, "human": q.get("human_only"), "judge": llm.get("judge_only"),
                            "ppi": llm.get("ppi")}
-                          for key, q in report["questions"].items() for name, llm in q["llm"].items()],
+                          for key, q in report["questions"].items() for name, llm in q["llm"].items() if llm["items"]],
         "audit_rows": [{"question": key, "name": name, "audit": llm.get("audit"), "kappa": llm.get("cohen_kappa_vs_human"),
                         "human_length": q.get("human_length_preference")}
-                       for key, q in report["questions"].items() for name, llm in q["llm"].items()],
+                       for key, q in report["questions"].items() for name, llm in q["llm"].items() if llm["items"]],
         "judges": report.get("judges", {}),
     }
 
