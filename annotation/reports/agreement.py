@@ -139,7 +139,7 @@ def _alpha_finish(coincidence_sums: np.ndarray, level: str) -> np.ndarray:
     if level not in ("nominal", "ordinal"):
         raise ValueError(f"level must be 'nominal' or 'ordinal', got {level!r}")
     b = len(coincidence_sums)
-    q = int(round(np.sqrt(coincidence_sums.shape[1])))
+    q = round(np.sqrt(coincidence_sums.shape[1]))
     o = coincidence_sums.reshape(b, q, q)
     n_c = o.sum(axis=2)
     n = n_c.sum(axis=1)

@@ -37,7 +37,7 @@ def first_position_preference(*, orders_first: np.ndarray) -> dict:
     """
     orders_first = np.asarray(orders_first, dtype=np.int64)
     decisive = orders_first[orders_first >= 0]
-    return proportion(successes=int(decisive.sum()), trials=int(len(decisive)))
+    return proportion(successes=int(decisive.sum()), trials=len(decisive))
 
 
 def length_preference(*, chose_challenger: np.ndarray, challenger_longer: np.ndarray) -> dict:
@@ -63,7 +63,8 @@ def calibration(*, confidence: np.ndarray, correct: np.ndarray, n_bins: int = CA
     ``calibration_curve(strategy="uniform")`` bins; ECE = sum over bins of
     (items in bin / items) * |share correct - mean confidence| (Guo et al. 2017).
     """
-    from sklearn.calibration import calibration_curve  # here, not at import: scikit-learn takes a second to load
+    # Imported here, not with the module: scikit-learn takes a second to load.
+    from sklearn.calibration import calibration_curve
 
     confidence = np.asarray(confidence, dtype=float)
     correct = np.asarray(correct, dtype=np.int64)
@@ -88,7 +89,7 @@ def calibration(*, confidence: np.ndarray, correct: np.ndarray, n_bins: int = CA
     bins = [{"low": float(edges[i]), "high": float(edges[i + 1]), "n": int(n_in[i]),
              "share_correct": float(t), "mean_confidence": float(p)}
             for i, t, p in zip(np.flatnonzero(nonzero), share_true, mean_pred)]
-    return {"bins": bins, "ece": ece, "n": int(len(confidence))}
+    return {"bins": bins, "ece": ece, "n": len(confidence)}
 
 
 def model_family(name: str | None) -> str | None:

@@ -316,18 +316,17 @@ def _judge_audit(*, name: str, question: str, human_valid: pd.Series, llm_valid:
 
 def _judges_overall(*, questions: dict, extras: dict) -> dict:
     """Per judge run over all questions: model, self-preference flag, pooled flip, first-position and length shares."""
+    def pooled(audits: list[dict], field: str) -> dict:
+        successes = sum(round(a[field]["share"] * a[field]["n"]) for a in audits if a[field]["n"])
+        return audit.proportion(successes=int(successes), trials=sum(a[field]["n"] for a in audits))
+
     out = {}
     for name, run in extras["runs"].items():
         audits = [q["llm"][name]["audit"] for q in questions.values() if name in q["llm"]]
-
-        def pooled(field: str) -> dict:
-            successes = sum(round(a[field]["share"] * a[field]["n"]) for a in audits if a[field]["n"])
-            return audit.proportion(successes=int(successes), trials=sum(a[field]["n"] for a in audits))
-
         out[name] = {"model_id": run.model_id, "prompt_version": run.prompt_version,
                      "self_preference": audit.self_preference(judge_model=run.model_id, systems=extras["systems"]),
-                     "flip_rate": pooled("flip_rate"), "first_position": pooled("first_position"),
-                     "length_preference": pooled("length_preference")}
+                     "flip_rate": pooled(audits, "flip_rate"), "first_position": pooled(audits, "first_position"),
+                     "length_preference": pooled(audits, "length_preference")}
     return out
 
 

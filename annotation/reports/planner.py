@@ -36,7 +36,7 @@ def decisive_needed(*, gap: float, power: float = POWER, alpha: float = ALPHA) -
     effect = proportion_effectsize(0.5 + gap / 2, 0.5)
     n = NormalIndPower().solve_power(effect_size=effect, nobs1=None, alpha=alpha, power=power, ratio=0,
                                      alternative="two-sided")
-    return int(math.ceil(float(n)))
+    return math.ceil(float(n))
 
 
 def study_plan(*, gap: float, tie_share: float, overlap: int = 3, labelled_share: float = 0.9,
@@ -53,13 +53,13 @@ def study_plan(*, gap: float, tie_share: float, overlap: int = 3, labelled_share
     if int(overlap) < 1 or int(items_per_rater) < 1:
         raise ValueError(f"overlap and items_per_rater must be at least 1, got {overlap} and {items_per_rater}")
     decisive = decisive_needed(gap=gap, power=power, alpha=alpha)
-    items = int(math.ceil(decisive / ((1 - tie_share) * labelled_share)))
+    items = math.ceil(decisive / ((1 - tie_share) * labelled_share))
     ratings = items * int(overlap)
     return {
         "gap": gap, "win_rate": 0.5 + gap / 2, "tie_share": tie_share, "labelled_share": labelled_share,
         "power": power, "alpha": alpha, "overlap": int(overlap), "items_per_rater": int(items_per_rater),
         "decisive": decisive, "items": items, "ratings": ratings,
-        "raters": max(int(overlap), int(math.ceil(ratings / int(items_per_rater)))),
+        "raters": max(int(overlap), math.ceil(ratings / int(items_per_rater))),
     }
 
 

@@ -44,10 +44,10 @@ def classical_share(*, codes: np.ndarray, q: int, alpha: float = ALPHA) -> dict:
 
     codes = np.asarray(codes, dtype=np.int64)
     if len(codes) < MIN_LABELLED:
-        return {"share": [None] * q, "ci95": [[None, None]] * q, "n": int(len(codes))}
+        return {"share": [None] * q, "ci95": [[None, None]] * q, "n": len(codes)}
     y = _one_hot(codes, q)
     cis = [_interval(*classical_mean_ci(y[:, k], alpha=alpha)) for k in range(q)]
-    return {"share": [float(v) for v in y.mean(axis=0)], "ci95": cis, "n": int(len(codes))}
+    return {"share": [float(v) for v in y.mean(axis=0)], "ci95": cis, "n": len(codes)}
 
 
 def _win_influence(y: np.ndarray, challenger: int, baseline: int, p_c: float, p_b: float) -> np.ndarray:

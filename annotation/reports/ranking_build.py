@@ -102,8 +102,8 @@ def ranking_tex(*, ranking: dict) -> str:
                 lines.append(f"{key.upper()} & {tex_escape(row['system'])} & {row['rank']} & {row['strength']:.2f} "
                              f"[{row['ci95'][0]:.2f}, {row['ci95'][1]:.2f}] & {row['rank_ci95'][0]}--{row['rank_ci95'][1]} \\\\")
         lines += [r"\bottomrule", r"\end{tabular}",
-                  rf"\caption{{Systems ranked by Bradley-Terry strength (log-odds) from {tex_escape(group)} labels "
-                  r"across studies; similar labels left out; bootstrap 95\% intervals over items within studies.}",
+                  (rf"\caption{{Systems ranked by Bradley-Terry strength (log-odds) from {tex_escape(group)} labels "
+                   r"across studies; similar labels left out; bootstrap 95\% intervals over items within studies.}"),
                   r"\end{table}"]
     return "\n".join(lines) + "\n"
 
