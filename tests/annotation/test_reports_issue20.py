@@ -381,3 +381,22 @@ def test_model_family_reads_model_ids_and_not_words_that_start_like_one():
     assert self_preference(judge_model="meta-llama/Llama-3.1-8B", systems={"baseline": ["PreSFT (llama-3.2-1b)"],
                                                                           "challenger": ["PostGRAG", "bart-base"]}) == {
         "judge_family": "llama", "matches": ["baseline"], "flag": True}
+
+
+@pytest.mark.django_db
+def test_gwet_ac1_prevalence_and_bias_of_the_hand_worked_small_study():
+    """Runs without irrCAC: the values are worked by hand on test_reports' small study.
+
+    Counts (baseline, challenger, similar): i1 (3,0,0), i2 (2,1,0), i3 (0,2,1), i4 (0,0,3), i5 (1,1,0).
+    pa = (1 + 1/3 + 1/3 + 1 + 0) / 5 = 8/15; propensities (13, 9, 8) / 30;
+    pe = (13*17 + 9*21 + 8*22) / 900 / 2 = 293/900; AC1 = (480 - 293) / (900 - 293) = 187/607.
+    Pooled shares (6, 4, 4) / 14: prevalence 6/14 - 4/14 = 1/7. Raters' shares ann (3,1,1)/5,
+    bob (2,2,1)/5, cat (1,1,2)/4: total-variation sums 12/35, 8/35, 3/7, weighted by 5, 5, 4 of 14: 16/49.
+    """
+    from tests.annotation.test_reports import small_study
+
+    q1 = report_build(study=small_study())["questions"]["q1"]
+    assert q1["gwet_ac1"] == pytest.approx(187 / 607)
+    assert q1["prevalence_index"] == pytest.approx(1 / 7)
+    assert q1["bias_index"] == pytest.approx(16 / 49)
+    assert q1["dominant_category"] is None  # 6 of 14 is below the 60% that triggers the note
