@@ -294,6 +294,8 @@ def test_planner_page_and_manage_page_helper(client):
     assert 'aria-label="Study planner"' in manage and url in manage
     report = client.get(reverse("reports:study_report", args=[study.slug])).content.decode()
     assert "Smallest detectable gap" in report and "Judge audit" in report
+    launch = client.get(reverse("worker:job_launch", args=["study"])).content.decode()
+    assert url in launch  # the study creation form points to the planner
     api = client.get(f"/api/studies/{study.slug}/report/")
     assert api.status_code == 200 and api.json()["questions"]["q1"]["llm"][JUDGE]["ppi"]["judge_worth"] > 0
 
