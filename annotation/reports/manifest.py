@@ -12,7 +12,7 @@ from judge.models import JudgeRun
 
 from ..models import Item, Rating, Study
 
-PACKAGES = ("numpy", "pandas", "scipy", "statsmodels", "krippendorff", "matplotlib")
+PACKAGES = ("numpy", "pandas", "scipy", "statsmodels", "krippendorff", "matplotlib", "scikit-learn", "ppi-python", "choix")
 
 
 def _sha256(text: str) -> str:

@@ -15,7 +15,7 @@ from django.template.loader import render_to_string
 
 from ..aggregation import study_aggregate, votes_summary
 from ..models import Study
-from .manifest import judge_models_of
+from .manifest import _version, judge_models_of
 from .ranking import RANKING_RESAMPLES, REGULARISATION, TIE_RULE, bt_ranking
 from .render import tex_escape
 
@@ -71,6 +71,7 @@ def systems_ranking_build(*, resamples: int = RANKING_RESAMPLES, seed: int = 0) 
         "tie_rule": TIE_RULE, "regularisation": REGULARISATION, "resamples": resamples, "seed": seed,
         "interval": "95% percentile bootstrap, items resampled within each study",
         "studies": listed, "rankings": rankings,
+        "software": {package: _version(package) for package in ("choix", "numpy")},
     }
 
 

@@ -174,6 +174,7 @@ def test_prediction_powered_shares_and_win_rate_match_ppi_py():
         assert numbers["ci95"]["similar"] == pytest.approx([lo, hi])
     # A judge that agrees 80% of the time on 120 extra items is worth more than nothing.
     assert combined["effective_human_labels"] > combined["labelled"] and combined["judge_worth"] > 0
+    assert report["manifest"]["software"]["ppi-python"] and report["manifest"]["software"]["scikit-learn"]
     manifest = report["manifest"]["combined_labels"]["questions"]["q1"][JUDGE]
     assert manifest == {"labelled_by_both": len(both), "judge_only": len(only), "human_only_total": len(human),
                         "judge_total": 200}
@@ -343,7 +344,7 @@ def test_systems_ranked_by_bradley_terry_match_choix_and_leave_ties_out():
     # The judge (one model over three studies) is ranked separately, and reversed here.
     judge = ranking["rankings"]["Judge qwen2.5-7b"]["q1"]["systems"]
     assert [row["system"] for row in judge] == ["Gamma", "Beta", "Alpha"]
-    assert "left out" in ranking["tie_rule"]
+    assert "left out" in ranking["tie_rule"] and ranking["software"]["choix"]
     rows = list(csv.reader(io.StringIO(ranking_render(ranking=ranking, fmt="csv"))))
     assert rows[1][:3] == ["Human", "q1", "Alpha"] and float(rows[1][3]) == pytest.approx(human[0]["strength"])
     tex = ranking_render(ranking=ranking, fmt="tex")
