@@ -403,3 +403,17 @@ def test_gwet_ac1_prevalence_and_bias_of_the_hand_worked_small_study():
     assert q1["prevalence_index"] == pytest.approx(1 / 7)
     assert q1["bias_index"] == pytest.approx(16 / 49)
     assert q1["dominant_category"] is None  # 6 of 14 is below the 60% that triggers the note
+
+
+@pytest.mark.django_db
+def test_a_study_rated_only_by_a_judge_renders_every_format_without_nan():
+    study = study_create("judge-only")
+    ratings_add(study, [(f"i{i}", JUDGE, "q1", LABELS[i % 3], 4, Rating.RaterKind.LLM) for i in range(12)])
+    JudgeRun.objects.create(name=JUDGE, study=study, model_id="qwen2.5-7b", prompt_version="v1")
+    report = report_build(study=study)
+    llm = report["questions"]["q1"]["llm"][JUDGE]
+    assert llm["ppi"]["labelled"] == 0 and llm["ppi"]["win_rate"]["challenger"] is None
+    assert llm["judge_only"]["share"]["similar"] == pytest.approx(1 / 3)
+    assert llm["audit"]["cohen_kappa_ci95"] == [None, None] and llm["audit"]["calibration"]["ece"] is None
+    for fmt in ("json", "csv", "html", "tex", "svg"):
+        assert "NaN" not in report_render(report=report, fmt=fmt)
