@@ -120,3 +120,21 @@ class AnnotatorAddForm(forms.Form):
         required=False,
         help_text="Leave empty to keep an existing annotator's password.",
     )
+
+
+class StudyPlanForm(forms.Form):
+    """Size a study before it runs (issue 20): the inputs of ``reports.planner.study_plan``."""
+
+    gap = forms.FloatField(min_value=0.01, max_value=0.99, initial=0.2,
+                           help_text="Gap 2w - 1 to detect, w the challenger's win rate among decisive labels (0.2: w = 0.6).")
+    tie_share = forms.FloatField(min_value=0.0, max_value=0.99, initial=0.6, label="Expected share of 'similar'")
+    overlap = forms.IntegerField(min_value=1, max_value=10, initial=3, label="Raters per item")
+    labelled_share = forms.FloatField(min_value=0.01, max_value=1.0, initial=0.9,
+                                      label="Expected share of items with a majority label")
+    items_per_rater = forms.IntegerField(min_value=1, initial=200)
+
+    def plan(self) -> dict:
+        """The plan for the cleaned inputs (call after ``is_valid()``)."""
+        from .reports.planner import study_plan  # pure statistics; moves with reports (issue 18)
+
+        return study_plan(**self.cleaned_data)

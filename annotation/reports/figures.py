@@ -35,8 +35,26 @@ def figure2_series(*, report: dict) -> dict[str, dict[str, dict[str, float | Non
     return series
 
 
+def figure2_intervals(*, report: dict) -> dict[str, dict[str, dict[str, list]]]:
+    """Rater group -> question -> choice -> [low, high] 95% interval of the share (issue 20's error bars).
+
+    Human: the CLT interval of the human majority's shares; each LLM run: its own (naive) interval.
+    The prediction-powered intervals are in the report's tables, not drawn: they belong to no one group.
+    """
+    intervals: dict[str, dict[str, dict[str, list]]] = {"Human": {}}
+    for key, question in report["questions"].items():
+        groups = {"Human": question.get("human_only"),
+                  **{name: llm.get("judge_only") for name, llm in question["llm"].items()}}
+        for group, numbers in groups.items():
+            intervals.setdefault(group, {})[key] = {
+                label: (numbers["ci95"][label] if numbers else [None, None]) for label in report["labels"]
+            }
+    return intervals
+
+
 def figure2(*, report: dict) -> Figure:
     series = figure2_series(report=report)
+    intervals = figure2_intervals(report=report)
     keys = list(report["questions"])
     labels = report["labels"]
     groups = list(series)
@@ -53,6 +71,12 @@ def figure2(*, report: dict) -> Figure:
         ]
         offsets = [p - 0.4 + width * (g + 0.5) for p in positions]
         ax.bar(offsets, heights, width=width, label=group, color=COLOURS[g % len(COLOURS)])
+        # 95% interval of each share as an error bar; none where the group has fewer than 2 labels.
+        bounds = [intervals.get(group, {}).get(key, {}).get(label, [None, None]) for key in keys for label in labels]
+        below = [h - 100 * b[0] if b[0] is not None else 0.0 for h, b in zip(heights, bounds)]
+        above = [100 * b[1] - h if b[1] is not None else 0.0 for h, b in zip(heights, bounds)]
+        ax.errorbar(offsets, heights, yerr=[[max(0.0, v) for v in below], [max(0.0, v) for v in above]],
+                    fmt="none", ecolor="#333333", elinewidth=0.8, capsize=1.5)
     ax.set_xticks(positions, [f"{key.upper()} {CHOICE_TICK.get(label, label)}" for key in keys for label in labels],
                   fontsize=7)
     ax.set_ylabel("share of valid labels (%)")

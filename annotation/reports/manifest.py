@@ -12,7 +12,7 @@ from judge.models import JudgeRun
 
 from ..models import Item, Rating, Study
 
-PACKAGES = ("numpy", "pandas", "scipy", "statsmodels", "krippendorff", "matplotlib")
+PACKAGES = ("numpy", "pandas", "scipy", "statsmodels", "krippendorff", "matplotlib", "scikit-learn", "ppi-python", "choix")
 
 
 def _sha256(text: str) -> str:
@@ -104,3 +104,13 @@ def report_manifest(*, study: Study, ratings: pd.DataFrame, min_confidence: int)
         ],
         "software": {package: _version(package) for package in PACKAGES},
     }
+
+
+def judge_runs_of(*, study: Study) -> list[JudgeRun]:
+    """The study's judge runs, oldest first: the one place the report reads the judge app (moves with it, issue 18)."""
+    return list(JudgeRun.objects.filter(study=study).order_by("created_at", "name"))
+
+
+def judge_models_of(*, study: Study) -> dict[str, str]:
+    """Rater name -> model id of the study's judge runs (a judge is identified across studies by its model)."""
+    return dict(JudgeRun.objects.filter(study=study).values_list("name", "model_id"))

@@ -64,6 +64,7 @@ def report_csv(*, report: dict) -> str:
             for i, human_label in enumerate(report["labels"]):
                 for j, llm_label in enumerate(report["labels"]):
                     writer.writerow(["llm", key, name, f"confusion_human_{human_label}_llm_{llm_label}", llm["confusion"][i][j]])
+    _csv_issue20(writer, report)
     for row in report["annotators"]:
         for metric in ANNOTATOR_METRICS:
             writer.writerow(["annotator", "", row["rater"], metric, _csv_value(row[metric])])
@@ -75,6 +76,39 @@ def report_csv(*, report: dict) -> str:
 
 def _csv_value(value):
     return "" if value is None else value
+
+
+# --- issue 20: robust agreement, human + judge combined, judge audit, power --------------------------------
+
+QUESTION_EXTRA = ("gwet_ac1", "prevalence_index", "bias_index", "dominant_category", "agreement_ci95",
+                  "human_only", "smallest_detectable_gap", "human_length_preference")
+LLM_EXTRA = ("judge_only", "ppi", "audit")
+
+
+def _flat(prefix: str, value):
+    """(metric, value) rows of a nested dict or list, keys joined by "_" (e.g. ppi_win_rate_ci95_0)."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from _flat(f"{prefix}_{key}", inner)
+    elif isinstance(value, (list, tuple)):
+        for index, inner in enumerate(value):
+            yield from _flat(f"{prefix}_{index}", inner)
+    else:
+        yield prefix, value
+
+
+def _csv_issue20(writer, report: dict) -> None:
+    for key, q in report["questions"].items():
+        for field in QUESTION_EXTRA:
+            for metric, value in _flat(field, q.get(field)):
+                writer.writerow(["question", key, "Human", metric, _csv_value(value)])
+        for name, llm in q["llm"].items():
+            for field in LLM_EXTRA:
+                for metric, value in _flat(field, llm.get(field)):
+                    writer.writerow(["llm", key, name, metric, _csv_value(value)])
+    for name, judge in report.get("judges", {}).items():
+        for metric, value in _flat("judge", judge):
+            writer.writerow(["judge", "", name, metric, _csv_value(value)])
 
 
 def report_context(*, report: dict) -> dict:
@@ -94,6 +128,22 @@ def report_context(*, report: dict) -> dict:
             for key, q in report["questions"].items() for name, llm in q["llm"].items()
         ],
         "manifest_json": json.dumps(report["manifest"], indent=2, default=str),
+        **_context_issue20(report),
+    }
+
+
+def _context_issue20(report: dict) -> dict:
+    """Rows for the issue 20 sections of the html report (robust agreement, combined labels, judge audit)."""
+    return {
+        "agreement_rows": [{"question": key, "q": q, "ci": q.get("agreement_ci95", {})}
+                           for key, q in report["questions"].items()],
+        "combined_rows": [{"question": key, "name": name, "human": q.get("human_only"), "judge": llm.get("judge_only"),
+                           "ppi": llm.get("ppi")}
+                          for key, q in report["questions"].items() for name, llm in q["llm"].items() if llm["items"]],
+        "audit_rows": [{"question": key, "name": name, "audit": llm.get("audit"), "kappa": llm.get("cohen_kappa_vs_human"),
+                        "human_length": q.get("human_length_preference")}
+                       for key, q in report["questions"].items() for name, llm in q["llm"].items() if llm["items"]],
+        "judges": report.get("judges", {}),
     }
 
 
@@ -171,6 +221,7 @@ def report_tex(*, report: dict) -> str:
         lines += [r"\bottomrule", r"\end{tabular}",
                   rf"\caption{{LLM raters of {study} against the human majority, on items valid in both.}}",
                   r"\end{table}"]
+    lines += _tex_issue20(report)
     if report["annotators"]:
         lines += [
             "", r"\begin{table}[t]", r"\centering", r"\small",
@@ -185,6 +236,81 @@ def report_tex(*, report: dict) -> str:
         lines += [r"\bottomrule", r"\end{tabular}",
                   rf"\caption{{Annotators of {study}: agreement with the leave-one-out majority.}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+def _tex_ci(value, ci, digits: int = 3, scale: float = 1.0) -> str:
+    if value is None:
+        return "--"
+    text = f"{scale * value:.{digits}f}"
+    if ci and ci[0] is not None:
+        text += f" [{scale * ci[0]:.{digits}f}, {scale * ci[1]:.{digits}f}]"
+    return text
+
+
+def _tex_issue20(report: dict) -> list[str]:
+    """Tables of issue 20: agreement robust to a dominant category; human + judge combined; judge audit."""
+    study = tex_escape(report["study"])
+    lines = [
+        "", r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{lllllrrl}", r"\toprule",
+        r"Question & Fleiss $\kappa$ & Kripp.\ $\alpha$ & Gwet AC1 & PI & BI & Min.\ gap & Dominant \\", r"\midrule",
+    ]
+    for key, q in report["questions"].items():
+        ci = q.get("agreement_ci95", {})
+        dominant = q.get("dominant_category")
+        dom = "--" if not dominant else f"{tex_escape(dominant['label'])} ({100 * dominant['share']:.0f}\\%)"
+        lines.append(f"{key.upper()} & {_tex_ci(q['fleiss_kappa'], ci.get('fleiss_kappa'), 2)} & "
+                     f"{_tex_ci(q['krippendorff_alpha'], ci.get('krippendorff_alpha'), 2)} & "
+                     f"{_tex_ci(q.get('gwet_ac1'), ci.get('gwet_ac1'), 2)} & {_tex_number(q.get('prevalence_index'), 2)} & "
+                     f"{_tex_number(q.get('bias_index'), 2)} & {_tex_number(q.get('smallest_detectable_gap'), 2)} & {dom} \\\\")
+    lines += [r"\bottomrule", r"\end{tabular}",
+              rf"\caption{{Agreement of the human raters of {study} with item-bootstrap 95\% intervals. Gwet's AC1 "
+              r"(Gwet 2008) stays meaningful when one category dominates, where $\kappa$ and $\alpha$ collapse; "
+              r"PI, BI: prevalence and bias indices (Byrt et al.\ 1993). Min.\ gap: smallest gap $2w-1$ in the "
+              r"challenger's share $w$ of decisive labels detectable at power 0.8, $\alpha=0.05$.}", r"\end{table}"]
+    rows = [(key, name, q, llm) for key, q in report["questions"].items() for name, llm in q["llm"].items()]
+    if not rows:
+        return lines
+    lines += [
+        "", r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{llllllrrr}", r"\toprule",
+        r"Question & Judge & S human (\%) & S PPI (\%) & Win B human (\%) & Win B judge (\%) & Win B PPI (\%) "
+        r"& $n$ / $N$ & Eff.\ $n$ \\", r"\midrule",
+    ]
+    for key, name, q, llm in rows:
+        human, judge, combined = q.get("human_only", {}), llm.get("judge_only", {}), llm.get("ppi", {})
+        lines.append(
+            f"{key.upper()} & {tex_escape(name)} & "
+            f"{_tex_ci(human['share']['similar'], human['ci95']['similar'], 1, 100)} & "
+            f"{_tex_ci(combined['share']['similar'], combined['ci95']['similar'], 1, 100)} & "
+            f"{_tex_ci(human['win_rate']['challenger'], human['win_rate']['ci95'], 1, 100)} & "
+            f"{_tex_ci(judge['win_rate']['challenger'], judge['win_rate']['ci95'], 1, 100)} & "
+            f"{_tex_ci(combined['win_rate']['challenger'], combined['win_rate']['ci95'], 1, 100)} & "
+            f"{combined['labelled']} / {combined['judge_only']} & {_tex_number(combined.get('effective_human_labels'), 0)} \\\\")
+    lines += [r"\bottomrule", r"\end{tabular}",
+              rf"\caption{{Human and judge labels of {study} combined by prediction-powered inference (Angelopoulos "
+              r"et al.\ 2023), 95\% intervals beside the human-only and judge-only (naive) ones. $n$: items with both "
+              r"labels, $N$: items only the judge labelled; Eff.\ $n$: human labels alone giving as narrow an interval.}",
+              r"\end{table}"]
+    lines += [
+        "", r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{llrllrl}", r"\toprule",
+        r"Question & Judge & Flips (\%) & First shown (\%) & Longer (\%) & ECE & Cohen $\kappa$ vs human \\", r"\midrule",
+    ]
+    for key, name, q, llm in rows:
+        a = llm.get("audit", {})
+        lines.append(
+            f"{key.upper()} & {tex_escape(name)} & {_tex_ci(a['flip_rate']['share'], None, 1, 100)} & "
+            f"{_tex_ci(a['first_position']['share'], a['first_position']['ci95'], 1, 100)} & "
+            f"{_tex_ci(a['length_preference']['share'], a['length_preference']['ci95'], 1, 100)} & "
+            f"{_tex_number(a['calibration']['ece'])} & {_tex_ci(llm['cohen_kappa_vs_human'], a['cohen_kappa_ci95'], 2)} \\\\")
+    flags = [f"{tex_escape(name)}: {tex_escape(j['self_preference']['judge_family'])} as the "
+             f"{', '.join(j['self_preference']['matches'])}" for name, j in report.get("judges", {}).items()
+             if j["self_preference"]["flag"]]
+    lines += [r"\bottomrule", r"\end{tabular}",
+              rf"\caption{{Audit of the judges of {study}: verdicts that changed with the order, share of decisive "
+              r"single-order verdicts for the response shown first and of decisive verdicts for the longer response "
+              r"(50\% = no preference; Wilson 95\% intervals), expected calibration error against the human majority, "
+              r"Cohen's $\kappa$ with item-bootstrap 95\% interval. Same model family as a compared system: "
+              + ("; ".join(flags) if flags else "none") + ".}", r"\end{table}"]
+    return lines
 
 
 def report_render(*, report: dict, fmt: str) -> str | bytes:

@@ -43,3 +43,25 @@ def study_report_download(request, slug: str, fmt: str):
     filename = f"{study.slug}-agreement-c{min_confidence}.{EXTENSIONS[fmt]}"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+# --- issue 20: systems ranked across studies ----------------------------------------------------------------
+
+@require_GET
+@staff_required
+def systems_ranking(request):
+    from .ranking_build import systems_ranking_build
+
+    return render(request, "annotation/reports/ranking_page.html", {"ranking": systems_ranking_build()})
+
+
+@require_GET
+@staff_required
+def systems_ranking_download(request, fmt: str):
+    from .ranking_build import RANKING_CONTENT_TYPES, RANKING_FORMATS, ranking_render, systems_ranking_build
+
+    if fmt not in RANKING_FORMATS:
+        raise Http404(f"Unknown ranking format {fmt!r}; choose one of {', '.join(RANKING_FORMATS)}.")
+    response = HttpResponse(ranking_render(ranking=systems_ranking_build(), fmt=fmt), content_type=RANKING_CONTENT_TYPES[fmt])
+    response["Content-Disposition"] = f'attachment; filename="systems-ranking.{fmt}"'
+    return response
