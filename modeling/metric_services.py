@@ -39,10 +39,14 @@ class MetricsReport:
     rows_written: int
     skipped: dict[str, str] = field(default_factory=dict)
     meta: dict[str, dict] = field(default_factory=dict)
+    # What a reader of the figures must know (text mostly dropped by a tokenizer, BERTScore inputs
+    # cut at the model's maximum length): one line each, from the metrics' meta["warning"].
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"system": self.system, "split": self.split, "samples": self.samples, "corpus": self.corpus,
-                "rows_written": self.rows_written, "skipped": self.skipped, "meta": self.meta}
+                "rows_written": self.rows_written, "skipped": self.skipped, "meta": self.meta,
+                "warnings": self.warnings}
 
 
 def _bert_config(bert_model: str | None, bert_layer: int | None) -> tuple[m.BertScoreConfig, bool]:
@@ -68,7 +72,10 @@ def metrics_compute(
     Per sample: char_f1, rouge1/2/L, sentence BLEU, BPC (when the response's meta carries
     ``nll_nats``) and BERTScore P/R/F1. Per run (sample = NULL): their means, except BLEU (sacrebleu
     corpus BLEU, signature in meta) and BPC (total bits over total reference characters).
-    Rerunning replaces the rows: the result is the same whatever ran before.
+    Rerunning replaces the rows: the result is the same whatever ran before. Every metric sees
+    the texts after modeling.text.canonical_text; the report's ``warnings`` repeat what the
+    metrics flagged (texts their tokenizer mostly dropped, BERTScore pairs cut at the model's
+    maximum length).
 
     BERTScore uses ``bert_model`` (a name, a local folder, or "minilm"), else $BERTSCORE_MODEL,
     else roberta-large. When that default is not on this machine BERTScore is skipped and the
@@ -148,8 +155,14 @@ def metrics_compute(
         system=system.name, split=split, samples=len(responses),
         corpus={name: results[name].value for name in m.METRICS if name in results},
         rows_written=len(rows), skipped=skipped,
-        meta={name: results[name].meta for name in ("bleu", "bert_f1", "rouge1", "bpc") if name in results},
+        meta={name: results[name].meta for name in ("char_f1", "rouge1", "bleu", "bert_f1", "bpc") if name in results},
+        warnings=_warnings(results),
     )
+
+
+def _warnings(results: dict[str, m.MetricScores]) -> list[str]:
+    """Each distinct meta["warning"] of the run's metrics, once (ROUGE-1/2/L and BERT P/R/F1 share theirs)."""
+    return list(dict.fromkeys(s.meta["warning"] for s in results.values() if s.meta.get("warning")))
 
 
 def _metric_rows(
