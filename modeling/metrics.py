@@ -372,12 +372,12 @@ class BertScore:
         """Tokens (special tokens included) bert-score keeps of a text; the rest is cut off unseen."""
         return int(self.scorer._tokenizer.model_max_length)
 
-    def token_counts(self, text: str) -> tuple[int, int]:
-        """(tokens with special tokens, unknown tokens) of ``text`` under the model's tokenizer, uncut."""
+    def token_counts(self, text: str) -> tuple[int, float]:
+        """(tokens of ``text`` with special tokens, uncut; share 0-1 of its word pieces unknown to the vocabulary)."""
         tokenizer = self.scorer._tokenizer
         pieces = tokenizer.tokenize(text)
-        special = tokenizer.num_special_tokens_to_add(pair=False)
-        return len(pieces) + special, sum(1 for p in pieces if p == tokenizer.unk_token)
+        unknown = sum(1 for p in pieces if p == tokenizer.unk_token)
+        return len(pieces) + tokenizer.num_special_tokens_to_add(pair=False), unknown / len(pieces) if pieces else 0.0
 
     def score(self, hypotheses: Sequence[str], references: Sequence[str]) -> tuple[list[float], list[float], list[float]]:
         """Per-sample (P, R, F1) lists for one batch of canonical texts.
@@ -464,7 +464,7 @@ def _bert_text_checks(scorer: BertScore, hypotheses: list[str], references: list
             continue  # not sent to the model
         counts = [scorer.token_counts(hyp), scorer.token_counts(ref)]
         truncated += any(n > limit for n, _ in counts)
-        mostly_unknown += sum(1 for n, unk in counts if unk and unk * 2 > n)
+        mostly_unknown += sum(1 for _, unknown in counts if unknown > DROPPED_WARN_SHARE)
     if truncated:
         warnings.append(f"BERTScore: {truncated} of {len(hypotheses)} pairs have a side longer than the model's "
                         f"{limit} tokens; bert-score scored only their first {limit} tokens.")
