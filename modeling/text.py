@@ -269,3 +269,14 @@ def flag_counts(flag_dicts: Iterable[dict | None]) -> dict:
         for name in names:
             counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+def flag_line(counts: dict) -> str:
+    """One line for a job log from flag_counts(): "degenerate outputs: 3 of 8 flagged (2 loop, 3 cut_mid_sentence)"."""
+    reasons = ", ".join(f"{counts[name]} {name}" for name in FLAGS if counts.get(name))
+    line = f"degenerate outputs: {counts['flagged']} of {counts['checked']} flagged"
+    if reasons:
+        line += f" ({reasons})"
+    if counts.get("unchecked"):
+        line += f"; {counts['unchecked']} made before flags existed, unchecked"
+    return line

@@ -5,6 +5,8 @@ and a generate job skips samples that already have a response.
 """
 from celery import shared_task
 
+from modeling.text import flag_line
+
 from ..jobs import job_context
 
 __all__ = ["train", "generate"]
@@ -50,4 +52,5 @@ def generate(job_id: int) -> dict:
         )
         handle.job.result = result
         handle.log(f"{result['created']} new responses of {system.name} on {result['split']} ({result['existing']} existed)")
+        handle.log(flag_line(result["degenerate"]))
     return {"job": job_id}
