@@ -121,3 +121,4 @@ def test_worker_trains_and_generates_from_jobs(celery_worker_process):
     done = wait_for(lambda: Job.objects.filter(pk=gen.pk, status__in=["succeeded", "failed"]).first(), timeout=300)
     assert done.status == "succeeded", done.error + done.traceback
     assert Response.objects.filter(system__name="tiny-pregrag").count() == 2
+    assert done.result["degenerate"]["checked"] == 2 and "degenerate outputs: " in done.log_tail

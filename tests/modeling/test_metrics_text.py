@@ -146,3 +146,24 @@ def test_metrics_job_summary_carries_the_warnings_and_each_stored_metric_its_can
         assert row.meta["canonical"] == CANONICALISATION, row.name
     call_command("compute_metrics", system.name, "--no-bert")
     assert json.loads(capsys.readouterr().out)["warnings"] == report.warnings
+
+
+@pytest.mark.slow
+def test_a_metrics_job_on_a_real_worker_shows_the_warnings_in_its_summary_and_log(celery_worker_process):
+    from tests.conftest import wait_for
+    from tests.modeling.test_metrics_services import make_system
+    from worker.models import Job
+    from worker.services import job_launch
+
+    long = " ".join(["the weather is lovely today"] * 120)
+    system = make_system(pairs=[("🙂🙂🙂", "ok, see you"), (long, "the weather is lovely today"), (NFD, NFC)])
+    job = job_launch(kind=Job.Kind.METRICS, task="worker.metrics",
+                     params={"system": system.name, "split": "test", "bert_model": "minilm"})
+    job = wait_for(lambda: Job.objects.filter(pk=job.pk, status__in=["succeeded", "failed"]).first(), timeout=240)
+    assert job.status == "succeeded", job.error + job.traceback
+    warnings = job.result["warnings"]
+    assert [w.split(":")[0] for w in warnings] == ["ROUGE", "BERTScore"]
+    assert "1 of 6 texts" in warnings[0] and "1 of 3 pairs" in warnings[1]
+    assert job.result["meta"]["bert_f1"]["truncated_pairs"] == 1
+    for warning in warnings:
+        assert f"warning: {warning}" in job.log_tail
