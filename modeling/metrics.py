@@ -19,7 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .text import CANONICALISATION, canonical_text, is_unspaced_char, is_word_char, words
+from .text import (
+    CANONICALISATION,
+    canonical_text,
+    is_unspaced_char,
+    is_word_char,
+    words,
+)
 
 # Metric names as stored in MetricResult.name, in Table 3's column order.
 METRICS = ("char_f1", "rouge1", "rouge2", "rougeL", "bleu", "bpc", "bert_p", "bert_r", "bert_f1")
@@ -188,8 +194,8 @@ def rouge(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Met
     for hyp, ref in zip(hypotheses, references):
         empty = empty_pair_score(hyp, ref)
         if empty is not None:
-            for key in per:
-                per[key].append(empty)
+            for values in per.values():
+                values.append(empty)
             continue
         scores = scorer.score(ref, hyp)  # rouge-score's order is (target, prediction)
         for key in per:

@@ -6,8 +6,15 @@ generic responses repeat one sentence and stop mid-sentence at max_new_tokens.
 import pytest
 
 from modeling.text import (
-    FLAG_LOOP, FLAG_MID_SENTENCE, FLAG_TOKEN_LIMIT, cut_loop, degenerate_flags, ends_mid_sentence, find_loop,
-    flag_counts, flag_line,
+    FLAG_LOOP,
+    FLAG_MID_SENTENCE,
+    FLAG_TOKEN_LIMIT,
+    cut_loop,
+    degenerate_flags,
+    ends_mid_sentence,
+    find_loop,
+    flag_counts,
+    flag_line,
 )
 
 # The demo's R_G for demo/test/demo-031/3 as SmolLM2 writes it (64 new tokens).

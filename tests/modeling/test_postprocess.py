@@ -6,7 +6,11 @@ starting "Note:" was cut wherever it stood, and "Okay, my answer is:" was taken 
 """
 import pytest
 
-from modeling.llm.postprocess import clean_generic_response, clean_response, strip_outer_quotes
+from modeling.llm.postprocess import (
+    clean_generic_response,
+    clean_response,
+    strip_outer_quotes,
+)
 
 
 @pytest.mark.parametrize("reply", [
