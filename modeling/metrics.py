@@ -22,6 +22,7 @@ from pathlib import Path
 from .text import (
     CANONICALISATION,
     canonical_text,
+    is_han_char,
     is_unspaced_char,
     is_word_char,
     words,
@@ -218,15 +219,10 @@ def bleu_tokenizer(references: Sequence[str]) -> str:
     identical text scores 100 in any script; without a word segmenter, a whole Chinese sentence
     would be one "word".
     """
-    has_han = has_other = False
-    for ref in references:
-        for ch in ref:
-            if is_unspaced_char(ch) and is_word_char(ch):
-                if 0x3040 <= ord(ch) <= 0x30FF or 0x0E00 <= ord(ch) <= 0x109F or 0x1780 <= ord(ch) <= 0x17FF:
-                    has_other = True
-                else:
-                    has_han = True
-    return "zh" if has_han else "char" if has_other else "13a"
+    unspaced = {ch for ref in references for ch in ref if is_unspaced_char(ch) and is_word_char(ch)}
+    if any(is_han_char(ch) for ch in unspaced):
+        return "zh"
+    return "char" if unspaced else "13a"
 
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str], *, tokenize: str | None = None) -> MetricScores:

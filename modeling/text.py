@@ -68,6 +68,15 @@ def is_unspaced_char(ch: str) -> bool:
     return any(lo <= code <= hi for lo, hi in _UNSPACED_RANGES)
 
 
+_HAN_RANGES = ((0x2E80, 0x2FDF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3134F))
+
+
+def is_han_char(ch: str) -> bool:
+    """True for a Han (Chinese) character, also used in Japanese and Korean."""
+    code = ord(ch)
+    return any(lo <= code <= hi for lo, hi in _HAN_RANGES)
+
+
 def is_word_char(ch: str) -> bool:
     """A letter, a combining mark (Devanagari vowel signs, accents) or a digit: what words are made of."""
     return unicodedata.category(ch)[0] in "LMN"

@@ -16,7 +16,10 @@ NON_LATIN = {
     "zh": "今天天气很好，我们去公园散步吧。",
     "ru": "Сегодня хорошая погода, пойдём гулять в парк.",
     "hi": "आज मौसम अच्छा है, चलो पार्क में टहलने चलते हैं।",
+    "ja": "今日はいい天気ですね。公園に行きましょう！",
+    "th": "วันนี้อากาศดีมาก ไปเดินเล่นที่สวนกันเถอะ",
 }
+BLEU_TOKENIZER = {"zh": "zh", "ru": "13a", "hi": "13a", "ja": "zh", "th": "char"}
 
 
 def test_canonical_text_is_nfc_with_whitespace_collapsed():
@@ -43,8 +46,12 @@ def test_identical_non_latin_texts_score_the_maximum(lang):
     for name in ("rouge1", "rouge2", "rougeL"):
         assert scores[name].per_sample == [1.0], name
     assert scores["bleu"].value == pytest.approx(100.0)
+    assert scores["bleu"].meta["tokenizer"] == BLEU_TOKENIZER[lang]
     assert scores["char_f1"].value == 1.0
     assert "warning" not in scores["rouge1"].meta
+    # Half the words differ: the score drops below 1 (the text is not one opaque token).
+    half = text[: len(text) // 2]
+    assert 0 < m.rouge([half], [text])["rouge1"].value < 1
 
 
 def test_chinese_rouge_counts_characters_and_bleu_uses_the_chinese_tokenizer():
