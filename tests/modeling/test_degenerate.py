@@ -161,3 +161,50 @@ def test_demo_generic_responses_are_cut_to_the_loops_first_occurrence_and_flagge
         assert response.meta["degenerate"] == degenerate_flags(response.text,
                                                                hit_limit=response.meta["degenerate"]["hit_limit"])
     assert systems[0].config["run"]["degenerate"] == flag_counts(r.meta["degenerate"] for r in responses)
+
+
+def test_a_chat_completions_server_saying_length_marks_the_completion_as_hitting_the_limit():
+    """OpenAICompatibleBackend reads finish_reason (vLLM and llama.cpp send "length" or "stop")."""
+    import http.server
+    import json
+    import threading
+
+    from modeling.llm.backends import GenerationSettings, OpenAICompatibleBackend
+
+    reply = "I keep bees on my roof and sell honey at the market."
+
+    class ChatCompletions(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            words = reply.split()
+            cut = body["max_tokens"] < len(words)
+            choice = {"index": 0, "message": {"role": "assistant", "content": " ".join(words[:body["max_tokens"]])},
+                      "finish_reason": "length" if cut else "stop"}
+            if body["messages"][0]["content"] == "old server":
+                del choice["finish_reason"]
+            data = json.dumps({"choices": [choice]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ChatCompletions)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        backend = OpenAICompatibleBackend("any", f"http://127.0.0.1:{server.server_address[1]}/v1", timeout=10)
+        prompt = [{"role": "user", "content": "hi"}]
+        cut, = backend.generate([prompt], settings=GenerationSettings(max_new_tokens=5))
+        whole, = backend.generate([prompt], settings=GenerationSettings(max_new_tokens=64))
+        unknown, = backend.generate([[{"role": "user", "content": "old server"}]],
+                                    settings=GenerationSettings(max_new_tokens=5))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (cut, cut.hit_limit) == ("I keep bees on my", True)
+    assert (whole, whole.hit_limit) == (reply, False)
+    assert unknown.hit_limit is None
+    assert degenerate_flags(cut, hit_limit=cut.hit_limit)["flags"] == [FLAG_MID_SENTENCE, FLAG_TOKEN_LIMIT]
