@@ -174,3 +174,24 @@ def test_a_metrics_job_on_a_real_worker_shows_the_warnings_in_its_summary_and_lo
     assert job.result["meta"]["bert_f1"]["truncated_pairs"] == 1
     for warning in warnings:
         assert f"warning: {warning}" in job.log_tail
+
+
+def test_english_rouge_tokens_are_rouge_scores_own_on_real_spc_text():
+    """The Unicode tokenizer changes nothing for English: the same tokens as rouge-score's default."""
+    import csv
+
+    from rouge_score.tokenizers import DefaultTokenizer
+
+    from tests.conftest import shared_file
+
+    ours, theirs = m.UnicodeRougeTokenizer(use_stemmer=True), DefaultTokenizer(use_stemmer=True)
+    checked = 0
+    with open(shared_file("spc/Synthetic-Persona-Chat_test.csv"), newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            for line in row["Best Generated Conversation"].splitlines()[:20]:
+                text = line.split(":", 1)[-1]
+                assert ours.tokenize(text) == theirs.tokenize(text), text
+                checked += 1
+            if checked >= 2000:
+                break
+    assert checked >= 2000
