@@ -382,13 +382,13 @@ class BertScore:
         return len(pieces) + tokenizer.num_special_tokens_to_add(pair=False), unknown / len(pieces) if pieces else 0.0
 
     def score(self, hypotheses: Sequence[str], references: Sequence[str]) -> tuple[list[float], list[float], list[float]]:
-        """Per-sample (P, R, F1) lists for one batch of canonical texts.
+        """Per-sample (P, R, F1) lists for one batch, after canonical_text.
 
         A pair with an empty side follows empty_pair_score (both empty 1.0, one empty 0.0, as
         bert-score itself documents for an empty candidate); such pairs are not sent to the
         model (bert-score 0.3.13 crashes on them with transformers 5).
         """
-        _check_parallel(hypotheses, references)
+        hypotheses, references = _canonical_pairs(hypotheses, references)
         n = len(hypotheses)
         p_out, r_out, f_out = [0.0] * n, [0.0] * n, [0.0] * n
         keep = []

@@ -128,6 +128,7 @@ def test_bertscore_counts_pairs_cut_at_the_models_maximum_length(minilm_scorer):
 def test_bertscore_follows_the_empty_rule_and_flags_text_unknown_to_its_vocabulary(minilm_scorer):
     scores = m.bert_score(["", "", "hi", NON_LATIN["zh"]], [" ", "hi", "", NON_LATIN["zh"]], scorer=minilm_scorer)
     assert scores["bert_f1"].per_sample[:3] == [1.0, 0.0, 0.0]
+    assert minilm_scorer.score(["\n ", " \t"], ["hi", "\u00a0"])[2] == [0.0, 1.0]  # whitespace only is empty
     assert scores["bert_p"].per_sample[:3] == [1.0, 0.0, 0.0]
     # MiniLM's English vocabulary knows few Chinese characters: most of the text is [UNK].
     assert scores["bert_f1"].meta["texts_mostly_unknown"] == 2
