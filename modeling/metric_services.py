@@ -15,6 +15,7 @@ from django.db import transaction
 from . import metrics as m
 from .models import MetricResult, Response, System
 from .progress import no_progress
+from .text import is_empty
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,9 @@ def metrics_compute(
 
     # BPC: the model's NLL of the reference, written by the generation step (Response.meta).
     with_nll = [r for r in responses if r.meta.get("nll_nats") is not None]
+    # BPC is undefined for an empty reference (no characters): such samples get no BPC row.
+    empty_reference = [r for r in with_nll if is_empty(r.sample.reference)]
+    with_nll = [r for r in with_nll if not is_empty(r.sample.reference)]
     if with_nll:
         nll, chars = [], []
         for r in with_nll:
@@ -116,10 +120,12 @@ def metrics_compute(
         bpc_scores = m.bpc_run(nll, chars)
         bpc_samples = [r.sample_id for r in with_nll]
         bpc_scores.meta["samples_with_nll"] = len(with_nll)
+        bpc_scores.meta["empty_references"] = len(empty_reference)
         results["bpc"] = bpc_scores
     else:
         bpc_samples = []
-        skipped["bpc"] = "no response carries meta['nll_nats'] (the model's NLL of the reference)"
+        skipped["bpc"] = ("every reference with an NLL is empty (BPC needs characters)" if empty_reference else
+                          "no response carries meta['nll_nats'] (the model's NLL of the reference)")
     progress(len(responses), total_steps)
 
     if bert:

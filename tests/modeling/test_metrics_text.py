@@ -196,3 +196,21 @@ def test_english_rouge_tokens_are_rouge_scores_own_on_real_spc_text():
             if checked >= 2000:
                 break
     assert checked >= 2000
+
+
+@pytest.mark.django_db
+def test_an_empty_reference_gets_no_bpc_instead_of_failing_the_run():
+    import math
+
+    from modeling.metric_services import metrics_compute
+    from modeling.models import MetricResult
+    from tests.modeling.test_metrics_services import make_system
+
+    # Sample 1: 28-character reference, 56 bits -> 2 bits/char. Sample 2: empty reference (an NLL of its eos only).
+    system = make_system(pairs=[("the cat sat on the mat", "the cat sat on the mat today"), ("", "")],
+                         nll=[56 * math.log(2), 0.5])
+    report = metrics_compute(system=system, bert=False)
+    bpc = MetricResult.objects.get(system=system, sample__isnull=True, name="bpc")
+    assert bpc.value == pytest.approx(2.0) and bpc.meta["empty_references"] == 1
+    assert MetricResult.objects.filter(system=system, name="bpc", sample__isnull=False).count() == 1
+    assert report.corpus["char_f1"] == pytest.approx((2 * 17 / (17 + 22) + 1.0) / 2)  # empty vs empty: 1
