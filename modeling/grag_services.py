@@ -155,7 +155,7 @@ def generate_responses(
         scores = score_reference(model, tokenizer, dialogues, batch_size=batch_size)
         with transaction.atomic():
             Response.objects.bulk_create([
-                Response(system=system, sample=s, text=text, meta={
+                Response(system=system, sample=s, text=str(text), meta={
                     "nll_nats": sc["nll_nats"], "ref_chars": sc["n_chars"], "n_tokens": sc["n_tokens"],
                     "bpc": metrics.bpc(sc["nll_nats"], sc["n_chars"]) if sc["n_chars"] else None,
                     "decoding": decoding,
