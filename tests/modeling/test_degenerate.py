@@ -208,3 +208,21 @@ def test_a_chat_completions_server_saying_length_marks_the_completion_as_hitting
     assert (whole, whole.hit_limit) == (reply, False)
     assert unknown.hit_limit is None
     assert degenerate_flags(cut, hit_limit=cut.hit_limit)["flags"] == [FLAG_MID_SENTENCE, FLAG_TOKEN_LIMIT]
+
+
+def test_human_replies_are_almost_never_flagged():
+    """False positives on real text: 3,000 human SPC utterances hold no loop and few unfinished ends."""
+    import csv
+
+    from tests.conftest import shared_file
+
+    texts = []
+    with open(shared_file("spc/Synthetic-Persona-Chat_test.csv"), newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            texts += [line.split(":", 1)[-1].strip() for line in row["Best Generated Conversation"].splitlines()
+                      if ":" in line]
+            if len(texts) >= 3000:
+                break
+    flags = [degenerate_flags(t)["flags"] for t in texts[:3000]]
+    assert sum(FLAG_LOOP in f for f in flags) == 0
+    assert sum(FLAG_MID_SENTENCE in f for f in flags) < 30  # "Sounds good", "Definitely": under 1 %
