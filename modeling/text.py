@@ -7,7 +7,8 @@ Two things live here, each defined once (docs/metrics.md explains them for users
   empty text.
 - Degenerate-output detection: ``find_loop`` (a repetition loop), ``cut_loop`` (keep the loop's
   first occurrence), ``ends_mid_sentence`` and ``degenerate_flags``, which the three generation
-  services store in each output's meta, and ``flag_counts``, which their job summaries report.
+  services store in each output's meta, and ``flag_counts``, which their job summaries report;
+  ``response_defects``, the same detector's verdict on a response a study shows (check_study).
 """
 from __future__ import annotations
 
@@ -184,11 +185,21 @@ def find_loop(text: str) -> Loop | None:
     span_loop = _word_span_loop(text)
     if span_loop is not None:
         return span_loop
-    match = _CHAR_LOOP.search(text)
-    if match:
+    for match in _CHAR_LOOP.finditer(text):
         unit = match.group(1)
+        if len(_primitive_root(unit)) <= 2:
+            continue  # "aaaa...", "hahaha", "哈哈哈哈": one or two characters repeated are not a loop of a unit
         return Loop(unit=unit, copies=len(match.group(0)) // len(unit), keep_until=match.start() + len(unit))
     return None
+
+
+def _primitive_root(unit: str) -> str:
+    """The shortest string whose repetition makes ``unit``: "ababab" -> "ab", "aaa" -> "a"."""
+    n = len(unit)
+    for size in range(1, n + 1):
+        if n % size == 0 and unit[:size] * (n // size) == unit:
+            return unit[:size]
+    return unit
 
 
 _WORD = re.compile(r"\S+")
@@ -289,3 +300,51 @@ def flag_line(counts: dict) -> str:
     if counts.get("unchecked"):
         line += f"; {counts['unchecked']} made before flags existed, unchecked"
     return line
+
+
+# --- Defects a study lists for staff (annotation/giveaways.py, check_study) -----------------------
+
+LONG_WORD = 200  # characters without whitespace: longer than any URL or word a reply needs
+DEFECTS = {
+    "empty": "is empty",
+    "whitespace_only": "is only whitespace",
+    "punctuation_only": "is only punctuation or symbols",
+    "repetition_loop": "repeats itself in a loop",
+    "truncated": "stops mid-sentence",
+    "unbroken_word": f"holds one unbroken word of {LONG_WORD}+ characters",
+}
+LONG_UNPUNCTUATED = 20  # words: a reply this long ending in a letter was most likely cut by a length limit
+# Words a finished English sentence does not end on: a reply ending on one was cut off.
+_DANGLING = frozenset({"a", "an", "the", "and", "or", "but", "because", "than", "my", "your", "our", "their"})
+_WORD_ONLY = re.compile(r"\w+(?:['’]\w+)*")
+
+
+def response_defects(text: str) -> list[str]:
+    """The defects of one response a study shows (keys of ``DEFECTS``), none for an ordinary reply.
+
+    For staff review before a study opens (never to drop a response). A repetition loop is
+    ``find_loop``'s, the detector generation flags with; a reply is truncated when it ends on
+    ``, ; : - (`` or on a word no sentence ends on (``and``, ``the``, ``my``...), or has
+    ``LONG_UNPUNCTUATED``+ words and no final punctuation: stronger evidence than
+    ``ends_mid_sentence`` (any reply without a final mark), which generation pairs with its
+    token-limit flag. Non-Latin scripts and NFD text are not defects (the checks run on NFC).
+    """
+    if text == "":
+        return ["empty"]
+    if not text.strip():
+        return ["whitespace_only"]
+    text = unicodedata.normalize("NFC", text).strip()
+    if all(unicodedata.category(c)[0] in "PSZC" for c in text):
+        return ["punctuation_only"]
+    kinds = []
+    words = [w.lower() for w in _WORD_ONLY.findall(text)]
+    if find_loop(text) is not None:
+        kinds.append("repetition_loop")
+    last = text[-1]
+    if last in ",;:-–—(/" or (unicodedata.category(last)[0] in "LN" and (
+        (words and words[-1] in _DANGLING) or len(words) >= LONG_UNPUNCTUATED
+    )):
+        kinds.append("truncated")
+    if any(len(chunk) >= LONG_WORD for chunk in text.split()):
+        kinds.append("unbroken_word")
+    return kinds

@@ -44,6 +44,7 @@ def test_loops_are_found_and_cut_to_their_first_occurrence(text, unit, copies, k
 @pytest.mark.parametrize("text", [
     "Ha. Ha.", "I see. I see.", "hahahaha", "哈哈哈哈", "very good, very good",
     "I like tea. Do you like tea? I like coffee too.", '"Hi," I said, "nice to meet you."', "",
+    "a" * 2000, "ab" * 1000,  # one or two characters repeated: an unbroken word (a study defect), not a loop
 ])
 def test_ordinary_repetition_is_not_a_loop(text):
     assert find_loop(text) is None and cut_loop(text) == text
@@ -226,3 +227,8 @@ def test_human_replies_are_almost_never_flagged():
     flags = [degenerate_flags(t)["flags"] for t in texts[:3000]]
     assert sum(FLAG_LOOP in f for f in flags) == 0
     assert sum(FLAG_MID_SENTENCE in f for f in flags) < 30  # "Sounds good", "Definitely": under 1 %
+
+
+def test_a_unit_of_three_or_more_characters_repeated_in_one_word_is_a_loop():
+    loop = find_loop("abc" * 700)
+    assert loop is not None and loop.unit == "abc" and loop.copies == 700
