@@ -10,7 +10,7 @@ from django.db import connections, router, transaction
 from ..aggregation import LABELS, STATUS_VALID, StudyAggregate, study_aggregate, votes_summary
 from ..models import Rating, Study
 from . import stats
-from .manifest import report_manifest
+from .manifest import judge_runs_reliability, report_manifest
 from .quality import annotator_quality
 
 # Krippendorff's ordinal alpha needs the choices in order: the baseline better < similar < the
@@ -142,6 +142,7 @@ def _report_build(*, study: Study, min_confidence: int | None, aggregate: StudyA
             },
         }
     annotators = annotator_quality(study=study, ratings=ratings, min_confidence=aggregate.min_confidence)
+    manifest = report_manifest(study=study, ratings=ratings, min_confidence=aggregate.min_confidence)
     return {
         "study": study.slug,
         "min_confidence": aggregate.min_confidence,
@@ -150,5 +151,7 @@ def _report_build(*, study: Study, min_confidence: int | None, aggregate: StudyA
         "labels": list(LABELS),
         "questions": questions,
         "annotators": annotators,
-        "manifest": report_manifest(study=study, ratings=ratings, min_confidence=aggregate.min_confidence),
+        # Each judge run's reliability verdict, with its reasons: every renderer shows it beside the run.
+        "judge_runs": judge_runs_reliability(manifest=manifest),
+        "manifest": manifest,
     }
