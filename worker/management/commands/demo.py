@@ -155,6 +155,8 @@ class Command(BaseCommand):
             "metrics": metrics,
             "study": {"slug": study.slug, "items": study.items.count()} if study else None,
             "judge_ratings": Rating.objects.filter(item__study=study, rater_kind="llm").count() if study else 0,
+            # SmolLM2 is no judge (its option letters get ~10 % of the probability): the run says so.
+            "judge_runs": {run.name: run.reliability for run in study.judge_runs.all()} if study else {},
         }
 
     def _serve(self, plan: PipelinePlan, admin: User, logins: dict, port: int) -> None:
