@@ -148,7 +148,8 @@ def judge_run_execute(*, run: JudgeRun, limit: int | None = None, progress: Prog
     if not questions or not items:
         raise JudgeRunError(f"Study {study.slug!r} has no {'questions' if not questions else 'items'} to judge.")
 
-    JudgeRun.objects.filter(pk=run.pk).update(status=JudgeRun.Status.RUNNING, finished_at=None)
+    # A reliability verdict describes a finished run: one resumed is assessed again when it finishes.
+    JudgeRun.objects.filter(pk=run.pk).update(status=JudgeRun.Status.RUNNING, finished_at=None, reliability={})
     done = set(
         JudgeVerdict.objects.filter(run=run, failed=False, item__in=[i.pk for i in items]).values_list(
             "item_id", "question", "baseline_side"

@@ -37,7 +37,7 @@ def test_options_holding_almost_no_probability_abstain_instead_of_becoming_a_con
 def test_the_default_minimum_stops_smollm2s_option_mass_and_passes_an_instruct_models(mass, abstains):
     # 0.116: SmolLM2-135M's median on SPC prompts (issue 16); 0.97: an instruct model answering with a letter.
     assert DEFAULT_MIN_OPTION_MASS == 0.5
-    shares = {"A": 0.6 * mass, "B": 0.3 * mass, "S": 0.1 * mass}
+    shares = {"A": 0.5 * mass, "B": 0.25 * mass, "S": 0.25 * mass}  # exact binary fractions: they sum to mass
     assert option_score(shares).abstained is abstains
     assert verdict_abstains(option_mass=mass, min_option_mass=DEFAULT_MIN_OPTION_MASS) is abstains
 

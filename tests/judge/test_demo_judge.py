@@ -15,6 +15,7 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 
 from annotation.models import Rating, Study
+from annotation.reports.render import tex_escape
 from judge.models import JudgeRun, JudgeVerdict
 from modeling.importers.service import dataset_import
 from modeling.models import Response, Sample, System
@@ -101,5 +102,5 @@ def test_the_job_pages_never_show_the_unreliable_demo_run_as_succeeded(demo_judg
             if r["section"] == "judge_run"}
     assert rows[(run.name, "reliability")] == "unreliable" and reason in rows[(run.name, "reliability_reasons")]
     assert float(rows[(run.name, "reliability_option_mass")]) < 0.5
-    assert f"Judge run {run.name}: unreliable" in download("tex")
+    assert f"Judge run {tex_escape(run.name)}: unreliable" in download("tex")
     assert f"Judge run {run.name}: unreliable" in download("svg")  # Figure 2 carries the note
