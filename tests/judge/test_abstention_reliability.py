@@ -58,8 +58,8 @@ def test_no_usable_probability_is_a_failure_and_a_missing_option_is_an_error():
 
 
 def _reliability(**overrides):
-    figures = dict(verdicts=100, failed=0, abstained=0, pairs=50, consistent_pairs=45, option_mass_median=0.97,
-                   answers={"A": 40, "B": 38, "S": 22}, min_option_mass=0.5)
+    figures = {"verdicts": 100, "failed": 0, "abstained": 0, "pairs": 50, "consistent_pairs": 45,
+               "option_mass_median": 0.97, "answers": {"A": 40, "B": 38, "S": 22}, "min_option_mass": 0.5}
     return run_reliability(**{**figures, **overrides})
 
 
@@ -74,17 +74,17 @@ def test_a_run_that_passes_every_threshold_is_reliable_with_every_figure():
 @pytest.mark.parametrize(
     "overrides, check, verdict, reason",
     [
-        (dict(consistent_pairs=30), "position_consistency", "warnings", "position consistency 0.6 is below 0.7"),
-        (dict(consistent_pairs=0), "position_consistency", "unreliable", "position consistency 0 is below 0.5"),
-        (dict(option_mass_median=0.7), "option_mass", "warnings", "median option mass 0.7 is below 0.8"),
-        (dict(option_mass_median=0.116), "option_mass", "unreliable", "median option mass 0.116 is below 0.5"),
-        (dict(abstained=10), "abstention_rate", "warnings", "abstention rate 0.1 is above 0.05"),
-        (dict(abstained=30), "abstention_rate", "unreliable", "abstention rate 0.3 is above 0.2"),
-        (dict(answers={"A": 85, "B": 10, "S": 5}), "top_answer_share", "warnings",
+        ({"consistent_pairs": 30}, "position_consistency", "warnings", "position consistency 0.6 is below 0.7"),
+        ({"consistent_pairs": 0}, "position_consistency", "unreliable", "position consistency 0 is below 0.5"),
+        ({"option_mass_median": 0.7}, "option_mass", "warnings", "median option mass 0.7 is below 0.8"),
+        ({"option_mass_median": 0.116}, "option_mass", "unreliable", "median option mass 0.116 is below 0.5"),
+        ({"abstained": 10}, "abstention_rate", "warnings", "abstention rate 0.1 is above 0.05"),
+        ({"abstained": 30}, "abstention_rate", "unreliable", "abstention rate 0.3 is above 0.2"),
+        ({"answers": {"A": 85, "B": 10, "S": 5}}, "top_answer_share", "warnings",
          "share of the most frequent answer 0.85 is above 0.8"),
-        (dict(answers={"A": 96, "B": 4, "S": 0}), "top_answer_share", "unreliable",
+        ({"answers": {"A": 96, "B": 4, "S": 0}}, "top_answer_share", "unreliable",
          "share of the most frequent answer 0.96 is above 0.95 (96 of 100 verdicts answered A)"),
-        (dict(failed=5, verdicts=95, answers={"A": 38, "B": 37, "S": 20}), "failure_rate", "warnings",
+        ({"failed": 5, "verdicts": 95, "answers": {"A": 38, "B": 37, "S": 20}}, "failure_rate", "warnings",
          "failure rate 0.05 is above 0"),
     ],
 )
@@ -194,3 +194,28 @@ def test_a_resumed_run_keeps_its_minimum_and_a_bad_minimum_is_refused(spc_pairs)
         judge_run_create(study=study, model_id="smollm2", name="LLM-min", min_option_mass=0.5)
     with pytest.raises(JudgeRunError, match="from 0 to 1"):
         judge_run_create(study=study, model_id="smollm2", name="LLM-other", min_option_mass=1.5)
+
+
+@pytest.mark.django_db
+def test_an_llm_rater_that_is_not_reliable_is_named_so_in_every_table_and_in_figure_2(spc_pairs):
+    from annotation.reports.build import report_build
+    from annotation.reports.render import report_render
+
+    study = study_make(spc_pairs[:1], slug="report-reliability", min_confidence=1)
+    item = study.items.get()
+    for rater, kind in (("ann1", "human"), ("ann2", "human"), ("LLM-warn", "llm")):
+        Rating.objects.create(item=item, question="q1", rater=rater, rater_kind=kind, choice="challenger",
+                              shown_choice="B", baseline_side="A", confidence=4)
+    reliability = _reliability(consistent_pairs=30)  # position consistency 0.6: warnings
+    JudgeRun.objects.create(name="LLM-warn", study=study, model_id="smollm2", prompt_version="v2",
+                            status=JudgeRun.Status.SUCCEEDED, reliability=reliability)
+    report = report_build(study=study)
+    assert report["judge_runs"]["LLM-warn"]["verdict"] == "warnings"
+    html = report_render(report=report, fmt="html")
+    assert "<td>LLM-warn (warnings)</td>" in html and "position consistency 0.6 is below 0.7" in html
+    assert "LLM-warn (warnings)" in report_render(report=report, fmt="tex")
+    svg = report_render(report=report, fmt="svg")
+    assert "LLM-warn (warnings)" in svg and "Judge run LLM-warn: warnings (position consistency 0.6" in svg
+    csv_text = report_render(report=report, fmt="csv")
+    assert "judge_run,,LLM-warn,reliability,warnings" in csv_text
+    assert "judge_run,,LLM-warn,reliability_position_consistency,0.6" in csv_text

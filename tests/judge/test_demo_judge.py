@@ -86,6 +86,13 @@ def test_the_job_pages_never_show_the_unreliable_demo_run_as_succeeded(demo_judg
     row = row[:row.index("</tr>")]
     assert "Finished: unreliable" in row and "Succeeded" not in row
 
+    # A pipeline whose judge stage is not reliable says so beside its own status.
+    pipeline = Job.objects.create(kind=Job.Kind.PIPELINE, status=Job.Status.SUCCEEDED)
+    Job.objects.filter(pk=job.pk).update(parent=pipeline)
+    page = client.get(reverse("worker:job_detail", args=[pipeline.pk])).content.decode()
+    assert "Not reliable:" in page and f"{job}</a> (unreliable: {reason}" in page
+    assert "Finished: unreliable" in page  # the stage's line in the list of stages
+
     report_page = client.get(reverse("reports:study_report", args=[study.slug])).content.decode()
     run = JudgeRun.objects.get(study=study)
     assert f"<strong>{run.name}</strong>:" in report_page and reason in report_page
