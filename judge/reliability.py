@@ -12,9 +12,10 @@ audit, never a Rating.
 
 Default 0.5: below it, the model more probably answers with something that is not an option
 than with one of them, so the "verdict" is a guess about an answer the model would most likely
-not give. An instruct model asked to answer with a single letter puts nearly all its probability
-on the letters at the answer position (the judge of section 5.5, Qwen2.5-32B-Instruct, well
-above 0.9 in our prompts' format); SmolLM2-135M (median 0.116 on SPC prompts) falls far below.
+not give. An instruct model that follows "answer with a single letter" puts most of its
+probability on the letters at the answer position, so it passes (not measured here: the paper's
+judge, Qwen2.5-32B-Instruct, is not available offline); SmolLM2-135M falls far below (median
+0.116 on SPC prompts, issue 16; 0.27 on the demo data, tests/judge/test_demo_judge.py).
 
 Reliability. Each finished run gets a verdict, ``reliable``, ``warnings`` or ``unreliable``,
 from thresholds on figures of its verdicts (each check keeps its figure and its reason):
