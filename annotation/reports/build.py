@@ -11,7 +11,7 @@ from django.db.models.functions import Length
 from ..aggregation import LABELS, STATUS_VALID, StudyAggregate, study_aggregate, votes_summary
 from ..models import Item, Rating, Study
 from . import agreement, audit, planner, ppi, stats
-from .manifest import judge_runs_of, report_manifest
+from .manifest import judge_runs_of, judge_runs_reliability, report_manifest
 from .quality import annotator_quality
 
 # Krippendorff's ordinal alpha needs the choices in order: the baseline better < similar < the
@@ -172,6 +172,8 @@ def _report_build(*, study: Study, min_confidence: int | None, aggregate: StudyA
         "power": {"power": planner.POWER, "alpha": planner.ALPHA,
                   "rule": "smallest gap 2w - 1 in the challenger's share w of decisive labels that a two-sided "
                           "test against 1/2 detects with the study's decisive labels"},
+        # Each judge run's reliability verdict, with its reasons: every renderer shows it beside the run.
+        "judge_runs": judge_runs_reliability(manifest=manifest),
         "manifest": manifest,
     }
 

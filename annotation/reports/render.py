@@ -13,7 +13,7 @@ from django.template.loader import render_to_string
 
 from common.latex import tex_escape
 
-from .figures import figure2_png, figure2_series, figure2_svg
+from .figures import figure2_png, figure2_series, figure2_svg, group_label, judge_runs_not_reliable
 
 FORMATS = ("json", "csv", "html", "tex", "svg", "png")
 CONTENT_TYPES = {
@@ -65,6 +65,11 @@ def report_csv(*, report: dict) -> str:
                 for j, llm_label in enumerate(report["labels"]):
                     writer.writerow(["llm", key, name, f"confusion_human_{human_label}_llm_{llm_label}", llm["confusion"][i][j]])
     _csv_issue20(writer, report)
+    for name, run in report.get("judge_runs", {}).items():
+        writer.writerow(["judge_run", "", name, "reliability", run["verdict"]])
+        writer.writerow(["judge_run", "", name, "reliability_reasons", "; ".join(run["reasons"])])
+        for check, figures in run["checks"].items():
+            writer.writerow(["judge_run", "", name, f"reliability_{check}", figures["figure"]])
     for row in report["annotators"]:
         for metric in ANNOTATOR_METRICS:
             writer.writerow(["annotator", "", row["rater"], metric, _csv_value(row[metric])])
@@ -119,12 +124,15 @@ def report_context(*, report: dict) -> dict:
         "report": report,
         "labels": labels,
         "figure_svg": figure2_svg(report=report, embed_manifest=False),
+        "judge_run_warnings": judge_runs_not_reliable(report=report),
         "figure_rows": [
-            {"group": group, "question": key, "shares": [shares[label] for label in labels]}
+            {"group": group_label(report=report, group=group), "question": key,
+             "shares": [shares[label] for label in labels]}
             for group, by_question in series.items() for key, shares in by_question.items()
         ],
         "llm_rows": [
-            {"question": key, "name": name, **llm, "confusion_rows": list(zip(labels, llm["confusion"]))}
+            {"question": key, "name": group_label(report=report, group=name), **llm,
+             "confusion_rows": list(zip(labels, llm["confusion"]))}
             for key, q in report["questions"].items() for name, llm in q["llm"].items()
         ],
         "manifest_json": json.dumps(report["manifest"], indent=2, default=str),
@@ -201,10 +209,15 @@ def report_tex(*, report: dict) -> str:
         r"\bottomrule", r"\end{tabular}",
         rf"\caption{{Human evaluation of {study}: majority labels after dropping ratings with confidence below "
         rf"{report['min_confidence']}; A = {tex_escape(report['baseline'])} better, B = {tex_escape(report['challenger'])} "
-        rf"better, S = similar. Win B: share of decisive labels won by B, bootstrap 95\% CI, two-sided sign test.}}",
+        rf"better, S = similar. Win B: share of decisive labels won by B, bootstrap 95\% CI, two-sided sign test."
+        # With no LLM table (every verdict abstained), the note on a run that is not reliable goes here.
+        + ("".join(f" Judge run {tex_escape(line)}." for line in judge_runs_not_reliable(report=report))
+           if not any(q["llm"] for q in report["questions"].values()) else "") + "}",
         r"\end{table}",
     ]
     llm_rows = [(key, name, llm) for key, q in report["questions"].items() for name, llm in q["llm"].items()]
+    warnings = judge_runs_not_reliable(report=report)
+    lines += [f"% judge run {line}" for line in warnings]
     if llm_rows:
         lines += [
             "", r"\begin{table}[t]", r"\centering", r"\small",
@@ -216,10 +229,11 @@ def report_tex(*, report: dict) -> str:
             valid = llm["valid"]
             shares = [(f"{100 * llm['distribution'][label] / valid:.1f}" if valid else "--") for label in labels]
             agree = "--" if llm["agreement_vs_human"] is None else f"{100 * llm['agreement_vs_human']:.1f}"
-            lines.append(f"{key.upper()} & {tex_escape(name)} & {valid} & {' & '.join(shares)} & {llm['compared']} & "
+            lines.append(f"{key.upper()} & {tex_escape(group_label(report=report, group=name))} & {valid} & {' & '.join(shares)} & {llm['compared']} & "
                          f"{_tex_number(llm['cohen_kappa_vs_human'])} & {agree} \\\\")
         lines += [r"\bottomrule", r"\end{tabular}",
-                  rf"\caption{{LLM raters of {study} against the human majority, on items valid in both.}}",
+                  rf"\caption{{LLM raters of {study} against the human majority, on items valid in both."
+                  + "".join(f" Judge run {tex_escape(line)}." for line in warnings) + "}",
                   r"\end{table}"]
     lines += _tex_issue20(report)
     if report["annotators"]:
@@ -294,7 +308,7 @@ def _tex_issue20(report: dict) -> list[str]:
         "", r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{llrllrl}", r"\toprule",
         r"Question & Judge & Flips (\%) & First shown (\%) & Longer (\%) & ECE & Cohen $\kappa$ vs human \\", r"\midrule",
     ]
-    for key, name, q, llm in rows:
+    for key, name, _q, llm in rows:
         a = llm.get("audit", {})
         lines.append(
             f"{key.upper()} & {tex_escape(name)} & {_tex_ci(a['flip_rate']['share'], None, 1, 100)} & "

@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from annotation.models import Study
 from common.lookup import by_name_or_command_error
 from judge.prompts import DEFAULT_PROMPT_VERSION, PROMPTS
+from judge.reliability import DEFAULT_MIN_OPTION_MASS, reliability_label
 from judge.services import JudgeRunError, judge_default_model, judge_run_create, judge_run_execute
 
 
@@ -20,7 +21,8 @@ class Command(BaseCommand):
     help = (
         "Judge a study's items with an LLM in both orders and store the verdicts as Ratings of an LLM rater "
         "named after the run. Running it again with the same name resumes the run. Prints one JSON line: "
-        '{"run", "items", "ratings", "consistency", "seconds"}.'
+        '{"run", "items", "ratings", "consistency", "abstained", "reliability", "seconds"}; reliability is '
+        '{"verdict": reliable | warnings | unreliable, "reasons": [...], "checks": {...}} (docs/judge.md).'
     )
 
     def add_arguments(self, parser):
@@ -31,6 +33,9 @@ class Command(BaseCommand):
         parser.add_argument("--limit", type=int, default=None, help="Judge only the first N items.")
         parser.add_argument("--prompt-version", default=None, choices=sorted(PROMPTS),
                             help=f"Judge prompt (default {DEFAULT_PROMPT_VERSION}; a resumed run keeps its own).")
+        parser.add_argument("--min-option-mass", type=float, default=None,
+                            help=f"A verdict whose option letters get less of the next-token probability abstains "
+                                 f"(0-1; default {DEFAULT_MIN_OPTION_MASS} for a new run; a resumed run keeps its own).")
         parser.add_argument("--queue", action="store_true", help="Send the run to a worker instead of running it here.")
         parser.add_argument("--systems", nargs=2, metavar=("BASELINE", "CHALLENGER"), default=None,
                             help="Judge these two systems' stored responses: creates study SLUG from the samples both "
@@ -58,7 +63,8 @@ class Command(BaseCommand):
                 except ModelNotFound as exc:
                     raise CommandError(str(exc)) from None
             run = judge_run_create(study=study, model_id=model_id, name=opts["name"],
-                                   prompt_version=opts["prompt_version"], limit=opts["limit"])
+                                   prompt_version=opts["prompt_version"], limit=opts["limit"],
+                                   min_option_mass=opts["min_option_mass"])
             if opts["queue"]:
                 from worker.models import Job
                 from worker.services import BrokerUnavailable, job_launch
@@ -75,8 +81,11 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         self.stdout.write(json.dumps({
             "run": run.name, "items": summary["items"], "ratings": summary["ratings"],
-            "consistency": summary["consistency"], "seconds": round(time.monotonic() - started, 2),
+            "consistency": summary["consistency"], "abstained": summary["abstained"],
+            "reliability": summary["reliability"], "seconds": round(time.monotonic() - started, 2),
         }))
+        if summary["reliability"]["verdict"] != "reliable":
+            self.stderr.write(f"Judge run {run.name} is {reliability_label(summary['reliability'])}")
 
     def _systems_study(self, opts) -> Study:
         from annotation.services import study_create_from_systems
