@@ -135,6 +135,6 @@ class StudyPlanForm(forms.Form):
 
     def plan(self) -> dict:
         """The plan for the cleaned inputs (call after ``is_valid()``)."""
-        from .reports.planner import study_plan  # pure statistics; moves with reports (issue 18)
+        from .planner import study_plan
 
         return study_plan(**self.cleaned_data)

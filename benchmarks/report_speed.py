@@ -76,7 +76,7 @@ def bt_bootstrap_timing(args) -> dict:
     sys.path.insert(0, str(ROOT))
     import importlib.util
 
-    # Load the Django-free module directly: annotation.reports' package __init__ imports Django models.
+    # Load the Django-free module directly: reports' package __init__ imports Django models.
     spec = importlib.util.spec_from_file_location("ranking", ROOT / "annotation" / "reports" / "ranking.py")
     ranking = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ranking)
@@ -157,7 +157,7 @@ def run(args) -> dict:
     Rating.objects.bulk_create(ratings, batch_size=4000)
     n_ratings = Rating.objects.filter(item__study=study).count()
 
-    from annotation.reports import report_build, report_render
+    from reports import report_build, report_render
 
     cpu: dict[str, float] = {}
 

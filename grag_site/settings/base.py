@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "modeling",
     "annotation",
     "judge",
+    "reports",
     "worker",
 ]
 

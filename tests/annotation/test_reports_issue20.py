@@ -22,21 +22,21 @@ from statsmodels.stats.proportion import proportion_confint, proportion_effectsi
 
 from annotation.aggregation import LABELS, study_aggregate
 from annotation.models import Item, Rating
-from annotation.reports import report_build, report_render
-from annotation.reports.agreement import (
+from annotation.planner import (
+    decisive_needed,
+    smallest_detectable_gap,
+    study_plan,
+)
+from judge.models import JudgeRun
+from reports import report_build, report_render
+from reports.agreement import (
     agreement_resampled,
     bootstrap_weights,
     fleiss_kappa_weighted,
     gwet_ac1_weighted,
     krippendorff_alpha_weighted,
 )
-from annotation.reports.figures import figure2_intervals
-from annotation.reports.planner import (
-    decisive_needed,
-    smallest_detectable_gap,
-    study_plan,
-)
-from judge.models import JudgeRun
+from reports.figures import figure2_intervals
 from tests.annotation.test_aggregation import ratings_add, study_create
 
 HUMANS = ("ann", "bob", "cat")
@@ -325,7 +325,7 @@ def ranked_studies():
 def test_systems_ranked_by_bradley_terry_match_choix_and_leave_ties_out():
     import choix
 
-    from annotation.reports.ranking_build import ranking_render, systems_ranking_build
+    from reports.ranking_build import ranking_render, systems_ranking_build
 
     plan = ranked_studies()
     ranking = systems_ranking_build(resamples=200, seed=1)
@@ -369,14 +369,14 @@ def test_ranking_page_and_downloads_are_staff_only(client):
 
 
 def test_bt_ranking_rejects_bad_indices():
-    from annotation.reports.ranking import bt_ranking
+    from reports.ranking import bt_ranking
 
     with pytest.raises(ValueError, match="system indices"):
         bt_ranking(systems=["a", "b"], comparisons=[(0, 2, 1, 1, 0)])
 
 
 def test_model_family_reads_model_ids_and_not_words_that_start_like_one():
-    from annotation.reports.audit import model_family, self_preference
+    from reports.audit import model_family, self_preference
 
     assert model_family("HuggingFaceTB/SmolLM2-135M-Instruct") == "smollm"
     assert model_family("Qwen/Qwen2.5-32B-Instruct") == "qwen" and model_family("microsoft/phi-3-mini") == "phi"

@@ -198,8 +198,8 @@ def test_a_resumed_run_keeps_its_minimum_and_a_bad_minimum_is_refused(spc_pairs)
 
 @pytest.mark.django_db
 def test_an_llm_rater_that_is_not_reliable_is_named_so_in_every_table_and_in_figure_2(spc_pairs):
-    from annotation.reports.build import report_build
-    from annotation.reports.render import report_render
+    from reports.build import report_build
+    from reports.render import report_render
 
     study = study_make(spc_pairs[:1], slug="report-reliability", min_confidence=1)
     item = study.items.get()

@@ -15,10 +15,10 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 
 from annotation.models import Rating, Study
-from annotation.reports.render import tex_escape
 from judge.models import JudgeRun, JudgeVerdict
 from modeling.importers.service import dataset_import
 from modeling.models import Response, Sample, System
+from reports.render import tex_escape
 from worker.management.commands.demo import DEMO_DIR
 from worker.models import Job
 from worker.pipeline import PipelinePlan

@@ -182,7 +182,7 @@ def test_run_judge_prints_a_json_summary_and_resumes_by_name(smollm2, spc_pairs,
 
 
 def test_a_runs_ratings_appear_in_the_agreement_report_as_an_llm_rater(smollm2, spc_pairs):
-    from annotation.reports.build import report_build
+    from reports.build import report_build
 
     study = study_make(spc_pairs[:1], slug="report-study", min_confidence=1)
     item = study.items.get()

@@ -2,7 +2,14 @@
 import pytest
 
 from judge.devdata import spc_turns
-from judge.prompts import PROMPT_V1, PROMPT_V2, UnknownPromptVersion, prompt_messages, prompt_template, responses_in_order
+from judge.prompts import (
+    PROMPT_V1,
+    PROMPT_V2,
+    UnknownPromptVersion,
+    prompt_messages,
+    prompt_template,
+    responses_in_order,
+)
 from judge.scoring import (
     CONFIDENCE_THRESHOLDS,
     Score,

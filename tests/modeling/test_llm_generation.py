@@ -100,9 +100,9 @@ def test_a_prompt_pass_in_parts_gives_what_one_pass_does(smollm2, prefix_cache):
 
 def test_reserved_cache_layers_hold_what_concatenation_would():
     import torch
+    from transformers import LlamaConfig
 
     from modeling.llm.backends import reserved_cache
-    from transformers import LlamaConfig
 
     config = LlamaConfig(num_hidden_layers=1, num_key_value_heads=2, num_attention_heads=2, hidden_size=8)
     cache = reserved_cache(config, capacity=4, batch_size=3)

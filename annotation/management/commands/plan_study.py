@@ -3,7 +3,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.reports.planner import ALPHA, POWER, study_plan
+from annotation.planner import ALPHA, POWER, study_plan
 
 
 class Command(BaseCommand):

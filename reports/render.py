@@ -157,7 +157,7 @@ def _context_issue20(report: dict) -> dict:
 
 def report_html(*, report: dict) -> str:
     """A self-contained html document (inline css and svg) for download and the command line."""
-    return render_to_string("annotation/reports/report_document.html", report_context(report=report))
+    return render_to_string("reports/report_document.html", report_context(report=report))
 
 
 # --- LaTeX (booktabs) -----------------------------------------------------------------------

@@ -8,9 +8,11 @@ import pandas as pd
 from django.db import connections, router, transaction
 from django.db.models.functions import Length
 
-from ..aggregation import LABELS, STATUS_VALID, StudyAggregate, study_aggregate, votes_summary
-from ..models import Item, Rating, Study
-from . import agreement, audit, planner, ppi, stats
+from annotation import planner
+from annotation.aggregation import LABELS, STATUS_VALID, StudyAggregate, study_aggregate, votes_summary
+from annotation.models import Item, Rating, Study
+
+from . import agreement, audit, ppi, stats
 from .manifest import judge_runs_of, judge_runs_reliability, report_manifest
 from .quality import annotator_quality
 

@@ -13,8 +13,9 @@ import json
 
 from django.template.loader import render_to_string
 
-from ..aggregation import study_aggregate, votes_summary
-from ..models import Study
+from annotation.aggregation import study_aggregate, votes_summary
+from annotation.models import Study
+
 from .manifest import _version, judge_models_of
 from .ranking import RANKING_RESAMPLES, REGULARISATION, TIE_RULE, bt_ranking
 from .render import tex_escape
@@ -121,4 +122,4 @@ def ranking_render(*, ranking: dict, fmt: str) -> str:
 
 
 def ranking_html(*, ranking: dict) -> str:
-    return render_to_string("annotation/reports/_ranking_body.html", {"ranking": ranking})
+    return render_to_string("reports/_ranking_body.html", {"ranking": ranking})

@@ -3,9 +3,9 @@ from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
+from annotation.models import Study
 from common.permissions import staff_required
 
-from ..models import Study
 from .build import min_confidence_parse, report_build
 from .render import CONTENT_TYPES, EXTENSIONS, FORMATS, report_context, report_render
 
@@ -22,10 +22,10 @@ def study_report(request, slug: str):
     try:
         min_confidence = min_confidence_parse(value=request.GET.get("min_confidence"), study=study)
     except ValueError as exc:
-        return render(request, "annotation/reports/report_page.html", {**context, "error": str(exc)}, status=400)
+        return render(request, "reports/report_page.html", {**context, "error": str(exc)}, status=400)
     report = report_build(study=study, min_confidence=min_confidence)
     context.update(report_context(report=report), min_confidence=min_confidence)
-    return render(request, "annotation/reports/report_page.html", context)
+    return render(request, "reports/report_page.html", context)
 
 
 @require_GET
@@ -52,7 +52,7 @@ def study_report_download(request, slug: str, fmt: str):
 def systems_ranking(request):
     from .ranking_build import systems_ranking_build
 
-    return render(request, "annotation/reports/ranking_page.html", {"ranking": systems_ranking_build()})
+    return render(request, "reports/ranking_page.html", {"ranking": systems_ranking_build()})
 
 
 @require_GET

@@ -8,9 +8,8 @@ from importlib import metadata
 import pandas as pd
 from django.utils import timezone
 
+from annotation.models import Item, Rating, Study
 from judge.models import JudgeRun
-
-from ..models import Item, Rating, Study
 
 PACKAGES = ("numpy", "pandas", "scipy", "statsmodels", "krippendorff", "matplotlib", "scikit-learn", "ppi-python", "choix")
 

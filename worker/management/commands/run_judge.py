@@ -11,10 +11,14 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import Study
+from annotation.services import study_judge_only_get_or_create
 from common.lookup import by_name_or_command_error
 from judge.prompts import DEFAULT_PROMPT_VERSION, PROMPTS
 from judge.reliability import DEFAULT_MIN_OPTION_MASS, reliability_label
 from judge.services import JudgeRunError, judge_default_model, judge_run_create, judge_run_execute
+from modeling.models import System
+from worker.models import Job
+from worker.services import BrokerUnavailable, job_launch
 
 
 class Command(BaseCommand):
@@ -66,9 +70,6 @@ class Command(BaseCommand):
                                    prompt_version=opts["prompt_version"], limit=opts["limit"],
                                    min_option_mass=opts["min_option_mass"])
             if opts["queue"]:
-                from worker.models import Job
-                from worker.services import BrokerUnavailable, job_launch
-
                 try:
                     job = job_launch(kind=Job.Kind.JUDGE, task="worker.judge",
                                      params={"run_id": run.pk, "limit": opts["limit"]})
@@ -88,28 +89,9 @@ class Command(BaseCommand):
             self.stderr.write(f"Judge run {run.name} is {reliability_label(summary['reliability'])}")
 
     def _systems_study(self, opts) -> Study:
-        from annotation.services import study_create_from_systems
-        from modeling.models import System
-
-        names = opts["systems"]
-        systems = []
-        for name in names:
-            systems.append(by_name_or_command_error(System.objects.all(), name))
-        study = Study.objects.filter(slug=opts["study"]).first()
-        if study is not None:
-            if (study.baseline_system_id, study.challenger_system_id) != (systems[0].pk, systems[1].pk):
-                raise CommandError(
-                    f"Study {study.slug!r} exists and compares {study.baseline_name!r} with {study.challenger_name!r}, "
-                    f"not {names[0]!r} with {names[1]!r}; choose another slug."
-                )
-            return study
+        systems = [by_name_or_command_error(System.objects.all(), name) for name in opts["systems"]]
         try:
-            study = study_create_from_systems(
-                slug=opts["study"], baseline=systems[0], challenger=systems[1], split=opts["split"],
-                limit=opts["limit"], seed=opts["seed"],
-            )
+            return study_judge_only_get_or_create(slug=opts["study"], baseline=systems[0], challenger=systems[1],
+                                                  split=opts["split"], limit=opts["limit"], seed=opts["seed"])
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        study.is_open = False  # judge-only: no annotator is given it
-        study.save(update_fields=["is_open"])
-        return study
