@@ -756,6 +756,55 @@ def answers_validate(*, study: Study, answers: list[Answer]) -> list[Answer]:
     return [given[q] for q in keys]
 
 
+RatingKey = tuple[int, str, str]  # (item id, question key, rater name): at most one current Rating each
+
+
+def ratings_append(*, ratings: list[Rating], compare: tuple[str, ...],
+                   current: dict[RatingKey, Rating] | None = None) -> list[Rating]:
+    """The one write path of Rating rows: human submits, votes imports and judge runs all call it.
+
+    Ratings are append-only (paper section 5.5's votes stay auditable): for each unsaved rating of
+    ``ratings`` whose (item, question, rater) has a current row that equals it on every field of
+    ``compare``, nothing is written and that row is returned with ``is_new = False``; otherwise the
+    old row (if any) stops being current and the new one is inserted with ``is_new = True``.
+    Returns the current rows, in the order of ``ratings``. ``current`` (key -> row) saves the look-up
+    when the caller already holds it. Run inside the caller's transaction.
+    """
+    if current is None:
+        current = ratings_current(keys=[(r.item_id, r.question, r.rater) for r in ratings])
+    result, new, replaced = [], [], []
+    for rating in ratings:
+        old = current.get((rating.item_id, rating.question, rating.rater))
+        if old is not None and all(getattr(old, f) == getattr(rating, f) for f in compare):
+            old.is_new = False
+            result.append(old)
+            continue
+        if old is not None:
+            replaced.append(old.pk)
+        rating.is_new = True
+        new.append(rating)
+        result.append(rating)
+    if replaced:
+        Rating.objects.filter(pk__in=replaced).update(is_current=False)
+    Rating.objects.bulk_create(new)
+    return result
+
+
+def ratings_current(*, keys: list[RatingKey]) -> dict[RatingKey, Rating]:
+    """The current Rating of each (item id, question, rater) in ``keys`` that has one."""
+    if not keys:
+        return {}
+    rows = Rating.objects.filter(item_id__in={k[0] for k in keys}, rater__in={k[2] for k in keys}, is_current=True)
+    wanted = set(keys)
+    return {key: r for r in rows if (key := (r.item_id, r.question, r.rater)) in wanted}
+
+
+def ratings_retire(*, keys: list[RatingKey]) -> int:
+    """Stop the current Rating of each key being current (a judge verdict that became an abstention)."""
+    ids = [r.pk for r in ratings_current(keys=keys).values()]
+    return Rating.objects.filter(pk__in=ids).update(is_current=False) if ids else 0
+
+
 @transaction.atomic
 def rating_submit(*, assignment: Assignment, answers: list[Answer]) -> list[Rating]:
     """Store an annotator's answers to every question of an item; return the current ratings.
@@ -830,27 +879,17 @@ def _rating_store(*, assignment: Assignment, answers: list[Answer]) -> list[Rati
         assignment.seconds = (now - assignment.reserved_at).total_seconds()
         assignment.save(update_fields=["status", "completed_at", "seconds"])
 
-    result, new, replaced = [], [], []
-    for a in answers:
-        old = current.get(a.question)
-        if old is not None and old.shown_choice == a.choice and old.confidence == a.confidence:
-            old.is_new = False
-            result.append(old)
-            continue
-        if old is not None:
-            replaced.append(old.pk)
-        rating = Rating(
-            item=item, question=a.question, rater=annotator.get_username(), rater_kind=Rating.RaterKind.HUMAN,
+    rater = annotator.get_username()
+    ratings = [
+        Rating(
+            item=item, question=a.question, rater=rater, rater_kind=Rating.RaterKind.HUMAN,
             annotator=annotator, assignment=assignment, choice=_canonical(a.choice, assignment.baseline_side),
             shown_choice=a.choice, baseline_side=assignment.baseline_side, confidence=a.confidence,
         )
-        rating.is_new = True
-        new.append(rating)
-        result.append(rating)
-    if replaced:
-        Rating.objects.filter(pk__in=replaced).update(is_current=False)
-    Rating.objects.bulk_create(new)
-    return result
+        for a in answers
+    ]
+    return ratings_append(ratings=ratings, compare=("shown_choice", "confidence"),
+                          current={(item.pk, q, rater): r for q, r in current.items()})
 
 
 # --------------------------------------------------------------------------- votes files
@@ -941,19 +980,12 @@ def votes_import(*, study: Study, path: str | Path) -> dict[str, int]:
         for r in Rating.objects.filter(item__study=study, is_current=True)
     }
     users = dict(User.objects.filter(username__in={r["rater"] for _, r in rows}).values_list("username", "id"))
-    added = changed = unchanged = 0
-    for _line, r in rows:
-        old = current.get((r["item_id"], r["question"], r["rater"]))
-        if old is not None and (old.choice, old.confidence, old.rater_kind) == (r["choice"], r["confidence"], r["rater_kind"]):
-            unchanged += 1
-            continue
-        if old is not None:
-            Rating.objects.filter(pk=old.pk).update(is_current=False)
-            changed += 1
-        else:
-            added += 1
-        Rating.objects.create(
-            annotator_id=users.get(r["rater"]) if r["rater_kind"] == Rating.RaterKind.HUMAN else None,
-            meta={"source": str(path)}, **r,
-        )
-    return {"added": added, "changed": changed, "unchanged": unchanged}
+    ratings = [
+        Rating(annotator_id=users.get(r["rater"]) if r["rater_kind"] == Rating.RaterKind.HUMAN else None,
+               meta={"source": str(path)}, **r)
+        for _line, r in rows
+    ]
+    stored = ratings_append(ratings=ratings, compare=("choice", "confidence", "rater_kind"), current=current)
+    unchanged = sum(not r.is_new for r in stored)
+    changed = sum(r.is_new and (r.item_id, r.question, r.rater) in current for r in stored)
+    return {"added": len(stored) - unchanged - changed, "changed": changed, "unchanged": unchanged}

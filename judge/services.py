@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.models import Item, Rating, Study
+from annotation.services import ratings_append, ratings_retire
 from modeling.progress import Cancelled, ProgressCallback, no_progress
 
 from .models import JudgeRun, JudgeVerdict
@@ -263,20 +264,14 @@ def _ratings_write(*, run: JudgeRun, items: Iterable[Item], questions: list[str]
     verdicts: dict[tuple[int, str], dict[str, JudgeVerdict]] = {}
     for v in JudgeVerdict.objects.filter(run=run, item__in=[i.pk for i in items], failed=False):
         verdicts.setdefault((v.item_id, v.question), {})[v.baseline_side] = v
-    current = {
-        (r.item_id, r.question): r
-        for r in Rating.objects.filter(item__in=[i.pk for i in items], rater=run.name, is_current=True)
-    }
-    written = 0
+    ratings, retire = [], []
     for item in items:
         for question in questions:
             orders = verdicts.get((item.pk, question), {})
             if set(orders) != set(SIDES):
                 continue
-            old = current.get((item.pk, question))
             if any(v.abstained for v in orders.values()):
-                if old is not None:
-                    Rating.objects.filter(pk=old.pk).update(is_current=False)
+                retire.append((item.pk, question, run.name))
                 continue
             verdict = pair_verdict(baseline_as_a=orders["A"].probabilities, baseline_as_b=orders["B"].probabilities)
             meta = {
@@ -290,13 +285,9 @@ def _ratings_write(*, run: JudgeRun, items: Iterable[Item], questions: list[str]
                 "option_mass": {side: orders[side].option_mass for side in SIDES},
                 "flipped": verdict.flipped,
             }
-            if old is not None:
-                if old.choice == verdict.choice and old.confidence == verdict.confidence and old.meta == meta:
-                    continue
-                Rating.objects.filter(pk=old.pk).update(is_current=False)
-            Rating.objects.create(
+            ratings.append(Rating(
                 item=item, question=question, rater=run.name, rater_kind=Rating.RaterKind.LLM,
                 choice=verdict.choice, confidence=verdict.confidence, meta=meta,
-            )
-            written += 1
-    return written
+            ))
+    ratings_retire(keys=retire)
+    return sum(r.is_new for r in ratings_append(ratings=ratings, compare=("choice", "confidence", "meta")))
