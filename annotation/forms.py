@@ -118,5 +118,6 @@ class AnnotatorAddForm(forms.Form):
     password = forms.CharField(
         widget=forms.PasswordInput(render_value=False),
         required=False,
-        help_text="Leave empty to keep an existing annotator's password.",
+        help_text="For a new account only. Leave empty to add an existing (non-staff) account; "
+        "only its owner or a superuser can change its password.",
     )

@@ -266,7 +266,7 @@ def study_annotator_add(request, slug: str):
                 username=form.cleaned_data["username"], password=form.cleaned_data["password"] or None, study=study
             )
         except ValueError as exc:
-            form.add_error(None, str(exc))
+            form.add_error(getattr(exc, "field", None), str(exc))
         else:
             messages.success(request, f"{user.username} can now annotate {study.slug}.")
             return redirect("annotation:study_manage", slug=study.slug)

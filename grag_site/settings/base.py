@@ -6,6 +6,7 @@ runs the whole app. A lab sets DATABASE_URL (PostgreSQL) and CELERY_BROKER_URL (
 """
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -33,6 +34,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "axes",
     "drf_spectacular",
     "django_htmx",
     "template_partials",
@@ -52,6 +54,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its 429 response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "grag_site.urls"
@@ -91,10 +95,34 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 30)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Applied wherever the app sets a password (annotation.services.password_validate).
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+     "OPTIONS": {"min_length": env.int("PASSWORD_MIN_LENGTH", default=8)}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Login throttling on every login path (HTML login, /admin/login/, POST /api/token/) with
+# django-axes: AxesBackend refuses a login once LOGIN_FAILURE_LIMIT failures were counted for
+# the username OR for the client address (each on its own), until LOGIN_COOLOFF_MINUTES after the
+# last failure; a successful login clears that username's and address's count. Attempts are
+# kept in the database, so every gunicorn worker sees the same counts. docs/security.md.
+AUTHENTICATION_BACKENDS = [
+    "grag_site.security.LoginThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_COOLOFF_MINUTES = env.int("LOGIN_COOLOFF_MINUTES", default=15)
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "grag_site.security.client_ip"
+AXES_LOCKOUT_CALLABLE = "grag_site.security.login_locked_response"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -130,9 +158,14 @@ TOKEN_RATE = env("TOKEN_RATE", default="10/minute")
 if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", TOKEN_RATE):
     raise ImproperlyConfigured(f"TOKEN_RATE must look like 10/minute (N/second|minute|hour|day), got {TOKEN_RATE!r}")
 
+# Hours an API token from POST /api/token/ is good for; then the client asks for a new one.
+TOKEN_TTL_HOURS = env.float("TOKEN_TTL_HOURS", default=24)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # DRF's tokens with a lifetime (TOKEN_TTL_HOURS), revoked by DELETE /api/token/, a new
+        # password or a deactivation (annotation/tokens.py).
+        "annotation.tokens.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -323,16 +323,18 @@ def test_changes_before_leaving_the_item_are_appended_and_the_latest_is_current(
     assert Rating.objects.count() == 5
 
 
-def test_annotator_add_creates_updates_and_keeps_the_password(tmp_path):
+def test_annotator_add_creates_adds_and_never_changes_the_password(tmp_path):
     study = make_study(tmp_path, n=1)
     u = services.annotator_add(username="zoe", password="first-pass-1", study=None)
     assert u.check_password("first-pass-1") and not u.is_staff
     services.annotator_add(username="zoe", password=None, study=study)
     u.refresh_from_db()
     assert u.check_password("first-pass-1") and list(selectors.annotator_studies(user=u)) == [study]
-    services.annotator_add(username="zoe", password="second-pass-2", study=study)
+    # Issue 17: an existing account's password is its owner's (or a superuser's) to change.
+    with pytest.raises(services.AccountRefused, match="already has an account"):
+        services.annotator_add(username="zoe", password="second-pass-2", study=study)
     u.refresh_from_db()
-    assert u.check_password("second-pass-2") and study.annotators.count() == 1
+    assert u.check_password("first-pass-1") and study.annotators.count() == 1
     with pytest.raises(ValueError):
         services.annotator_add(username="  ", password="x", study=None)
 
