@@ -4,11 +4,12 @@ Annotators reach only the studies they were given; any other study or item answe
 the API does not even confirm that it exists. Staff routes live under ``/api/staff/``.
 """
 from django.contrib.auth import authenticate
+from django.contrib.auth.signals import user_logged_in
 from django.db import transaction
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.authtoken.models import Token
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import Throttled
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -21,7 +22,7 @@ from grag_site.security import login_locked_response
 from . import selectors, services
 from .models import Study
 from .permissions import IsStaff
-from .tokens import ExpiringTokenAuthentication, token_expires, token_issue
+from .tokens import ExpiringTokenAuthentication, token_expires, token_issue, tokens_revoke
 from .serializers import (
     AnnotatorAddSerializer,
     AnnotatorQualitySerializer,
@@ -122,7 +123,7 @@ class TokenView(APIView):
     """
 
     permission_classes = [AllowAny]
-    authentication_classes = [ExpiringTokenAuthentication]
+    authentication_classes = [ExpiringTokenAuthentication, SessionAuthentication]
     throttle_classes = [TokenRateThrottle]
     throttle_scope = "token"
 
@@ -156,17 +157,20 @@ class TokenView(APIView):
             return login_locked_response(django_request)
         if user is None or not user.is_active:
             return _error({"password": "username or password is wrong"})
+        # A token is a login: the signal clears this username's and address's failed-login count
+        # (AXES_RESET_ON_SUCCESS) and records last_login, as the HTML login does.
+        user_logged_in.send(sender=user.__class__, request=django_request, user=user)
         token = token_issue(user=user)
         return Response({"token": token.key, "expires": token_expires(token)})
 
     @extend_schema(
         request=None, responses={204: OpenApiResponse(description="The token is revoked."), 401: ErrorSerializer},
-        summary="Revoke the API token this request is authenticated with", tags=["auth"],
+        summary="Revoke your API token (the one sent, or, from a logged-in session, the user's)", tags=["auth"],
     )
     def delete(self, request):
-        if not isinstance(request.auth, Token):
+        if not request.user.is_authenticated:
             return _error({"token": "send the token to revoke as Authorization: Token <key>"}, status.HTTP_401_UNAUTHORIZED)
-        request.auth.delete()
+        tokens_revoke(user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -123,6 +123,11 @@ AXES_CLIENT_IP_CALLABLE = "grag_site.security.client_ip"
 AXES_LOCKOUT_CALLABLE = "grag_site.security.login_locked_response"
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_VERBOSE = False
+# Lockouts are cleared with manage.py axes_reset / axes_reset_username / axes_reset_ip; the admin
+# pages of axes' models (whose add forms create rows from an empty POST) stay off, and successful
+# logins are not logged (only failures are counted).
+AXES_ENABLE_ADMIN = False
+AXES_DISABLE_ACCESS_LOG = True
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

@@ -35,6 +35,7 @@ class Rule:
     access: str
     why: str = ""
     staff_also_ok: tuple[int, ...] = ()  # statuses staff may get besides 2xx/3xx (documented per rule)
+    anonymous_refused: tuple[str, ...] = ()  # methods of a public route that need a login (documented per rule)
 
 
 # Routes anyone may call, and why each is safe to leave open. Static files are not URL patterns
@@ -55,6 +56,8 @@ ALLOWLIST = {
 
 RULES: dict[str, Rule] = {
     **{route: Rule(PUBLIC, why) for route, why in ALLOWLIST.items()},
+    # POST logs in (public); DELETE revokes the caller's own token, so it needs one (issue 17).
+    "api/token/": Rule(PUBLIC, ALLOWLIST["api/token/"], anonymous_refused=("delete",)),
     # Any logged-in user; each sees only their own studies (checked below for annotator Y).
     "": Rule(LOGGED_IN, "home: the user's own studies"),
     "studies/": Rule(LOGGED_IN, "the user's own studies"),
@@ -269,8 +272,8 @@ def _access_problems(route: Route, rule: Rule, world) -> list[str]:
         # Nobody sent any field: a form with nothing required, or a read-only admin that still adds.
         problems.append(f"an empty POST to {url} created a {model._meta.label} row")
 
-    def denied(role: str, *, anonymous: bool):
-        got = answers[role]
+    def denied(role: str, *, anonymous: bool, methods: tuple[str, ...] | None = None):
+        got = {m: r for m, r in answers[role].items() if methods is None or m in methods}
         if all(r.status_code == 405 for r in got.values()):
             problems.append(f"{role}: every method answered 405 on {url}; the walk never reached the view")
         for method, r in got.items():
@@ -307,8 +310,11 @@ def _access_problems(route: Route, rule: Rule, world) -> list[str]:
     if rule.access == PUBLIC:
         for role, got in answers.items():
             problems.extend(
-                "public route refused: " + _show(role, m, url, r) for m, r in got.items() if r.status_code in (401, 403)
+                "public route refused: " + _show(role, m, url, r) for m, r in got.items()
+                if r.status_code in (401, 403) and not (role == "anonymous" and m in rule.anonymous_refused)
             )
+        if rule.anonymous_refused:
+            denied("anonymous", anonymous=True, methods=rule.anonymous_refused)
     elif rule.access == LOGGED_IN:
         denied("anonymous", anonymous=True)
         for role in ("annotator of X", "annotator of Y", "staff"):
