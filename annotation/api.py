@@ -17,7 +17,7 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from grag_site.security import login_locked_response
+from common.security import login_locked_response
 
 from . import selectors, services
 from .models import Study

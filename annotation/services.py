@@ -831,6 +831,18 @@ class VotesFileError(ValueError):
     """A votes file that cannot be imported; the message names the file and line."""
 
 
+def _votes_cell(text: str) -> str:
+    """A votes-file cell as the exporter meant it.
+
+    A cell beginning with ``'`` was neutralised against formula injection by ``export_votes``
+    (``common.csv_safe``): its one added quote is dropped and the rest kept exactly (a key may
+    begin with a tab). Any other cell is stripped of surrounding blanks, as typed by hand.
+    """
+    from common.csv_safe import QUOTE, cell_restore
+
+    return cell_restore(text) if text.startswith(QUOTE) else text.strip()
+
+
 def _votes_read(*, study: Study, path: Path) -> list[tuple[int, dict[str, Any]]]:
     import csv
     import io
@@ -862,18 +874,18 @@ def _votes_read(*, study: Study, path: Path) -> list[tuple[int, dict[str, Any]]]
                 where = f"{path}:{line}"
                 if None in row or any(row.get(c) is None for c in VOTE_COLUMNS):
                     raise VotesFileError(f"{where}: expected {len(header)} columns, got a different number")
-                key, rater = row["item_key"].strip(), row["rater"].strip()
+                key, rater = _votes_cell(row["item_key"]), _votes_cell(row["rater"])
                 if key not in items:
                     raise VotesFileError(f"{where}: no item {key!r} in study {study.slug!r}")
                 if not rater or len(rater) > 150:
                     raise VotesFileError(f"{where}: rater must be a name of 1 to 150 characters")
-                kind = row["rater_kind"].strip()
+                kind = _votes_cell(row["rater_kind"])
                 if kind not in Rating.RaterKind.values:
                     raise VotesFileError(f"{where}: rater_kind must be human or llm, not {kind!r}")
-                question = row["question"].strip()
+                question = _votes_cell(row["question"])
                 if question not in questions:
                     raise VotesFileError(f"{where}: no question {question!r} in study {study.slug!r}")
-                choice = row["choice"].strip()
+                choice = _votes_cell(row["choice"])
                 if choice not in Rating.Choice.values:
                     raise VotesFileError(f"{where}: choice must be baseline, challenger or similar, not {choice!r}")
                 try:

@@ -110,7 +110,7 @@ AUTH_PASSWORD_VALIDATORS = [
 # last failure; a successful login clears that username's and address's count. Attempts are
 # kept in the database, so every gunicorn worker sees the same counts. docs/security.md.
 AUTHENTICATION_BACKENDS = [
-    "grag_site.security.LoginThrottleBackend",
+    "common.security.LoginThrottleBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
@@ -119,8 +119,8 @@ AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES)
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
-AXES_CLIENT_IP_CALLABLE = "grag_site.security.client_ip"
-AXES_LOCKOUT_CALLABLE = "grag_site.security.login_locked_response"
+AXES_CLIENT_IP_CALLABLE = "common.security.client_ip"
+AXES_LOCKOUT_CALLABLE = "common.security.login_locked_response"
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_VERBOSE = False
 # Lockouts are cleared with manage.py axes_reset / axes_reset_username / axes_reset_ip; the admin

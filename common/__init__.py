@@ -1,0 +1,1 @@
+"""Bottom layer (docs DESIGN): helpers every app may import; imports no app."""
