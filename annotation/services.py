@@ -507,20 +507,40 @@ def _live_q(now, prefix: str = "") -> Q:
     )
 
 
+# How far an annotator's count of baseline-as-A may drift from their count of baseline-as-B, at
+# any point of a study. Within the bound each side is a coin flip, so the next side cannot be
+# told from the earlier ones; only at the bound is it forced back. A bound of 1 (the old rule)
+# forced every second side: item 2k was always opposite item 2k-1 (issue 17, finding 6). With
+# bound B a random walk sits at the bound about 1/(2B) of the time, so the share of items on
+# the same side as the previous one is about 0.5 - 1/(4B): 0.47 at B = 8, nearer 0.5 for the
+# first items of a study; and a left-side preference of the annotator moves their balance by
+# at most B items.
+SIDE_BALANCE_BOUND = 8
+
+
 def _seeded_side(study: Study, annotator_id: int, item_id: int) -> str:
     digest = hashlib.sha256(f"{study.seed}:{annotator_id}:{item_id}".encode()).digest()
     return "A" if digest[0] % 2 == 0 else "B"
 
 
+def _side_within_bound(mine: dict[str, int], side: str) -> bool:
+    """Whether showing the baseline on ``side`` keeps the annotator within ``SIDE_BALANCE_BOUND``."""
+    after = mine["A"] - mine["B"] + (1 if side == "A" else -1)
+    return abs(after) <= SIDE_BALANCE_BOUND
+
+
 def _side_choose(*, study: Study, annotator, item: Item, mine: dict[str, int], others: list[str]) -> str:
     """The side the baseline is shown on for (annotator, item).
 
-    Rules, in order: keep the annotator's own count of baseline-as-A within one of half (so a
-    human's left-side preference cannot masquerade as a system preference); then give the item
-    the order its other raters saw less (so its raters see both orders); then a seeded coin.
+    Rules, in order: keep the annotator's own count of baseline-as-A within
+    ``SIDE_BALANCE_BOUND`` of their baseline-as-B (so a human's left-side preference cannot
+    masquerade as a system preference); then give the item the order its other raters saw less
+    (so its raters see both orders); then a seeded coin. Neither of the last two depends on the
+    annotator's earlier sides, so inside the bound their next side is as good as random.
     """
-    if mine["A"] != mine["B"]:
-        return "A" if mine["A"] < mine["B"] else "B"
+    for forced in ("A", "B"):
+        if not _side_within_bound(mine, "B" if forced == "A" else "A"):
+            return forced
     if others.count("A") != others.count("B"):
         return "A" if others.count("A") < others.count("B") else "B"
     return _seeded_side(study, annotator.pk, item.pk)
@@ -600,6 +620,12 @@ def assignment_next(*, study: Study, annotator) -> Assignment | None:
     return None
 
 
+def _repeat_side(item: Item, rows: list[tuple]) -> str:
+    """A repeated pair is shown with the sides of the annotator's original swapped."""
+    original = next(r for r in rows if r[1] == item.repeat_of_id)
+    return "B" if original[3] == "A" else "A"
+
+
 def _assignment_next_once(*, study: Study, annotator) -> tuple[Assignment | None, bool]:
     now = timezone.now()
     # One request at a time per annotator (a double click must not reserve two items).
@@ -646,6 +672,8 @@ def _assignment_next_once(*, study: Study, annotator) -> tuple[Assignment | None
             if item.kind not in (Item.Kind.TRAP_IDENTICAL, Item.Kind.TRAP_REPEAT) and len(sides) >= study.overlap:
                 continue
             if item.kind == Item.Kind.TRAP_REPEAT:
+                if not _side_within_bound(mine, _repeat_side(item, rows)):
+                    continue  # its swapped order would break the balance bound: later
                 chosen, others = item, sides
                 break
             side = _side_choose(study=study, annotator=annotator, item=item, mine=mine, others=sides)
@@ -665,8 +693,7 @@ def _assignment_next_once(*, study: Study, annotator) -> tuple[Assignment | None
 
     chosen.study = study  # the payload needs it; saves a query
     if chosen.kind == Item.Kind.TRAP_REPEAT:
-        original = next(r for r in rows if r[1] == chosen.repeat_of_id)
-        side = "B" if original[3] == "A" else "A"
+        side = _repeat_side(chosen, rows)
     else:
         side = _side_choose(study=study, annotator=annotator, item=chosen, mine=mine, others=others)
     expires = now + timedelta(minutes=study.reservation_minutes)
@@ -674,7 +701,7 @@ def _assignment_next_once(*, study: Study, annotator) -> tuple[Assignment | None
     if old is not None:
         # An expired reservation of the same item comes back with the order it had: the
         # order is fixed per (annotator, item), never reshuffled on a reload.
-        if mine["A"] == mine["B"] or old[3] == side:
+        if _side_within_bound(mine, old[3]):
             side = old[3]
         Assignment.objects.filter(pk=old[0]).update(
             baseline_side=side, status=Assignment.Status.RESERVED, reserved_at=now, expires_at=expires,
