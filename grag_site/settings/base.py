@@ -91,8 +91,18 @@ elif DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-grag-{os.getpid()}.sqlite3")}
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # The embedded default serves a web server and a worker at once: wait for locks, don't fail.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 30)
+    # The embedded default serves a web server (several workers or threads) and a Celery worker
+    # at once. Without these, 20 parallel annotators got "database is locked" 500s (issue 17):
+    # - WAL: readers never block the writer nor the writer the readers;
+    # - IMMEDIATE: a transaction takes the write lock when it begins, so two transactions that
+    #   both read and then write queue on the busy timeout instead of deadlocking on the lock
+    #   upgrade, which SQLite answers at once with SQLITE_BUSY whatever the timeout;
+    # - timeout: seconds a writer waits for the lock (SQLITE_TIMEOUT, default 30);
+    # - synchronous=NORMAL is safe with WAL (a power cut may lose the last commits, not corrupt).
+    _sqlite_options = DATABASES["default"].setdefault("OPTIONS", {})
+    _sqlite_options.setdefault("timeout", env.int("SQLITE_TIMEOUT", default=30))
+    _sqlite_options.setdefault("transaction_mode", "IMMEDIATE")
+    _sqlite_options.setdefault("init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Applied wherever the app sets a password (annotation.services.password_validate).
