@@ -184,6 +184,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # DRF's own parsers, with a JSON one that answers 400 (not 500) to JSON nested too deeply.
+    "DEFAULT_PARSER_CLASSES": [
+        "common.parsers.JSONBodyParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_RATES": {"token": TOKEN_RATE},
     # Reverse proxies in front of the app that append the client's address to X-Forwarded-For
