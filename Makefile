@@ -5,14 +5,14 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast venv migrate worker serve browser clean
+.PHONY: demo test test-fast lint venv migrate worker serve browser clean
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-nodeps.txt
+$(STAMP): requirements.txt requirements-test.txt requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -r requirements.txt
+	$(PIP) install --quiet -r requirements-test.txt
 	$(PIP) install --quiet --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
 
@@ -30,6 +30,9 @@ demo: venv migrate
 
 test: venv browser
 	$(VENV)/bin/pytest
+
+lint: venv
+	$(VENV)/bin/ruff check .
 
 test-fast: venv
 	$(VENV)/bin/pytest -m "not slow and not browser"

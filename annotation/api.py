@@ -17,12 +17,11 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from common.permissions import IsStaff
 from common.security import login_locked_response
 
 from . import selectors, services
 from .models import Study
-from .permissions import IsStaff
-from .tokens import ExpiringTokenAuthentication, token_expires, token_issue, tokens_revoke
 from .serializers import (
     AnnotatorAddSerializer,
     AnnotatorQualitySerializer,
@@ -40,6 +39,7 @@ from .serializers import (
     TokenSerializer,
     VoteRowSerializer,
 )
+from .tokens import ExpiringTokenAuthentication, token_expires, token_issue, tokens_revoke
 
 MAX_ANSWERS = 100  # more answers than any study has questions: refuse rather than loop
 

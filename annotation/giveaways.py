@@ -6,6 +6,13 @@ keeps a prompt tag ("<agent>", "<|im_start|>") that only one system's generation
 an annotator who notices it knows which system wrote the response and rates the system, not the
 text. Staff run this on a study before it opens and fix or drop the flagged items.
 
+Degenerate responses (empty, whitespace-only, punctuation-only, a repetition loop, a reply cut
+mid-sentence, one unbroken very long word) are listed too, per system: they are kept in the
+study (real systems produce them, and rating them is part of the evaluation) but staff should
+see them before the study opens. ``text_degenerate`` is a small heuristic kept here so that
+``annotation`` needs no other app; it is meant to share one detector with generation's
+repetition/truncation flags in ``modeling`` once both exist.
+
 ``text_giveaways`` checks one text; ``study_giveaways`` (a selector) checks every item of a study
 and returns plain rows, ready for the ``check_study`` command, the API or the staff page;
 ``study_checks`` returns the same as Django system-check messages; ``giveaway_checks`` can be
@@ -14,6 +21,7 @@ registered as a ``database``-tagged system check (``manage.py check --database d
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
@@ -52,6 +60,74 @@ RULES = {
     "prompt_tag": "keeps a prompt tag or special token",
     "system_name": "contains the name or model id of a compared system",
 }
+
+
+LONG_WORD = 200  # characters without whitespace: longer than any URL or word a reply needs
+DEGENERATE = {
+    "empty": "is empty",
+    "whitespace_only": "is only whitespace",
+    "punctuation_only": "is only punctuation or symbols",
+    "repetition_loop": "repeats itself in a loop",
+    "truncated": "stops mid-sentence",
+    "unbroken_word": f"holds one unbroken word of {LONG_WORD}+ characters",
+}
+LOOP_COPIES = 3  # a sentence, or a run of words, repeated this many times in a row is a loop
+LOOP_MIN_WORDS = 6  # ... covering at least this many words ("no no no" is speech, not a loop)
+LONG_UNPUNCTUATED = 20  # words: a reply this long ending in a letter was most likely cut by a length limit
+# Words a finished English sentence does not end on: a reply ending on one was cut off.
+_DANGLING = frozenset({"a", "an", "the", "and", "or", "but", "because", "than", "my", "your", "our", "their"})
+_SENTENCES = re.compile(r"[^.!?。！？\n]+")
+_WORD = re.compile(r"\w+(?:['’]\w+)*")
+
+
+def text_degenerate(text: str) -> list[str]:
+    """The degenerate kinds of one response (keys of ``DEGENERATE``), none for an ordinary reply.
+
+    Heuristics, for staff review before a study opens (never to drop a response): a repetition
+    loop is one sentence said ``LOOP_COPIES`` times, or a run of 1-10 words repeated that many
+    times in a row over ``LOOP_MIN_WORDS``+ words; a reply is cut mid-sentence when it ends on
+    ``, ; : - (`` or on a word no sentence ends on (``and``, ``the``, ``my``...), or has
+    ``LONG_UNPUNCTUATED``+ words and no final punctuation. Non-Latin scripts and NFD text are
+    not degenerate (the checks run on NFC and on Unicode letters).
+    """
+    if text == "":
+        return ["empty"]
+    if not text.strip():
+        return ["whitespace_only"]
+    text = unicodedata.normalize("NFC", text).strip()
+    if all(unicodedata.category(c)[0] in "PSZC" for c in text):
+        return ["punctuation_only"]
+    kinds = []
+    words = [w.lower() for w in _WORD.findall(text)]
+    if _is_loop(text, words):
+        kinds.append("repetition_loop")
+    last = text[-1]
+    if last in ",;:-–—(/" or (unicodedata.category(last)[0] in "LN" and (
+        (words and words[-1] in _DANGLING) or len(words) >= LONG_UNPUNCTUATED
+    )):
+        kinds.append("truncated")
+    if any(len(chunk) >= LONG_WORD for chunk in text.split()):
+        kinds.append("unbroken_word")
+    return kinds
+
+
+def _is_loop(text: str, words: list[str]) -> bool:
+    sentences = [" ".join(_WORD.findall(s.lower())) for s in _SENTENCES.findall(text)]
+    counts: dict[str, int] = {}
+    for sentence in sentences:
+        if len(sentence.split()) >= 2:
+            counts[sentence] = counts.get(sentence, 0) + 1
+            if counts[sentence] >= LOOP_COPIES:
+                return True
+    for size in range(1, 11):
+        for start in range(len(words) - size * LOOP_COPIES + 1):
+            unit = words[start:start + size]
+            copies = 1
+            while words[start + copies * size:start + (copies + 1) * size] == unit:
+                copies += 1
+            if copies >= LOOP_COPIES and copies * size >= LOOP_MIN_WORDS:
+                return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -120,7 +196,7 @@ def study_giveaways(*, study) -> list[dict[str, Any]]:
     """
     names = study_system_names(study=study)
     rows: list[dict[str, Any]] = []
-    # What annotators read besides the items: the README tells staff never to put system names here.
+    # What annotators read besides the items: docs/annotation.md tells staff never to put system names here.
     study_texts = {"slug": study.slug, "title": study.title, "instructions": study.instructions}
     study_texts.update({f"question {q.key}": f"{q.label}\n{q.text}" for q in study.questions.all()})
     for field, text in study_texts.items():
@@ -140,8 +216,42 @@ def study_giveaways(*, study) -> list[dict[str, Any]]:
     return rows
 
 
+def study_degenerate(*, study) -> list[dict[str, Any]]:
+    """Every degenerate response of a study's compared systems: rows of ``item``, ``side``
+    ("baseline" / "challenger"), ``system``, ``kind`` (a ``DEGENERATE`` key) and ``excerpt``.
+
+    Only the items annotators rate (normal and gold): trap items copy their texts."""
+    from .models import Item
+
+    rows: list[dict[str, Any]] = []
+    items = study.items.filter(kind__in=[Item.Kind.NORMAL, Item.Kind.GOLD]).order_by("key")
+    for key, baseline, challenger in items.values_list("key", "baseline_response", "challenger_response"):
+        for side, system, text in (("baseline", study.baseline_name, baseline), ("challenger", study.challenger_name, challenger)):
+            for kind in text_degenerate(text or ""):
+                excerpt = text if len(text) <= 80 else text[:60] + "…" + text[-19:]
+                rows.append({"item": key, "side": side, "system": system, "kind": kind, "excerpt": excerpt})
+    return rows
+
+
+def study_degenerate_report(*, study) -> dict[str, Any]:
+    """Degenerate responses per system: ``{"by_system": {system: {kind: n}}, "flags": rows}``.
+
+    Every compared system is listed, with zero counts when its responses are all ordinary."""
+    rows = study_degenerate(study=study)
+    by_system: dict[str, dict[str, int]] = {study.baseline_name: {}, study.challenger_name: {}}
+    for r in rows:
+        by_system[r["system"]][r["kind"]] = by_system[r["system"]].get(r["kind"], 0) + 1
+    return {"by_system": by_system, "flags": rows}
+
+
+def study_check_flagged(*, study) -> dict[str, int]:
+    """How many giveaway and degenerate flags a study has: what keeps a generated study closed."""
+    return {"giveaways": len(study_giveaways(study=study)), "degenerate": len(study_degenerate(study=study))}
+
+
 def study_giveaway_report(*, study) -> dict[str, Any]:
-    """A summary for staff: how many items are flagged, counts per rule and side, and the rows."""
+    """A summary for staff: how many items are flagged, counts per rule and side, and the rows;
+    ``degenerate`` holds ``study_degenerate_report``."""
     rows = study_giveaways(study=study)
     by_rule: dict[str, int] = {}
     by_side: dict[str, int] = {}
@@ -151,7 +261,7 @@ def study_giveaway_report(*, study) -> dict[str, Any]:
     flagged_items = sorted({r["item"] for r in rows if r["item"] is not None})
     return {
         "study": study.slug, "items": study.items.count(), "flagged_items": len(flagged_items),
-        "by_rule": by_rule, "by_side": by_side, "flags": rows,
+        "by_rule": by_rule, "by_side": by_side, "flags": rows, "degenerate": study_degenerate_report(study=study),
     }
 
 

@@ -12,6 +12,7 @@ from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
+from .keys import key_normalise
 from .models import Assignment, Item, Rating, Study
 
 TRAP_KINDS = (Item.Kind.TRAP_IDENTICAL, Item.Kind.TRAP_REPEAT)
@@ -159,10 +160,11 @@ def study_ratings(*, study: Study, include_quality_items: bool = False, rater_ki
 
 
 def study_votes_rows(*, study: Study) -> list[dict[str, Any]]:
-    """Rows of ``export_votes`` (the same columns ``import_votes`` reads), current ratings only."""
+    """Rows of ``export_votes`` (the same columns ``import_votes`` reads), current ratings only;
+    item keys in ``annotation.keys.key_normalise`` form, so the file imports again."""
     return [
         {
-            "item_key": r.item.key, "rater": r.rater, "rater_kind": r.rater_kind, "question": r.question,
+            "item_key": key_normalise(r.item.key), "rater": r.rater, "rater_kind": r.rater_kind, "question": r.question,
             "choice": r.choice, "confidence": r.confidence,
         }
         for r in study_ratings(study=study)

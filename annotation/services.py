@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import random
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +29,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from .keys import key_normalise
 from .models import DEFAULT_QUESTIONS, Assignment, Item, Question, Rating, Study
 from .selectors import live_sql, sql_params
 
@@ -114,6 +116,7 @@ def item_row_parse(obj: Any, *, where: str, baseline: str, challenger: str) -> d
         key = str(key)
     if not isinstance(key, str) or not key.strip():
         raise StudyFileError(f"{where}: \"key\" is missing or not a non-empty string")
+    key = key_normalise(key)
     if len(key) > 300:
         raise StudyFileError(f"{where}: \"key\" is longer than 300 characters")
     persona = obj.get("persona", "")
@@ -129,10 +132,17 @@ def item_row_parse(obj: Any, *, where: str, baseline: str, challenger: str) -> d
     if not isinstance(responses, dict):
         raise StudyFileError(f"{where}: \"responses\" must be an object {{\"<system>\": \"<text>\"}}")
     for name in (baseline, challenger):
-        value = responses.get(name)
-        if not isinstance(value, str) or not value.strip():
-            have = ", ".join(sorted(map(str, responses))) or "none"
-            raise StudyFileError(f"{where}: no response of system {name!r} (systems on this line: {have})")
+        # An empty or whitespace-only response is a response (real systems produce them): it is
+        # kept, shown as "(empty response)" and listed by the study check. Only a missing system
+        # or a value that is not text is an error, each with its own message.
+        if name not in responses:
+            have = ", ".join(repr(str(n)) for n in sorted(map(str, responses))) or "none"
+            raise StudyFileError(f"{where}: \"responses\" has no entry for system {name!r} (it has: {have})")
+        if not isinstance(responses[name], str):
+            raise StudyFileError(
+                f"{where}: the response of system {name!r} must be a string (it may be empty), "
+                f"not {type(responses[name]).__name__}"
+            )
     gold = obj.get("gold") or {}
     if not isinstance(gold, dict):
         raise StudyFileError(f"{where}: \"gold\" must be an object {{\"q1\": \"<system>\"|\"similar\"}}")
@@ -222,7 +232,7 @@ def study_items_add(*, study: Study, rows: list[tuple[str, dict[str, Any]]]) -> 
     An item already there with the same content is left alone (re-importing changes nothing);
     one with the same key and different content is refused, since ratings may refer to it.
     """
-    existing = {item.key: item for item in study.items.all()}
+    existing = {key_normalise(item.key): item for item in study.items.all()}
     new = []
     for where, row in rows:
         old = existing.get(row["key"])
@@ -266,20 +276,74 @@ def study_create(
     return study
 
 
+# Method names that are also everyday words ("a generic reply", "the reference") are not looked for.
+_ORDINARY_METHOD_WORDS = ("generic", "reference", "external")
+
+
+def study_neutral_slug(*parts: Any) -> str:
+    """A slug that names nothing annotators could recognise: ``study-`` and 8 hex digits of a
+    hash of ``parts`` (the same parts give the same slug, so a pipeline can fix it up front)."""
+    digest = hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()
+    return f"study-{digest[:8]}"
+
+
+def study_system_words(*, systems: list[Any] = (), names: list[str] = ()) -> list[str]:
+    """Words an annotator-facing study text must not contain: the systems' names, backbones and
+    run folders, ``names``, and every method's value and label (``postgrag``, ``PreSFT(Hist)``)."""
+    from modeling.models import System
+
+    words = list(names) + ["GRAG"]
+    for system in systems:
+        words += [system.name, system.backbone, (system.checkpoint_dir or "").rstrip("/").rsplit("/", 1)[-1]]
+    for method in System.Method:
+        if method.value not in _ORDINARY_METHOD_WORDS:
+            words += [method.value, method.label]
+    return [w for w in words if w]
+
+
+def study_names_check(*, texts: dict[str, str], words: list[str]) -> None:
+    """Refuse a study slug or title that names a system, method or model (annotators see both).
+
+    ``texts`` maps a field name to its text; ``words`` come from ``study_system_words``. Raises
+    ``ValueError`` naming the field and the word, e.g. ``slug 'spc-postgrag-vs-x' names 'postgrag'``.
+    """
+    from .giveaways import text_giveaways
+
+    for field, text in texts.items():
+        # Slugs join words with - and _: read them as spaces so "presft-hist" is found like "presft_hist".
+        found = [g.match for g in text_giveaways(text or "", names=words) if g.rule in ("system_name", "model_name")]
+        found += [
+            g.match for g in text_giveaways(re.sub(r"[-_]+", " ", text or ""), names=[re.sub(r"[-_]+", " ", w) for w in words])
+            if g.rule in ("system_name", "model_name")
+        ]
+        if found:
+            raise ValueError(
+                f"{field} {text!r} names {found[0]!r}, which annotators would see; leave it out to get a neutral one"
+            )
+
+
 @transaction.atomic
 def study_create_from_systems(
-    *, slug: str, baseline, challenger, split: str = "test", limit: int | None = None, overlap: int = 3, seed: int = 0,
-    trap_rate: float = 0.0,
+    *, slug: str | None = None, baseline, challenger, split: str = "test", limit: int | None = None, overlap: int = 3,
+    seed: int = 0, trap_rate: float = 0.0, title: str = "",
 ) -> Study:
     """Create a study from the stored responses of two systems on the samples both answered.
 
     With ``limit``, a seeded random subset of that size is taken (the paper rates 145 SPC test
-    turns, section 5.5).
+    turns, section 5.5). The slug and title are neutral: without ``slug`` it is
+    ``study_neutral_slug`` of the systems, split, limit and seed, and a given slug or title that
+    names a system, method or model is refused (``ValueError``). The study stays closed
+    (``is_open`` False) while its giveaway or degenerate-response checks flag anything; staff
+    open it after review. ``meta["check"]`` holds the counts (``annotation.giveaways``).
     """
     from modeling.models import Response
 
+    from .giveaways import study_check_flagged
+
     if baseline.pk == challenger.pk:
         raise ValueError("baseline and challenger must be different systems")
+    slug = slug or study_neutral_slug(baseline.pk, challenger.pk, split, limit, seed)
+    study_names_check(texts={"slug": slug, "title": title}, words=study_system_words(systems=[baseline, challenger]))
     if Study.objects.filter(slug=slug).exists():
         raise ValueError(f"a study with slug {slug!r} already exists")
     base = {r.sample_id: r.text for r in Response.objects.filter(system=baseline, sample__split=split)}
@@ -292,20 +356,24 @@ def study_create_from_systems(
     from modeling.models import Sample
 
     study = study_create(
-        slug=slug, baseline_name=baseline.name, challenger_name=challenger.name, overlap=overlap, seed=seed,
+        slug=slug, title=title, baseline_name=baseline.name, challenger_name=challenger.name, overlap=overlap, seed=seed,
         trap_rate=trap_rate, baseline_system=baseline, challenger_system=challenger,
         meta={"split": split, "limit": limit},
     )
     Item.objects.bulk_create(
         [
             Item(
-                study=study, key=s.key, sample=s, persona=s.agent_persona, history=s.history,
+                study=study, key=key_normalise(s.key), sample=s, persona=s.agent_persona, history=s.history,
                 generic_response=s.generic_response, baseline_response=base[s.pk], challenger_response=chal[s.pk],
             )
             for s in Sample.objects.filter(pk__in=common).order_by("key")
         ]
     )
     study_traps_create(study=study)
+    flagged = study_check_flagged(study=study)
+    study.is_open = not any(flagged.values())
+    study.meta["check"] = flagged
+    study.save(update_fields=["is_open", "meta"])
     return study
 
 
@@ -876,8 +944,10 @@ def _votes_read(*, study: Study, path: Path) -> list[tuple[int, dict[str, Any]]]
 
     if not path.is_file():
         raise VotesFileError(f"{path}: no such file")
-    items = dict(study.items.values_list("key", "id"))
-    questions = set(study.questions.values_list("key", flat=True))
+    # Keys compare in their one normal form (annotation.keys): an exported file that an editor
+    # re-saved with NFD accents or padded cells still finds its items.
+    items = {key_normalise(key): pk for key, pk in study.items.values_list("key", "id")}
+    questions = {key_normalise(q): q for q in study.questions.values_list("key", flat=True)}
     rows, seen = [], {}
     from modeling.importers.base import ImportFileError, read_text
 
@@ -901,7 +971,7 @@ def _votes_read(*, study: Study, path: Path) -> list[tuple[int, dict[str, Any]]]
                 where = f"{path}:{line}"
                 if None in row or any(row.get(c) is None for c in VOTE_COLUMNS):
                     raise VotesFileError(f"{where}: expected {len(header)} columns, got a different number")
-                key, rater = _votes_cell(row["item_key"]), _votes_cell(row["rater"])
+                key, rater = key_normalise(_votes_cell(row["item_key"])), _votes_cell(row["rater"])
                 if key not in items:
                     raise VotesFileError(f"{where}: no item {key!r} in study {study.slug!r}")
                 if not rater or len(rater) > 150:
@@ -909,9 +979,9 @@ def _votes_read(*, study: Study, path: Path) -> list[tuple[int, dict[str, Any]]]
                 kind = _votes_cell(row["rater_kind"])
                 if kind not in Rating.RaterKind.values:
                     raise VotesFileError(f"{where}: rater_kind must be human or llm, not {kind!r}")
-                question = _votes_cell(row["question"])
-                if question not in questions:
-                    raise VotesFileError(f"{where}: no question {question!r} in study {study.slug!r}")
+                question = questions.get(key_normalise(_votes_cell(row["question"])))
+                if question is None:
+                    raise VotesFileError(f"{where}: no question {row['question'].strip()!r} in study {study.slug!r}")
                 choice = _votes_cell(row["choice"])
                 if choice not in Rating.Choice.values:
                     raise VotesFileError(f"{where}: choice must be baseline, challenger or similar, not {choice!r}")

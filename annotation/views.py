@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from grag_site.permissions import staff_required
+from common.permissions import staff_required
 
 from .forms import AnnotatorAddForm, InstructionsForm, QuestionFormSet, RatingForm
 from .models import Assignment, Study

@@ -1,1 +1,1 @@
-"""Bottom layer (docs DESIGN): helpers every app may import; imports no app."""
+"""The bottom layer: helpers every app may import; imports no app of the project (docs/architecture.md)."""

@@ -6,11 +6,10 @@ username and per client address (``AXES_LOCKOUT_PARAMETERS``) on all of them ali
 """
 from __future__ import annotations
 
+from axes.backends import AxesStandaloneBackend
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
-
-from axes.backends import AxesStandaloneBackend
 
 
 class LoginThrottleBackend(AxesStandaloneBackend):

@@ -11,7 +11,8 @@ def home(request):
     """Annotators see their studies; staff also see datasets, systems and jobs."""
     from worker.forms import LAUNCH_FORMS
 
-    studies = request.user.studies.filter(is_open=True) if not request.user.is_staff else None
+    # Closed studies too: their annotators see "being prepared" instead of nothing at all.
+    studies = request.user.studies.order_by("-is_open", "-created_at") if not request.user.is_staff else None
     launchable = [kind for kind in LAUNCH_FORMS if kind != "pipeline"]
     return render(request, "home.html", {"studies": studies, "launchable": launchable})
 

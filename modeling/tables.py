@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from common.csv_safe import csv_writer
+from common.latex import tex_escape
 
 from .metrics import LOWER_IS_BETTER, METRICS
 
@@ -244,14 +245,6 @@ def table_dict(table: ResultTable) -> dict:
 
 def table_json(table: ResultTable) -> str:
     return json.dumps(table_dict(table), indent=2)
-
-
-_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def tex_escape(text: str) -> str:
-    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
 
 
 def table_tex(table: ResultTable) -> str:

@@ -10,13 +10,21 @@ from django.http import HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from grag_site.permissions import staff_required
+from common.permissions import staff_required
 
 from .metrics import METRICS
 from .models import MetricResult, System
 from .tables import (
-    ABLATION_PARAMS, CONTENT_TYPES, FORMATS, HEADERS, PARAM_SYMBOLS, TableError, ablation_plot, ablation_series,
-    result_table, table_export,
+    ABLATION_PARAMS,
+    CONTENT_TYPES,
+    FORMATS,
+    HEADERS,
+    PARAM_SYMBOLS,
+    TableError,
+    ablation_plot,
+    ablation_series,
+    result_table,
+    table_export,
 )
 
 SPLITS = [("test", "test"), ("valid", "valid"), ("train", "train")]

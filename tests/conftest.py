@@ -1,12 +1,13 @@
 """Fixtures shared by every test: real services, a real Celery worker process, real data paths."""
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from common.processes import stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -96,13 +97,7 @@ def start_celery_worker(*, pool: str = "solo"):
         raise RuntimeError(f"celery worker did not become ready:\n{log.read_text()}")
     proc.log_path = log
     yield proc
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    stop_process_group(proc, timeout=20)
 
 
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.3):

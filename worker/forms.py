@@ -5,6 +5,7 @@ from django import forms
 from django.utils.text import slugify
 
 from annotation.models import Study
+from modeling.grag.config import DEFAULTS, GRAGConfig, launch_fields
 from modeling.models import Dataset, System
 
 SPLITS = [("test", "test"), ("valid", "valid"), ("train", "train")]
@@ -28,6 +29,30 @@ class LaunchForm(forms.Form):
             if value not in (None, ""):
                 params[key] = value
         return params
+
+
+def config_field(name: str, **overrides) -> forms.Field:
+    """A form field for GRAGConfig's ``name``: its type, default, help text and lowest value come from
+    the dataclass (modeling/grag/config.py), so forms never restate them. ``overrides`` replace any of
+    them (e.g. ``initial=1`` epoch for a CPU launch form).
+    """
+    spec = {f.name: f for f in launch_fields()}[name]
+    kind = forms.FloatField if spec.type in (float, "float") else forms.IntegerField
+    kwargs = {"initial": spec.default, "help_text": spec.metadata["help"], "required": spec.default is not None,
+              "label": name.replace("_", " ").capitalize()}
+    if spec.metadata["min"] is not None:
+        kwargs["min_value"] = spec.metadata["min"]
+    kwargs.update(overrides)
+    return kind(**kwargs)
+
+
+def check_config(form: forms.Form, data: dict) -> None:
+    """Run GRAGConfig's own validation on the form's values; its message goes on the form."""
+    values = {k: data[k] for k in ("method", *(f.name for f in launch_fields())) if data.get(k) not in (None, "")}
+    try:
+        GRAGConfig.from_dict(values)
+    except (TypeError, ValueError) as exc:
+        form.add_error(None, str(exc))
 
 
 class DatasetChoice(forms.ModelChoiceField):
@@ -88,16 +113,17 @@ class TrainForm(LaunchForm):
     method = forms.ChoiceField(choices=TRAINABLE)
     backbone = forms.CharField(initial="smollm2", help_text="e.g. facebook/bart-base on a GPU worker")
     system_name = forms.CharField(required=False, help_text="Defaults to '<dataset>-<method>'.")
-    epochs = forms.IntegerField(min_value=1, initial=1)
-    max_steps = forms.IntegerField(min_value=1, required=False, help_text="Stop after this many optimiser steps.")
-    batch_size = forms.IntegerField(min_value=1, initial=8)
-    lr = forms.FloatField(min_value=0, initial=1e-4)
-    alpha = forms.FloatField(min_value=0, initial=0.5, help_text="Weight of style removal L_G (PostGRAG)")
-    beta = forms.FloatField(min_value=0, initial=1e-2, help_text="Weight of C-JEPA (PreGRAG, PostGRAG)")
+    epochs = config_field("epochs", initial=1)  # one epoch on a launch form: the paper's 20 is for GPU hosts
+    max_steps = config_field("max_steps")
+    batch_size = config_field("batch_size")
+    lr = config_field("lr")
+    alpha = config_field("alpha")
+    beta = config_field("beta")
     limit = forms.IntegerField(min_value=1, required=False, help_text="Train on the first N samples.")
 
     def clean(self):
         data = super().clean()
+        check_config(self, data)
         if data.get("dataset") and data.get("method") and not data.get("system_name"):
             data["system_name"] = slugify(f"{data['dataset'].name}-{data['method']}")
         if data.get("system_name") and System.objects.filter(name=data["system_name"]).exists():
@@ -123,7 +149,7 @@ class MetricsForm(LaunchForm):
 
 
 class StudyForm(LaunchForm):
-    slug = forms.SlugField()
+    slug = forms.SlugField(required=False, help_text="Annotators see it: leave empty for a neutral one.")
     baseline = SystemChoice()
     challenger = SystemChoice()
     split = forms.ChoiceField(choices=SPLITS)
@@ -137,6 +163,14 @@ class StudyForm(LaunchForm):
             self.add_error("challenger", "The challenger must differ from the baseline.")
         if data.get("slug") and Study.objects.filter(slug=data["slug"]).exists():
             self.add_error("slug", f"A study {data['slug']!r} exists already.")
+        if data.get("slug") and data.get("baseline") and data.get("challenger"):
+            from annotation.services import study_names_check, study_system_words
+
+            try:
+                study_names_check(texts={"slug": data["slug"]},
+                                  words=study_system_words(systems=[data["baseline"], data["challenger"]]))
+            except ValueError as exc:
+                self.add_error("slug", str(exc))
         return data
 
 
@@ -175,12 +209,13 @@ class PipelineForm(LaunchForm):
     eval_split = forms.ChoiceField(choices=SPLITS, initial="test")
     train_limit = forms.IntegerField(min_value=1, required=False, initial=64)
     eval_limit = forms.IntegerField(min_value=1, required=False, initial=12)
-    max_steps = forms.IntegerField(min_value=1, required=False, initial=8)
-    batch_size = forms.IntegerField(min_value=1, initial=4)
-    lr = forms.FloatField(min_value=0, initial=1e-4)
-    alpha = forms.FloatField(min_value=0, initial=0.5)
-    beta = forms.FloatField(min_value=0, initial=1e-2)
-    study_slug = forms.SlugField(required=False)
+    # The pipeline's demo-sized defaults (PipelinePlan), GRAGConfig's help and bounds.
+    max_steps = config_field("max_steps", initial=8)
+    batch_size = config_field("batch_size", initial=4)
+    lr = config_field("lr")
+    alpha = config_field("alpha")
+    beta = config_field("beta")
+    study_slug = forms.SlugField(required=False, help_text="Annotators see it: leave empty for a neutral one.")
     overlap = forms.IntegerField(min_value=1, max_value=10, initial=3)
     seed = forms.IntegerField(initial=0)
     augment = forms.BooleanField(required=False, initial=True)
@@ -194,6 +229,16 @@ class PipelineForm(LaunchForm):
                 self.add_error(role, f"The {role} must be one of the methods to train.")
         if data.get("baseline") and data.get("baseline") == data.get("challenger"):
             self.add_error("challenger", "The challenger must differ from the baseline.")
+        check_config(self, data)
+        if data.get("study_slug") and data.get("dataset"):
+            from annotation.services import study_names_check, study_system_words
+
+            dataset = getattr(data["dataset"], "name", data["dataset"])
+            try:
+                study_names_check(texts={"study_slug": data["study_slug"]}, words=study_system_words(
+                    names=[slugify(f"{dataset}-{m}") for m in methods]))
+            except ValueError as exc:
+                self.add_error("study_slug", str(exc))
         return data
 
     def plan(self):

@@ -3,13 +3,15 @@
 dataset -> augment (R_G) -> train each chosen method -> generate -> metrics -> study of
 baseline vs challenger -> judge. Each stage is a child Job, so the admin watches every stage's
 progress; the stages run as a chain of immutable signatures, each taking its own job id.
-Names are fixed up front (systems "<prefix><method>", study slug), so a stage finds what the
+Names are fixed up front (systems "<prefix><method>", a neutral study slug), so a stage finds what the
 previous one produced without passing results through the broker.
 """
 from dataclasses import dataclass, field
 
 from django.db import transaction
 from django.utils.text import slugify
+
+from modeling.grag.config import DEFAULTS as GRAG_DEFAULTS
 
 from .models import Job
 from .registry import task_for_kind
@@ -33,9 +35,9 @@ class PipelinePlan:
     eval_limit: int | None = 12
     max_steps: int | None = 8
     batch_size: int = 4
-    lr: float = 1e-4
-    alpha: float = 0.5
-    beta: float = 1e-2
+    lr: float = GRAG_DEFAULTS.lr
+    alpha: float = GRAG_DEFAULTS.alpha
+    beta: float = GRAG_DEFAULTS.beta
     study_slug: str = ""
     overlap: int = 3
     seed: int = 0
@@ -46,7 +48,13 @@ class PipelinePlan:
         return slugify(f"{self.dataset}-{method}")
 
     def slug(self) -> str:
-        return self.study_slug or slugify(f"{self.dataset}-{self.baseline}-vs-{self.challenger}")
+        """The study's slug: the one given, or a neutral one (annotators see it, so it never names
+        a method, system or model); fixed by the plan so the judge stage finds the study."""
+        from annotation.services import study_neutral_slug
+
+        return self.study_slug or study_neutral_slug(
+            "pipeline", self.dataset, self.baseline, self.challenger, self.eval_split, self.eval_limit, self.seed
+        )
 
     def stages(self) -> list[tuple[str, dict]]:
         """(job kind, job params) for each stage, in order."""
@@ -96,8 +104,7 @@ def pipeline_create(*, plan: PipelinePlan, user=None) -> tuple[Job, list[Job]]:
 def pipeline_canvas(*, parent: Job, children: list[Job]):
     """The Celery chain: start marker, each stage, finish marker; a failure marks the pipeline failed."""
     from celery import chain
-
-    from grag_site.celery import app
+    from celery import current_app as app
 
     steps = [app.signature("worker.pipeline_start", args=[parent.pk], immutable=True)]
     steps += [app.signature(task_for_kind(child.kind), args=[child.pk], immutable=True) for child in children]

@@ -1,10 +1,9 @@
 """Launching jobs: create the Job row and enqueue its task once the row is committed."""
 from typing import Any
 
+from celery import current_app as app  # the project's app (grag_site/celery.py); worker does not import grag_site
 from django.db import transaction
 from django.utils import timezone
-
-from grag_site.celery import app
 
 from .models import Job
 

@@ -3,7 +3,7 @@ from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from grag_site.permissions import staff_required
+from common.permissions import staff_required
 
 from .forms import LAUNCH_FORMS
 from .models import Job

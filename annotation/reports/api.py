@@ -2,16 +2,17 @@
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from common.permissions import IsStaff
 
 from ..models import Study
 from .build import min_confidence_parse, report_build
 
 
 class StudyReportView(APIView):
-    permission_classes = [IsAdminUser]
+    permission_classes = [IsStaff]
 
     @extend_schema(
         parameters=[OpenApiParameter("min_confidence", OpenApiTypes.INT, description="1-5; the study's default when absent")],

@@ -11,6 +11,7 @@ import json
 from django.template.loader import render_to_string
 
 from common.csv_safe import csv_writer
+from common.latex import tex_escape
 
 from .figures import figure2_png, figure2_series, figure2_svg
 
@@ -102,14 +103,6 @@ def report_html(*, report: dict) -> str:
 
 
 # --- LaTeX (booktabs) -----------------------------------------------------------------------
-
-_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def tex_escape(text: str) -> str:
-    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(text))
-
 
 def _tex_number(value, digits: int = 3) -> str:
     if value is None:

@@ -3,7 +3,7 @@ from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
-from grag_site.permissions import staff_required
+from common.permissions import staff_required
 
 from ..models import Study
 from .build import min_confidence_parse, report_build

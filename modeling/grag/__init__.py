@@ -1,6 +1,6 @@
 """GRAG methods and baselines (paper sections 3-4) in plain PyTorch + transformers, no Django.
 
-Public names are re-exported here; see the README section "Training GRAG models".
+Public names are re-exported here; see docs/training.md.
 """
 from .config import GRAGConfig, sweep_configs
 from .inputs import TAG_TOKENS, DialogueSample, InputBuilder, add_tag_tokens

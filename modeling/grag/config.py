@@ -14,6 +14,11 @@ METHODS = ("presft_hist", "presft_tst", "pregrag", "postgrag")
 DECODINGS = ("greedy", "beam", "sample")
 
 
+def _launch(help_text: str, minimum: float | None) -> dict:
+    """Field metadata of a setting that launch forms and commands expose: its help and lowest value."""
+    return {"launch": True, "help": help_text, "min": minimum}
+
+
 @dataclass
 class GRAGConfig:
     # Which model to train (section 4.2.2 / 3.2 / 3.3): presft_hist reads [P;H], presft_tst [P;R_G],
@@ -25,19 +30,19 @@ class GRAGConfig:
     # Tokenizer to use with a "tiny:" backbone (real backbones use their own).
     tokenizer: str = "smollm2"
     # Weight of the style-removal loss L_G (Eq. 3); PostGRAG only. 0 skips SE_G and the second decode.
-    alpha: float = 0.5
+    alpha: float = field(default=0.5, metadata=_launch("Weight alpha of style removal L_G (Eq. 3; PostGRAG only).", 0))
     # Weight of the C-JEPA loss (Eq. 1-3); PreGRAG and PostGRAG. 0 skips encoding R_P / R_G for it.
-    beta: float = 1e-2
+    beta: float = field(default=1e-2, metadata=_launch("Weight beta of the C-JEPA loss (Eq. 1-3; PreGRAG and PostGRAG).", 0))
     # Initial learning rate lambda_0 of AdamW; decays linearly to lr_end_fraction * lr by the last step.
-    lr: float = 1e-4
+    lr: float = field(default=1e-4, metadata=_launch("Initial AdamW learning rate; decays linearly to lr_end_fraction of it by the last step.", 0))
     lr_end_fraction: float = 0.5
     weight_decay: float = 0.0
     # Paper: 20 epochs. max_steps (optimiser steps) caps a run for demos and benchmarks.
-    epochs: int = 20
-    max_steps: int | None = None
+    epochs: int = field(default=20, metadata=_launch("Passes over the training split (paper: 20).", 1))
+    max_steps: int | None = field(default=None, metadata=_launch("Stop after this many optimiser steps.", 1))
     # Samples per micro-batch and micro-batches per optimiser step.
-    batch_size: int = 8
-    grad_accum: int = 1
+    batch_size: int = field(default=8, metadata=_launch("Samples per micro-batch.", 1))
+    grad_accum: int = field(default=1, metadata=_launch("Micro-batches per optimiser step.", 1))
     # Train only the top N decoder layers (and the decoder's final norm and the style
     # extractors); None trains everything. For CPU runs: frozen lower layers need no backward.
     train_top_layers: int | None = None
@@ -51,7 +56,7 @@ class GRAGConfig:
     max_generic_len: int = 96
     max_target_len: int = 96
     # Seed for weights of new layers, data order and dropout: a CPU run with one seed repeats exactly.
-    seed: int = 0
+    seed: int = field(default=0, metadata=_launch("Seed of new layers, data order and dropout.", None))
     # "auto" picks cuda when available, else cpu.
     device: str = "auto"
     # bf16 autocast for the forward pass on CUDA (ignored on CPU).
@@ -107,12 +112,25 @@ class GRAGConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GRAGConfig":
+    def from_dict(cls, data: dict) -> GRAGConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names and v is not None})
 
-    def replace(self, **changes) -> "GRAGConfig":
+    def replace(self, **changes) -> GRAGConfig:
         return dataclasses.replace(self, **changes)
+
+
+def launch_fields() -> list[dataclasses.Field]:
+    """The GRAGConfig fields that launch forms, the pipeline and ``manage.py train`` expose, in order.
+
+    Each carries ``metadata["help"]`` and ``metadata["min"]``; its default is the field's default, so a
+    form, a command and a job read one definition (docs/training.md).
+    """
+    return [f for f in dataclasses.fields(GRAGConfig) if f.metadata.get("launch")]
+
+
+LAUNCH_KEYS = tuple(f.name for f in launch_fields())
+DEFAULTS = GRAGConfig()
 
 
 # Section 4.3.1's search space.

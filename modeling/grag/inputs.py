@@ -34,7 +34,7 @@ class DialogueSample:
     key: str = ""
 
     @classmethod
-    def from_dict(cls, data: dict, *, where: str = "") -> "DialogueSample":
+    def from_dict(cls, data: dict, *, where: str = "") -> DialogueSample:
         if not isinstance(data, dict):
             raise ValueError(f"{where}: expected a JSON object, got {type(data).__name__}")
         history = data.get("history")

@@ -25,9 +25,10 @@ import torch
 
 from modeling.progress import Cancelled, ProgressCallback, no_progress
 
+from .backbone import resolve_device
 from .config import GRAGConfig
 from .inputs import DialogueSample, InputBuilder
-from .model import GRAGModel, build_model, resolve_device, save_model
+from .model import GRAGModel, build_model, save_model
 
 LAST, BEST = "last", "best"
 

@@ -6,6 +6,11 @@ the ``both_`` variants). Every other line is ``partner utterance<TAB>agent reply
 optional further tab-separated fields (reward, candidates ``a|b|c``) that are ignored. The
 partner opens, so every agent reply has history; a partner line ``__SILENCE__`` (the agent
 opening) is left out of the history.
+
+The fields not kept are still checked, so that a garbled line fails with its number: persona
+lines come before the dialogue's first utterance line; ``__SILENCE__`` only on that first line;
+a third field (reward) is a number or empty; a fourth (candidates) holds the agent reply among
+its ``|``-separated candidates, as ParlAI's label candidates always do; there is no fifth.
 """
 from __future__ import annotations
 
@@ -51,6 +56,11 @@ def parse(path: str | Path, *, limit: int | None = None) -> ParseResult:
         elif index != previous + 1:
             raise ImportFileError(path, number, f"line number {index} does not follow {previous} in this dialogue")
         previous = index
+        persona_line = body.startswith(("your persona:", "partner's persona:"))
+        if persona_line and conversation.turns:
+            raise ImportFileError(
+                path, number, "a persona line after the dialogue's utterances; persona lines come first (a lost line number?)"
+            )
         if body.startswith("your persona:"):
             agent_persona.append(body[len("your persona:"):].strip())
             continue
@@ -63,12 +73,34 @@ def parse(path: str | Path, *, limit: int | None = None) -> ParseResult:
         partner, reply = fields[0].strip(), fields[1].strip()
         if not reply:
             raise ImportFileError(path, number, "empty agent reply")
+        _check_skipped_fields(path, number, fields, first_exchange=not conversation.turns)
         if partner and partner != SILENCE:
             conversation.turns.append(Turn(USER, partner, number))
         conversation.turns.append(Turn(AGENT, reply, number))
     if conversation is not None:
         _finish(conversation, agent_persona, user_persona, result)
     return result
+
+
+def _check_skipped_fields(path: Path, number: int, fields: list[str], *, first_exchange: bool) -> None:
+    """Cross-check the fields the importer does not keep (see the module docstring)."""
+    if fields[0].strip() == SILENCE and not first_exchange:
+        raise ImportFileError(path, number, f"{SILENCE} after the dialogue's first line: the partner cannot be silent mid-dialogue")
+    if len(fields) > 4:
+        raise ImportFileError(
+            path, number, f"{len(fields)} tab-separated fields, at most 4 (text, reply, reward, candidates); a stray tab?"
+        )
+    if len(fields) >= 3 and fields[2].strip():
+        try:
+            float(fields[2])
+        except ValueError:
+            raise ImportFileError(path, number, f"the third field (reward) must be a number or empty, got {fields[2][:60]!r}") from None
+    if len(fields) == 4 and fields[3].strip():
+        candidates = [c.strip() for c in fields[3].split("|")]
+        if fields[1].strip() not in candidates:
+            raise ImportFileError(
+                path, number, f"the agent reply {fields[1].strip()[:60]!r} is not among the line's {len(candidates)} candidates"
+            )
 
 
 def _finish(conversation: ParsedConversation, agent: list[str], user: list[str], result: ParseResult) -> None:

@@ -19,6 +19,11 @@ The generated text is not clean, so each non-blank line of a conversation is one
 Skipping rather than merging an unknown line is deliberate: a lost stage direction costs
 nothing, a narration glued into a reference response R_P would be scored as if the agent said it.
 
+The persona columns are not parsed line by line, but they are checked, so that a record whose
+cells are shifted (a conversation in a persona column, a persona left empty) fails with its
+line instead of being imported with the wrong persona: a persona cell must not hold a speaker
+line (``User 1: ...``), and both persona cells must be non-empty when the conversation is.
+
 One record of the test split (row 320) has no speaker prefixes at all, just blank-separated
 lines whose content alternates ("I'm [user 1 name]" / "I'm [user 2 name]"). A conversation
 without a single speaker line is read as alternating User 1 / User 2 utterances, one per line.
@@ -28,7 +33,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .base import AGENT, USER, ParsedConversation, ParseResult, Turn, read_csv, split_from_name
+from .base import AGENT, USER, ImportFileError, ParsedConversation, ParseResult, Turn, read_csv, split_from_name
 
 USER_PERSONA = "user 1 personas"
 AGENT_PERSONA = "user 2 personas"
@@ -119,6 +124,7 @@ def parse(path: str | Path, *, limit: int | None = None) -> ParseResult:
             break
         column = header[CONVERSATION]
         text = row.fields[column]
+        _check_personas(path, row, header, has_conversation=bool(text.strip()))
         if not text.strip():
             # Kept (it is one of the release's conversations) but yields no Sample.
             result.notes.append(f"line {row.line}: record {number} has an empty conversation")
@@ -142,6 +148,22 @@ def parse(path: str | Path, *, limit: int | None = None) -> ParseResult:
             )
         )
     return result
+
+
+def _check_personas(path: Path, row, header: dict[str, int], *, has_conversation: bool) -> None:
+    """Cross-check the persona cells of one record (see the module docstring)."""
+    for name in (USER_PERSONA, AGENT_PERSONA):
+        cell = row.get(header, name)
+        if has_conversation and not cell.strip():
+            raise ImportFileError(
+                path, row.line, f"column {name!r} is empty while the record has a conversation; are the columns shifted?"
+            )
+        for offset, line in enumerate(cell.split("\n")):
+            if SPEAKER.match(line.strip()):
+                raise ImportFileError(
+                    path, row.field_lines[header[name]] + offset,
+                    f"column {name!r} holds a conversation line ({line.strip()[:60]!r}); are the columns shifted?",
+                )
 
 
 def _persona(text: str) -> str:

@@ -92,7 +92,10 @@ def test_import_creates_items_with_the_papers_four_questions_and_reimport_change
     [
         ('{"key": "k", "persona": "p"', "not valid JSON"),
         ('["a list"]', "expected a JSON object"),
-        ('{"key": "k2", "responses": {"PreSFT(Hist)": "x"}}', "no response of system 'PostGRAG'"),
+        ('{"key": "k2", "responses": {"PreSFT(Hist)": "x"}}',
+         "\"responses\" has no entry for system 'PostGRAG' (it has: 'PreSFT(Hist)')"),
+        ('{"key": "k2", "responses": {"PreSFT(Hist)": "x", "PostGRAG": null}}',
+         "the response of system 'PostGRAG' must be a string (it may be empty), not NoneType"),
         ('{"key": "k2", "history": [{"role": "bot", "text": "x"}], "responses": {"PreSFT(Hist)": "x", "PostGRAG": "y"}}',
          "history[0]"),
         ('{"key": "spc/test/0", "responses": {"PreSFT(Hist)": "x", "PostGRAG": "y"}}', "already used on line 1"),

@@ -10,7 +10,14 @@ from annotation.models import Assignment, Rating
 from annotation.services import annotator_add, study_import_jsonl
 
 from .test_browser_annotate import (
-    BASELINE, CHALLENGER, CHROMIUM, CHOICE_LABEL, MOUSE_ANSWERS, _click_answers, _log_in_and_start, _new_page,
+    BASELINE,
+    CHALLENGER,
+    CHOICE_LABEL,
+    CHROMIUM,
+    MOUSE_ANSWERS,
+    _click_answers,
+    _log_in_and_start,
+    _new_page,
     browser,  # noqa: F401 (the fixture)
 )
 

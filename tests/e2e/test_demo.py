@@ -1,11 +1,17 @@
 """`python manage.py demo --no-serve`: the whole pipeline on CPU with the offline SmolLM2 model."""
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
 
 from annotation.models import Rating, Study
+from tests.conftest import ROOT, wait_for
 from worker.models import Job
 
 
@@ -32,3 +38,53 @@ def test_demo_runs_the_whole_pipeline_and_summarises_what_it_produced():
     assert set(pipeline.children.values_list("status", flat=True)) == {Job.Status.SUCCEEDED}
     assert pipeline.progress_done == pipeline.children.count()
     assert set(summary["logins"]) == {"admin", "annotator1", "annotator2", "annotator3"}
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+    return bool(state) and not state.startswith("Z")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stopping_the_demo_stops_the_worker_and_server_it_started(tmp_path, sig):
+    """`make demo` stopped with SIGTERM or Ctrl-C leaves nothing running and frees its port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "grag_site.settings.local",
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}",
+           "CELERY_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}",
+           "CELERY_RESULT_BACKEND": f"db+sqlite:///{tmp_path / 'results.sqlite3'}",
+           "ARTIFACTS_DIR": str(tmp_path / "artifacts")}
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True,
+                   capture_output=True)
+    log = open(tmp_path / "demo.log", "w+")
+    demo = subprocess.Popen([sys.executable, "manage.py", "demo", "--port", str(port), "--no-judge"], cwd=ROOT,
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert wait_for(lambda: "GRAG demo running" in (tmp_path / "demo.log").read_text(), timeout=120)
+        children = _children(demo.pid)
+        assert len(children) == 2  # the Celery worker and the web server
+        assert wait_for(lambda: _port_open(port), timeout=60)
+        demo.send_signal(sig)
+        demo.wait(timeout=60)
+        assert not [pid for pid in children if _alive(pid)], (tmp_path / "demo.log").read_text()
+        assert not _port_open(port)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0

@@ -368,7 +368,7 @@ def _leaky_view(request, slug: str):
 
 
 def _staff_only_view(request, slug: str):
-    from grag_site.permissions import staff_required
+    from common.permissions import staff_required
 
     return staff_required(lambda r, slug: _leaky_view(r, slug))(request, slug)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from django.core.management import call_command
 from annotation import services
 from annotation.models import Rating
 from annotation.reports import report_build, report_render
-from common.csv_safe import FORMULA_TRIGGERS, cell_neutralise, cell_restore, csv_writer
+from common.csv_safe import FORMULA_TRIGGERS, cell_neutralise, cell_restore
 from judge.models import JudgeRun
 from modeling.tables import table_csv, table_from_values
 

@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -116,7 +115,8 @@ def test_twenty_parallel_annotators_on_sqlite_get_no_server_error(sqlite_server,
         if r.status_code != 200:
             return got
         item = r.json()["item"]
-        send = (lambda: clients[k].post(f"/api/studies/lite/items/{item}/ratings/", json=body(k, item)))
+        def send():
+            return (clients[k].post(f"/api/studies/lite/items/{item}/ratings/", json=body(k, item)))
         answers = [send()] + ([send()] if twice else [])
         got += [a.status_code for a in answers]
         if any(a.status_code in (200, 201) for a in answers):

@@ -10,11 +10,12 @@ __all__ = ["create_study"]
 def create_study(job_id: int) -> dict:
     """Create a study from two systems' stored responses.
 
-    Job params: slug, baseline and challenger (System ids or names), and optionally split,
-    limit, overlap, seed, trap_rate, annotators (usernames to give the study).
+    Job params: baseline and challenger (System ids or names), and optionally slug (default: a
+    neutral one fixed by the job id), split, limit, overlap, seed, trap_rate, annotators
+    (usernames to give the study). The study stays closed while its checks flag anything.
     """
     from annotation.models import Study
-    from annotation.services import annotator_add, study_create_from_systems
+    from annotation.services import annotator_add, study_create_from_systems, study_neutral_slug
     from modeling.models import System
 
     def system(ref) -> System:
@@ -25,12 +26,13 @@ def create_study(job_id: int) -> dict:
 
     with job_context(job_id) as handle:
         p = handle.job.params
-        existing = Study.objects.filter(slug=p["slug"]).first()
+        slug = p.get("slug") or study_neutral_slug("job", job_id)
+        existing = Study.objects.filter(slug=slug).first()
         if existing is not None and existing.meta.get("job") == job_id:
             study = existing  # a retried job: the study was made on the first attempt
         else:
             study = study_create_from_systems(
-                slug=p["slug"], baseline=system(p["baseline"]), challenger=system(p["challenger"]),
+                slug=slug, baseline=system(p["baseline"]), challenger=system(p["challenger"]),
                 split=p.get("split", "test"), limit=p.get("limit"), overlap=int(p.get("overlap", 3)),
                 seed=int(p.get("seed", 0)), trap_rate=float(p.get("trap_rate", 0.0)),
             )
@@ -39,6 +41,8 @@ def create_study(job_id: int) -> dict:
             annotator_add(username=username, password=None, study=study)
         n = study.items.count()
         handle.progress(n, n)
-        handle.job.result = {"study": study.slug, "study_id": study.pk, "items": n}
-        handle.log(f"study {study.slug}: {n} items")
+        handle.job.result = {"study": study.slug, "study_id": study.pk, "items": n, "open": study.is_open,
+                             "check": study.meta.get("check", {})}
+        handle.log(f"study {study.slug}: {n} items" + ("" if study.is_open else
+                   f"; closed until staff review its check ({study.meta.get('check')})"))
     return {"job": job_id}

@@ -5,12 +5,15 @@ and a generate job skips samples that already have a response.
 """
 from celery import shared_task
 
+from modeling.grag.config import LAUNCH_KEYS
+from modeling.grag_services import RUN_KEYS
+
 from ..jobs import job_context
 
 __all__ = ["train", "generate"]
 
-TRAIN_CONFIG_KEYS = ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "alpha", "beta", "seed", "limit",
-                     "split", "valid_split", "valid_limit")
+# A train job's params that go into the System's config: GRAGConfig's launch settings and the run's data.
+TRAIN_CONFIG_KEYS = (*LAUNCH_KEYS, *RUN_KEYS)
 
 
 @shared_task(name="worker.train")

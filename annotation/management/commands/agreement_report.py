@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import Study
 from annotation.reports import FORMATS, min_confidence_parse, report_build, report_render
+from common.lookup import by_name_or_command_error
 
 
 class Command(BaseCommand):
@@ -22,10 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--output", default=None, help="File to write; the report goes to stdout when absent.")
 
     def handle(self, *args, slug, fmt, min_confidence, output, **options):
-        study = Study.objects.filter(slug=slug).first()
-        if study is None:
-            known = ", ".join(Study.objects.order_by("slug").values_list("slug", flat=True)[:20]) or "none yet"
-            raise CommandError(f"No study with slug {slug!r} (known: {known}).")
+        study = by_name_or_command_error(Study.objects.all(), slug, field="slug")
         try:
             min_confidence = min_confidence_parse(value=min_confidence, study=study)
         except ValueError as exc:

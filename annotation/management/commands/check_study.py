@@ -10,7 +10,9 @@ from annotation.models import Study
 class Command(BaseCommand):
     help = (
         "Flag responses whose text gives their author away (a model naming itself, 'as an AI language model', "
-        "system or run names, prompt tags) before a study opens; prints one JSON line."
+        "system or run names, prompt tags) and list degenerate responses per system (empty, whitespace-only, "
+        "punctuation-only, repetition loop, cut mid-sentence, one unbroken long word) before a study opens; "
+        "prints one JSON line."
     )
 
     def add_arguments(self, parser):
@@ -25,7 +27,9 @@ class Command(BaseCommand):
             raise CommandError(f"no study {o['slug']!r}")
         report = study_giveaway_report(study=study)
         self.stdout.write(json.dumps(report))
-        if o["fail_on_flags"] and report["flags"]:
+        degenerate = report["degenerate"]["flags"]
+        if o["fail_on_flags"] and (report["flags"] or degenerate):
             raise CommandError(
-                f"{len(report['flags'])} giveaway(s) in {report['flagged_items']} item(s) of study {study.slug!r}"
+                f"{len(report['flags'])} giveaway(s) in {report['flagged_items']} item(s) and {len(degenerate)} "
+                f"degenerate response(s) in study {study.slug!r}"
             )

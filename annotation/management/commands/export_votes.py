@@ -4,9 +4,9 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import Study
-from common.csv_safe import csv_dict_writer
 from annotation.selectors import study_votes_rows
 from annotation.services import VOTE_COLUMNS
+from common.csv_safe import csv_dict_writer
 
 
 class Command(BaseCommand):

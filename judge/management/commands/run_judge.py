@@ -11,6 +11,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import Study
+from common.lookup import by_name_or_command_error
 from judge.prompts import DEFAULT_PROMPT_VERSION, PROMPTS
 from judge.services import JudgeRunError, judge_default_model, judge_run_create, judge_run_execute
 
@@ -41,13 +42,10 @@ class Command(BaseCommand):
         if opts["systems"]:
             study = self._systems_study(opts)
         else:
-            try:
-                study = Study.objects.get(slug=opts["study"])
-            except Study.DoesNotExist:
-                raise CommandError(
-                    f"No study with slug {opts['study']!r}; `import_study` creates one, or pass --systems BASELINE CHALLENGER "
-                    "to judge two systems' stored responses."
-                ) from None
+            study = by_name_or_command_error(
+                Study.objects.all(), opts["study"], field="slug",
+                hint="`import_study` creates one, or pass --systems BASELINE CHALLENGER to judge two systems' stored responses.",
+            )
         model_id = opts["model"] or judge_default_model()
         started = time.monotonic()
         try:
@@ -87,11 +85,7 @@ class Command(BaseCommand):
         names = opts["systems"]
         systems = []
         for name in names:
-            system = System.objects.filter(name=name).first()
-            if system is None:
-                known = ", ".join(System.objects.order_by("name").values_list("name", flat=True)[:20]) or "none yet"
-                raise CommandError(f"No system named {name!r} (systems: {known}).")
-            systems.append(system)
+            systems.append(by_name_or_command_error(System.objects.all(), name))
         study = Study.objects.filter(slug=opts["study"]).first()
         if study is not None:
             if (study.baseline_system_id, study.challenger_system_id) != (systems[0].pk, systems[1].pk):

@@ -3,6 +3,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from common.lookup import by_name_or_command_error
 from modeling.metric_services import MetricsError, metrics_compute
 from modeling.models import System
 
@@ -25,10 +26,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-bert", action="store_true", help="Skip BERTScore.")
 
     def handle(self, *args, **opts):
-        system = System.objects.filter(name=opts["system"]).first()
-        if system is None:
-            known = ", ".join(System.objects.values_list("name", flat=True)[:20]) or "none"
-            raise CommandError(f"No system named {opts['system']!r}. Known systems: {known}.")
+        system = by_name_or_command_error(System.objects.all(), opts["system"])
         try:
             report = metrics_compute(
                 system=system, split=opts["split"], bert_model=opts["bert_model"], bert_layer=opts["bert_layer"],

@@ -6,6 +6,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from common.lookup import by_name_or_command_error
 from modeling.models import System
 
 
@@ -21,10 +22,7 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         from modeling.grag_services import generate_responses
 
-        try:
-            system = System.objects.get(name=opts["system"])
-        except System.DoesNotExist:
-            raise CommandError(f"No system named {opts['system']!r}; train one with `manage.py train` first.")
+        system = by_name_or_command_error(System.objects.all(), opts["system"], hint="Train one with `manage.py train` first.")
         try:
             result = generate_responses(system=system, split=opts["split"], limit=opts["limit"], decoding=opts["decoding"])
         except (ValueError, FileNotFoundError) as exc:

@@ -6,7 +6,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from modeling.grag.config import METHODS
+from modeling.grag.config import LAUNCH_KEYS, METHODS, launch_fields
 from modeling.llm.loading import ModelNotFound
 from modeling.management.options import dataset_by_name
 
@@ -22,14 +22,11 @@ class Command(BaseCommand):
         parser.add_argument("--split", default="train")
         parser.add_argument("--valid-split", help="default: the dataset's 'valid' split when present")
         parser.add_argument("--limit", type=int)
-        parser.add_argument("--epochs", type=int, default=1)
-        parser.add_argument("--max-steps", type=int)
-        parser.add_argument("--batch-size", type=int, default=8)
-        parser.add_argument("--grad-accum", type=int, default=1)
-        parser.add_argument("--lr", type=float, default=1e-4)
-        parser.add_argument("--alpha", type=float, default=0.5)
-        parser.add_argument("--beta", type=float, default=1e-2)
-        parser.add_argument("--seed", type=int, default=0)
+        for spec in launch_fields():  # defaults and help from GRAGConfig, the one definition
+            kind = float if spec.type in (float, "float") else int
+            default = 1 if spec.name == "epochs" else spec.default  # one epoch from the command line; paper: 20
+            parser.add_argument(f"--{spec.name.replace('_', '-')}", type=kind, default=default,
+                                help=f"{spec.metadata['help']} (default {default})")
         parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                             help="any other GRAGConfig field, e.g. --set max_source_len=256")
 
@@ -37,7 +34,7 @@ class Command(BaseCommand):
         from modeling.grag_services import system_create, train_system
 
         dataset = dataset_by_name(opts["dataset"])
-        config = {k: opts[k] for k in ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "alpha", "beta", "seed", "limit", "split")}
+        config = {k: opts[k] for k in (*LAUNCH_KEYS, "limit", "split")}
         config["valid_split"] = opts["valid_split"]
         for item in opts["set"]:
             key, _, value = item.partition("=")

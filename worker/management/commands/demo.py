@@ -20,6 +20,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 
+from common.processes import stop_process_group
 from worker.models import Job
 from worker.pipeline import PipelinePlan, pipeline_create, pipeline_launch
 
@@ -113,8 +114,9 @@ class Command(BaseCommand):
 
     def _run_foreground(self, plan: PipelinePlan, admin: User) -> dict:
         """Run every stage in this process, in order, through the same tasks a worker runs."""
+        from celery import current_app as app
+
         import worker.tasks  # noqa: F401  (registers every stage's task in this process)
-        from grag_site.celery import app
         from worker.registry import task_for_kind
 
         started = time.monotonic()
@@ -153,11 +155,17 @@ class Command(BaseCommand):
             "systems": sorted(s.name for s in systems),
             "responses": {s.name: s.responses.count() for s in systems},
             "metrics": metrics,
-            "study": {"slug": study.slug, "items": study.items.count()} if study else None,
+            # A generated study opens only when its giveaway and degenerate checks flag nothing.
+            "study": {"slug": study.slug, "items": study.items.count(), "open": study.is_open,
+                      "check": study.meta.get("check", {})} if study else None,
             "judge_ratings": Rating.objects.filter(item__study=study, rater_kind="llm").count() if study else 0,
         }
 
     def _serve(self, plan: PipelinePlan, admin: User, logins: dict, port: int) -> None:
+        # SIGTERM (and SIGHUP: a closed terminal) stop the demo like Ctrl-C, so the `finally` below stops the
+        # worker and the server it started instead of leaving them holding port 8000. `make` passes its SIGTERM on.
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _interrupt)
         root = Path(settings.BASE_DIR)
         env = dict(os.environ)
         worker = subprocess.Popen(
@@ -175,9 +183,10 @@ class Command(BaseCommand):
             f"\nGRAG demo running at {url}\n"
             f"  watch the pipeline: {url}/jobs/{parent.pk}/\n"
             f"  admin login: admin / {DEMO_PASSWORD}\n"
-            f"  annotators (study '{plan.slug()}' once created): "
+            f"  annotators (study '{plan.slug()}' once created; it stays closed while its check flags responses,\n"
+            f"  staff open it on its page after review): "
             + ", ".join(f"{u} / {p}" for u, p in logins.items() if u != "admin")
-            + f"\n  worker log: var/demo-worker.log\nPress Ctrl-C to stop.\n"
+            + "\n  worker log: var/demo-worker.log\nPress Ctrl-C to stop.\n"
         )
         try:
             while worker.poll() is None and web.poll() is None:
@@ -189,13 +198,8 @@ class Command(BaseCommand):
         finally:
             self.stdout.write("Stopping the web server and the worker…")
             for proc in (web, worker):
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGTERM)
-            for proc in (web, worker):
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    # A solo-pool worker finishes its current task before a warm shutdown; the
-                    # task is acknowledged late, so killing it now means it is redelivered next time.
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                stop_process_group(proc, timeout=10)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
