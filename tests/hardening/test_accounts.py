@@ -220,3 +220,34 @@ def test_a_password_change_or_a_deactivation_revokes_tokens(world):
     key = _token("ann-y", "admin-set-pass-88")
     assert Client().login(username="ann-y", password="admin-set-pass-88")
     assert Client(HTTP_AUTHORIZATION=f"Token {key}").get("/api/studies/").status_code == 200
+
+
+def test_staff_cannot_change_another_accounts_password_or_flags_in_the_admin(world):
+    """The admin holds the same rule: staff with every model permission (as labs run them)."""
+    boss = User.objects.create_superuser("boss", password="boss-pass-9871")
+    web = Client()
+    web.force_login(world.staff)
+    for victim in (boss, world.ann_y):
+        r = web.post(f"/admin/auth/user/{victim.pk}/password/",
+                     {"password1": "taken-over-7731", "password2": "taken-over-7731", "usable_password": "true"})
+        assert r.status_code == 403, (victim.username, r.status_code)
+        victim.refresh_from_db()
+        assert not victim.check_password("taken-over-7731")
+    r = web.post(f"/admin/auth/user/{world.ann_y.pk}/change/", {"username": "ann-y", "is_staff": "on", "is_superuser": "on"})
+    world.ann_y.refresh_from_db()
+    assert r.status_code == 403 and not world.ann_y.is_staff and not world.ann_y.is_superuser
+    # Nor their own flags: a staff member cannot make themselves superuser.
+    r = web.post(f"/admin/auth/user/{world.staff.pk}/change/", {
+        "username": "staffer", "is_active": "on", "is_staff": "on", "is_superuser": "on",
+        "date_joined_0": "2026-01-01", "date_joined_1": "00:00:00", "initial-date_joined_0": "2026-01-01",
+        "initial-date_joined_1": "00:00:00"})
+    world.staff.refresh_from_db()
+    assert not world.staff.is_superuser, r.status_code
+    # A superuser may.
+    admin = Client()
+    admin.force_login(boss)
+    r = admin.post(f"/admin/auth/user/{world.ann_y.pk}/password/",
+                   {"password1": "boss-set-pass-661", "password2": "boss-set-pass-661", "usable_password": "true"})
+    assert r.status_code == 302
+    world.ann_y.refresh_from_db()
+    assert world.ann_y.check_password("boss-set-pass-661")
