@@ -11,7 +11,11 @@ level" before counting valid annotations (Table 5, "# Valid Annotations"). Made 
 
 Only current ratings (``is_current``) of normal items count: gold and trap items measure the
 annotators, not the systems. An LLM rater (a judge run) is its own group: with one rating per
-item its label is its own choice once the same confidence filter has been applied.
+item its label is its own choice once the same confidence filter has been applied. A judge's
+flipped verdict (``meta["flipped"]``: its two orders disagreed, so it voted "similar") passes
+the filter at every minimum: its confidence records how sure the judge was of two answers
+that contradict each other, not of "similar", so a study's threshold, then or later, must not
+decide whether it counts (docs/judge.md).
 
 Everything is vectorised over one DataFrame loaded with a single query, so a study of
 thousands of items aggregates in milliseconds and no code path issues per-item queries.
@@ -23,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from django.db import connections
+from django.db.models import BooleanField, ExpressionWrapper, Q
 
 from .models import Item, Rating, Study
 
@@ -42,7 +47,8 @@ STATUS_NO_MAJORITY = "no_majority"  # no choice had a majority even before the f
 
 RATING_COLUMNS = [
     "item_id", "item_key", "question", "rater", "rater_kind", "choice", "confidence", "baseline_side", "shown_choice",
-]  # ratings_frame adds "code", the choice's index in LABELS
+    "flipped",
+]  # ratings_frame adds "code", the choice's index in LABELS; flipped: a judge's order-debiased "similar"
 VOTE_COLUMNS = ["label", "code", "status", "ratings", "kept"]  # code: the label's LABELS index, -1 for none
 
 
@@ -79,10 +85,13 @@ def ratings_frame(*, study: Study) -> pd.DataFrame:
     query = (
         Rating.objects.filter(item__study=study, item__kind=Item.Kind.NORMAL, is_current=True)
         .order_by()
+        .annotate(flipped=ExpressionWrapper(Q(meta__flipped=True), output_field=BooleanField()))
         .values_list("item_id", "item__key", "question", "rater", "rater_kind", "choice", "confidence",
-                     "baseline_side", "shown_choice")
+                     "baseline_side", "shown_choice", "flipped")
     )
     frame = frame_from_values(query, RATING_COLUMNS)
+    # SQLite gives 0/1, PostgreSQL True/False, either None where meta has no "flipped".
+    frame["flipped"] = frame["flipped"].map(bool).astype(bool)
     frame["confidence"] = frame["confidence"].astype("int64")
     frame["item_id"] = frame["item_id"].astype("int64")
     frame["code"] = choice_codes(frame["choice"])  # computed once; every statistic works on codes
@@ -99,7 +108,8 @@ def labels_from_counts(counts: np.ndarray, min_votes: int) -> np.ndarray:
 def majority_vote(*, ratings: pd.DataFrame, min_confidence: int, min_votes: int = 2) -> pd.DataFrame:
     """Label each (question, item) of ``ratings`` by majority vote after the confidence filter.
 
-    ``ratings`` needs the columns question, item_id, choice and confidence. ``min_votes`` is 2
+    ``ratings`` needs the columns question, item_id, choice and confidence; a true ``flipped``
+    column (optional) keeps that rating whatever its confidence. ``min_votes`` is 2
     for the human majority (issue: "held by at least 2 of the kept ratings") and 1 for a single
     LLM rater, whose label is its own kept choice. Returns a frame indexed by (question,
     item_id) with the label (None when excluded), the status (valid / confidence /
@@ -117,6 +127,8 @@ def majority_vote(*, ratings: pd.DataFrame, min_confidence: int, min_votes: int 
     group = grouped.ngroup().to_numpy()
     n_groups = int(group.max()) + 1
     kept = ratings["confidence"].to_numpy() >= min_confidence
+    if "flipped" in ratings:
+        kept |= ratings["flipped"].to_numpy(dtype=bool)
     flat = group * len(LABELS) + code
     counts_all = np.bincount(flat, minlength=n_groups * len(LABELS)).reshape(n_groups, len(LABELS))
     counts_kept = np.bincount(flat[kept], minlength=n_groups * len(LABELS)).reshape(n_groups, len(LABELS))

@@ -123,3 +123,21 @@ class AnnotatorAddForm(SingleValueFieldsMixin, forms.Form):
         help_text="For a new account only. Leave empty to add an existing (non-staff) account; "
         "only its owner or a superuser can change its password.",
     )
+
+
+class StudyPlanForm(forms.Form):
+    """Size a study before it runs (issue 20): the inputs of ``reports.planner.study_plan``."""
+
+    gap = forms.FloatField(min_value=0.01, max_value=0.99, initial=0.2,
+                           help_text="Gap 2w - 1 to detect, w the challenger's win rate among decisive labels (0.2: w = 0.6).")
+    tie_share = forms.FloatField(min_value=0.0, max_value=0.99, initial=0.6, label="Expected share of 'similar'")
+    overlap = forms.IntegerField(min_value=1, max_value=10, initial=3, label="Raters per item")
+    labelled_share = forms.FloatField(min_value=0.01, max_value=1.0, initial=0.9,
+                                      label="Expected share of items with a majority label")
+    items_per_rater = forms.IntegerField(min_value=1, initial=200)
+
+    def plan(self) -> dict:
+        """The plan for the cleaned inputs (call after ``is_valid()``)."""
+        from .planner import study_plan
+
+        return study_plan(**self.cleaned_data)

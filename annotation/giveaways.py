@@ -9,9 +9,8 @@ text. Staff run this on a study before it opens and fix or drop the flagged item
 Degenerate responses (empty, whitespace-only, punctuation-only, a repetition loop, a reply cut
 mid-sentence, one unbroken very long word) are listed too, per system: they are kept in the
 study (real systems produce them, and rating them is part of the evaluation) but staff should
-see them before the study opens. ``text_degenerate`` is a small heuristic kept here so that
-``annotation`` needs no other app; it is meant to share one detector with generation's
-repetition/truncation flags in ``modeling`` once both exist.
+see them before the study opens. ``text_degenerate`` is ``modeling.text.response_defects``: the same loop detector
+as generation's flags, so a study and a generation job call the same text a loop.
 
 ``text_giveaways`` checks one text; ``study_giveaways`` (a selector) checks every item of a study
 and returns plain rows, ready for the ``check_study`` command, the API or the staff page;
@@ -21,9 +20,9 @@ registered as a ``database``-tagged system check (``manage.py check --database d
 from __future__ import annotations
 
 import re
-import unicodedata
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from django.core import checks
 
@@ -62,72 +61,8 @@ RULES = {
 }
 
 
-LONG_WORD = 200  # characters without whitespace: longer than any URL or word a reply needs
-DEGENERATE = {
-    "empty": "is empty",
-    "whitespace_only": "is only whitespace",
-    "punctuation_only": "is only punctuation or symbols",
-    "repetition_loop": "repeats itself in a loop",
-    "truncated": "stops mid-sentence",
-    "unbroken_word": f"holds one unbroken word of {LONG_WORD}+ characters",
-}
-LOOP_COPIES = 3  # a sentence, or a run of words, repeated this many times in a row is a loop
-LOOP_MIN_WORDS = 6  # ... covering at least this many words ("no no no" is speech, not a loop)
-LONG_UNPUNCTUATED = 20  # words: a reply this long ending in a letter was most likely cut by a length limit
-# Words a finished English sentence does not end on: a reply ending on one was cut off.
-_DANGLING = frozenset({"a", "an", "the", "and", "or", "but", "because", "than", "my", "your", "our", "their"})
-_SENTENCES = re.compile(r"[^.!?。！？\n]+")
-_WORD = re.compile(r"\w+(?:['’]\w+)*")
-
-
-def text_degenerate(text: str) -> list[str]:
-    """The degenerate kinds of one response (keys of ``DEGENERATE``), none for an ordinary reply.
-
-    Heuristics, for staff review before a study opens (never to drop a response): a repetition
-    loop is one sentence said ``LOOP_COPIES`` times, or a run of 1-10 words repeated that many
-    times in a row over ``LOOP_MIN_WORDS``+ words; a reply is cut mid-sentence when it ends on
-    ``, ; : - (`` or on a word no sentence ends on (``and``, ``the``, ``my``...), or has
-    ``LONG_UNPUNCTUATED``+ words and no final punctuation. Non-Latin scripts and NFD text are
-    not degenerate (the checks run on NFC and on Unicode letters).
-    """
-    if text == "":
-        return ["empty"]
-    if not text.strip():
-        return ["whitespace_only"]
-    text = unicodedata.normalize("NFC", text).strip()
-    if all(unicodedata.category(c)[0] in "PSZC" for c in text):
-        return ["punctuation_only"]
-    kinds = []
-    words = [w.lower() for w in _WORD.findall(text)]
-    if _is_loop(text, words):
-        kinds.append("repetition_loop")
-    last = text[-1]
-    if last in ",;:-–—(/" or (unicodedata.category(last)[0] in "LN" and (
-        (words and words[-1] in _DANGLING) or len(words) >= LONG_UNPUNCTUATED
-    )):
-        kinds.append("truncated")
-    if any(len(chunk) >= LONG_WORD for chunk in text.split()):
-        kinds.append("unbroken_word")
-    return kinds
-
-
-def _is_loop(text: str, words: list[str]) -> bool:
-    sentences = [" ".join(_WORD.findall(s.lower())) for s in _SENTENCES.findall(text)]
-    counts: dict[str, int] = {}
-    for sentence in sentences:
-        if len(sentence.split()) >= 2:
-            counts[sentence] = counts.get(sentence, 0) + 1
-            if counts[sentence] >= LOOP_COPIES:
-                return True
-    for size in range(1, 11):
-        for start in range(len(words) - size * LOOP_COPIES + 1):
-            unit = words[start:start + size]
-            copies = 1
-            while words[start + copies * size:start + (copies + 1) * size] == unit:
-                copies += 1
-            if copies >= LOOP_COPIES and copies * size >= LOOP_MIN_WORDS:
-                return True
-    return False
+# Degenerate responses: one definition, shared with generation's flags (modeling/text.py).
+from modeling.text import response_defects as text_degenerate  # noqa: E402
 
 
 @dataclass(frozen=True)

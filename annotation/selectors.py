@@ -175,7 +175,7 @@ def annotator_quality_control(*, study: Study) -> dict[str, dict[str, Any]]:
     """Gold / identical-pair pass rate and repeated-pair consistency per human annotator.
 
     The one implementation of these figures: ``annotator_quality`` (staff page and API) and the
-    agreement report (``annotation.reports.quality``) both take them from here.
+    agreement report (``reports.quality``) both take them from here.
 
     - pass rate: share of answers to gold and identical-pair items that match the known answer;
     - consistency: share of answers to a repeated pair (sides swapped) equal to the annotator's
@@ -226,7 +226,7 @@ def annotator_quality(*, study: Study) -> list[dict[str, Any]]:
       the share that chose the left side (A); 0.5 means no position bias.
 
     The agreement report adds leave-one-out agreement, confidence and speed figures
-    (``annotation.reports.quality``).
+    (``reports.quality``).
     """
     sides = {
         row["rater"]: row

@@ -323,6 +323,30 @@ def study_names_check(*, texts: dict[str, str], words: list[str]) -> None:
 
 
 @transaction.atomic
+def study_judge_only_get_or_create(*, slug: str, baseline, challenger, split: str = "test", limit: int | None = None,
+                                   seed: int = 0) -> Study:
+    """The study an LLM judge rates two systems on, beyond any human study (the paper's LLM-2000, section 5.5).
+
+    The first call creates it with ``study_create_from_systems`` and closes it to annotators; later calls
+    return it. Raises ValueError when SLUG exists comparing other systems, or for any reason
+    ``study_create_from_systems`` refuses.
+    """
+    study = Study.objects.filter(slug=slug).first()
+    if study is not None:
+        if (study.baseline_system_id, study.challenger_system_id) != (baseline.pk, challenger.pk):
+            raise ValueError(
+                f"Study {study.slug!r} exists and compares {study.baseline_name!r} with {study.challenger_name!r}, "
+                f"not {baseline.name!r} with {challenger.name!r}; choose another slug."
+            )
+        return study
+    with transaction.atomic():
+        study = study_create_from_systems(slug=slug, baseline=baseline, challenger=challenger, split=split,
+                                          limit=limit, seed=seed)
+        study.is_open = False  # judge-only: no annotator is given it
+        study.save(update_fields=["is_open"])
+    return study
+
+
 def study_create_from_systems(
     *, slug: str | None = None, baseline, challenger, split: str = "test", limit: int | None = None, overlap: int = 3,
     seed: int = 0, trap_rate: float = 0.0, title: str = "",

@@ -9,6 +9,7 @@ from . import views
 app_name = "annotation"
 urlpatterns = [
     path("studies/", views.study_list, name="study_list"),
+    path("planner/", views.study_plan, name="study_plan"),
     path("studies/<slug:slug>/", views.study_instructions, name="study_instructions"),
     path("studies/<slug:slug>/annotate/", views.annotate, name="annotate"),
     path("studies/<slug:slug>/items/<str:public_id>/", views.item_rate, name="item_rate"),

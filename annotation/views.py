@@ -19,7 +19,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from common.permissions import staff_required
 
-from .forms import AnnotatorAddForm, InstructionsForm, QuestionFormSet, RatingForm
+from .forms import AnnotatorAddForm, InstructionsForm, QuestionFormSet, RatingForm, StudyPlanForm
 from .models import Assignment, Study
 from .selectors import (
     annotator_progress,
@@ -208,6 +208,7 @@ def _render_manage(
         "instructions_form": instructions_form or InstructionsForm(initial={"instructions": study.instructions}),
         "question_formset": question_formset or QuestionFormSet(queryset=study.questions.all(), prefix="questions"),
         "annotator_form": annotator_form or AnnotatorAddForm(),
+        "plan_form": StudyPlanForm(initial={"overlap": study.overlap}),
         **_study_overview(study),
     }
     return render(request, "annotation/manage.html", context, status=status)
@@ -273,3 +274,13 @@ def study_annotator_add(request, slug: str):
             messages.success(request, f"{user.username} can now annotate {study.slug}.")
             return redirect("annotation:study_manage", slug=study.slug)
     return _render_manage(request, study, annotator_form=form, status=400 if form.has_repeated_fields() else 422)
+
+
+@require_GET
+@staff_required
+def study_plan(request):
+    """Items and raters a study needs to detect a win-rate gap (issue 20); htmx gets the result fragment."""
+    form = StudyPlanForm(request.GET or None)
+    plan = form.plan() if form.is_bound and form.is_valid() else None
+    template = "annotation/_study_plan_form.html#plan" if request.htmx else "annotation/study_plan.html"
+    return render(request, template, {"plan_form": form, "plan": plan}, status=400 if form.errors else 200)

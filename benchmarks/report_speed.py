@@ -1,4 +1,5 @@
-"""Time the agreement report of a large study on PostgreSQL (issue 5: under 2 s).
+"""Time the agreement report of a large study on PostgreSQL (issue 5: under 2 s), and the
+Bradley-Terry bootstrap of the systems ranking (issue 20: 1,000 resamples over 20 systems under 5 s).
 
 Builds 2,000 items x 4 questions x 4 raters (3 humans + 1 LLM judge run: 32,000 ratings) with
 bulk_create in a scratch database on the server of DATABASE_URL (created, migrated and dropped
@@ -6,6 +7,10 @@ here), then times the JSON report and the HTML report (build + render, Figure 2 
 a cold Django process's first call and as the best of a few warm calls. Prints one JSON line.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/grag .venv/bin/python benchmarks/report_speed.py [--items 2000]
+    .venv/bin/python benchmarks/report_speed.py --bt-only    # the ranking bootstrap alone, no database
+
+The report includes everything issue 20 added (AC1 and item-bootstrap intervals, prediction-powered
+shares, the judge audit with its order verdicts and probabilities in Rating.meta, power).
 """
 from __future__ import annotations
 
@@ -39,7 +44,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="warm calls per format; the best is reported")
     parser.add_argument("--db-name", default=f"grag_bench_reports_{os.getpid()}")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one warm HTML report to stderr")
+    parser.add_argument("--bt-only", action="store_true", help="time only the Bradley-Terry bootstrap (no database)")
+    parser.add_argument("--systems", type=int, default=20, help="systems in the Bradley-Terry bootstrap")
+    parser.add_argument("--resamples", type=int, default=1000, help="Bradley-Terry bootstrap resamples")
     args = parser.parse_args()
+    if args.bt_only:
+        print(json.dumps(bt_bootstrap_timing(args)))
+        return
 
     base_url = os.environ.get("DATABASE_URL", "")
     if not base_url.startswith(("postgres://", "postgresql://")):
@@ -55,7 +66,38 @@ def main() -> None:
 
         connections.close_all()
         admin_execute(base_url, f'DROP DATABASE IF EXISTS "{args.db_name}"')
-    print(json.dumps(result))
+    print(json.dumps({**result, **bt_bootstrap_timing(args)}))
+
+
+def bt_bootstrap_timing(args) -> dict:
+    """Seconds for ``ranking.bt_ranking`` over ``args.systems`` systems, 3 studies per system, 145 items each."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT))
+    import importlib.util
+
+    # Load the Django-free module directly: reports' package __init__ imports Django models.
+    spec = importlib.util.spec_from_file_location("ranking", ROOT / "annotation" / "reports" / "ranking.py")
+    ranking = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ranking)
+    rng = np.random.default_rng(0)
+    k = args.systems
+    strength = rng.normal(0, 0.7, size=k)
+    comparisons = []
+    for n in range(3 * k):
+        a, b = n % k, (n + 1 + n // k) % k  # a ring with steps 1, 2, 3: every system meets six others
+        p = 1 / (1 + np.exp(strength[a] - strength[b]))  # challenger b beats baseline a
+        ties = rng.binomial(145, 0.6)
+        cw = rng.binomial(145 - ties, p)
+        comparisons.append((a, b, 145 - ties - cw, cw, ties))
+    start, start_cpu = time.perf_counter(), time.process_time()
+    rows = ranking.bt_ranking(systems=[f"s{i}" for i in range(k)], comparisons=comparisons, resamples=args.resamples, seed=0)
+    return {
+        "bt_systems": k, "bt_studies": len(comparisons), "bt_resamples": args.resamples,
+        "bt_bootstrap_s": round(time.perf_counter() - start, 3), "bt_bootstrap_cpu_s": round(time.process_time() - start_cpu, 3),
+        "bt_target_s": 5.0, "bt_ranked": len(rows),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
 
 
 def run(args) -> dict:
@@ -106,12 +148,16 @@ def run(args) -> dict:
                 ratings.append(Rating(item=item, question=key, rater=user.username, annotator=user, choice=labels[choice],
                                       shown_choice=shown, baseline_side=side, confidence=int(rng.integers(1, 6))))
             choice = latent[i, q] if rng.random() < 0.6 else rng.integers(3)
+            probabilities = dict(zip(labels.tolist(), rng.dirichlet(np.ones(3)).round(6).tolist()))
+            # What judge.services stores: both orders' choices, averaged probabilities, the flip flag.
+            meta = {"probabilities": probabilities, "orders": {"A": str(labels[choice]), "B": str(labels[choice])},
+                    "flipped": False}
             ratings.append(Rating(item=item, question=key, rater="LLM-2000", rater_kind="llm", choice=labels[choice],
-                                  confidence=int(rng.integers(1, 6))))
+                                  confidence=int(rng.integers(1, 6)), meta=meta))
     Rating.objects.bulk_create(ratings, batch_size=4000)
     n_ratings = Rating.objects.filter(item__study=study).count()
 
-    from annotation.reports import report_build, report_render
+    from reports import report_build, report_render
 
     cpu: dict[str, float] = {}
 

@@ -20,7 +20,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(JudgeRun)
 class JudgeRunAdmin(ReadOnlyAdmin):
-    list_display = ("name", "study", "model_id", "prompt_version", "status", "created_at", "finished_at")
+    list_display = ("name", "study", "model_id", "prompt_version", "status", "reliability_verdict", "min_option_mass",
+                    "created_at", "finished_at")
     list_filter = ("status", "prompt_version")
     search_fields = ("name", "study__slug", "model_id")
     readonly_fields = [f.name for f in JudgeRun._meta.fields]
@@ -28,8 +29,8 @@ class JudgeRunAdmin(ReadOnlyAdmin):
 
 @admin.register(JudgeVerdict)
 class JudgeVerdictAdmin(ReadOnlyAdmin):
-    list_display = ("run", "item", "question", "baseline_side", "failed", "created_at")
-    list_filter = ("failed", "question", "baseline_side")
+    list_display = ("run", "item", "question", "baseline_side", "option_mass", "abstained", "failed", "created_at")
+    list_filter = ("failed", "abstained", "question", "baseline_side")
     search_fields = ("run__name", "item__key")
     readonly_fields = [f.name for f in JudgeVerdict._meta.fields]
     list_select_related = ("run", "item")

@@ -21,8 +21,9 @@ from modeling.progress import Cancelled, ProgressCallback, no_progress
 
 from .models import JudgeRun, JudgeVerdict
 from .prompts import DEFAULT_PROMPT_VERSION, prompt_hash, prompt_messages, prompt_template, responses_in_order
+from .reliability import DEFAULT_MIN_OPTION_MASS, min_option_mass_parse
 from .scoring import Score, encode_messages, pair_verdict, score_prompt_groups
-from .selectors import judge_run_summary
+from .selectors import judge_run_reliability, judge_run_summary
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +55,14 @@ def judge_run_create(
     prompt_version: str | None = None,
     limit: int | None = None,
     settings: dict | None = None,
+    min_option_mass: float | None = None,
 ) -> JudgeRun:
     """Create a run, or return the existing run of that name when it is the same study, model and prompt.
+
+    ``min_option_mass`` (0-1): verdicts whose option letters got less of the next-token
+    probability abstain (``judge.reliability``); default ``DEFAULT_MIN_OPTION_MASS`` for a new
+    run. It is the run's own setting: resuming with another value is refused, because the
+    verdicts already stored were judged by the first.
 
     Returning the existing run is what makes ``run_judge`` resumable: running the same command again
     continues where it stopped instead of duplicating the rater. Without ``prompt_version``, an
@@ -72,7 +79,18 @@ def judge_run_create(
         raise JudgeRunError(str(exc)) from None
     if limit is not None and limit < 1:
         raise JudgeRunError(f"limit must be a positive number of items, got {limit}.")
+    if min_option_mass is not None:
+        try:
+            min_option_mass = min_option_mass_parse(min_option_mass)
+        except ValueError as exc:
+            raise JudgeRunError(str(exc)) from None
     if existing is not None:
+        if min_option_mass is not None and min_option_mass != existing.min_option_mass:
+            raise JudgeRunError(
+                f"Judge run {name!r} abstains below an option mass of {existing.min_option_mass:g}, not "
+                f"{min_option_mass:g}; its stored verdicts were judged by that. Pick another name (--name) for a run "
+                f"with another minimum."
+            )
         if (existing.study_id, existing.model_id, existing.prompt_version) != (study.pk, model_id, prompt_version):
             raise JudgeRunError(
                 f"A judge run named {name!r} already exists for study {existing.study.slug!r}, model "
@@ -93,6 +111,7 @@ def judge_run_create(
         raise JudgeRunError(f"Study {study.slug!r} has no items to judge.")
     return JudgeRun.objects.create(
         name=name, study=study, model_id=model_id, prompt_version=template.version, prompt_text=template.as_text(),
+        min_option_mass=DEFAULT_MIN_OPTION_MASS if min_option_mass is None else min_option_mass,
         settings={"limit": limit, "items_per_batch": DEFAULT_ITEMS_PER_BATCH, "quantization": "auto",
                   "prefix_cache": True, **(settings or {})},
     )
@@ -129,7 +148,8 @@ def judge_run_execute(*, run: JudgeRun, limit: int | None = None, progress: Prog
     if not questions or not items:
         raise JudgeRunError(f"Study {study.slug!r} has no {'questions' if not questions else 'items'} to judge.")
 
-    JudgeRun.objects.filter(pk=run.pk).update(status=JudgeRun.Status.RUNNING, finished_at=None)
+    # A reliability verdict describes a finished run: one resumed is assessed again when it finishes.
+    JudgeRun.objects.filter(pk=run.pk).update(status=JudgeRun.Status.RUNNING, finished_at=None, reliability={})
     done = set(
         JudgeVerdict.objects.filter(run=run, failed=False, item__in=[i.pk for i in items]).values_list(
             "item_id", "question", "baseline_side"
@@ -148,7 +168,7 @@ def judge_run_execute(*, run: JudgeRun, limit: int | None = None, progress: Prog
             groups = [g for g in groups if g]
             scores = score_prompt_groups(
                 model, tokenizer, [[p.token_ids for p in g] for g in groups],
-                prefix_cache=bool(run.settings.get("prefix_cache", True)),
+                prefix_cache=bool(run.settings.get("prefix_cache", True)), min_option_mass=run.min_option_mass,
             ) if groups else []
             with transaction.atomic():
                 for group, group_scores in zip(groups, scores):
@@ -170,8 +190,11 @@ def judge_run_execute(*, run: JudgeRun, limit: int | None = None, progress: Prog
     summary = judge_run_summary(run=run, items=items)
     summary["computed"] = computed
     summary["seconds"] = round(time.monotonic() - started, 2)
+    # Assessed once, when the run finishes, and stored: pages and reports only read it.
+    summary["reliability"] = judge_run_reliability(run=run, summary=summary)
     JudgeRun.objects.filter(pk=run.pk).update(
-        status=JudgeRun.Status.SUCCEEDED, summary=summary, finished_at=timezone.now()
+        status=JudgeRun.Status.SUCCEEDED, summary=summary, reliability=summary["reliability"],
+        finished_at=timezone.now(),
     )
     run.refresh_from_db()
     logger.info("judge run %s: %s", run.name, summary)
@@ -217,6 +240,8 @@ def _verdict_store(*, run: JudgeRun, pending: _Pending, score: Score) -> None:
             "raw": {"prompt_hash": prompt_hash(pending.messages), "n_tokens": score.n_tokens,
                     "cached_prefix_tokens": score.cached_prefix_tokens, "option_mass": score.option_mass,
                     "choice": score.choice, "confidence": score.confidence},
+            "option_mass": None if score.failed else score.option_mass,
+            "abstained": score.abstained,
             "failed": score.failed,
             "error": score.error,
         },
@@ -226,8 +251,13 @@ def _verdict_store(*, run: JudgeRun, pending: _Pending, score: Score) -> None:
 def _ratings_write(*, run: JudgeRun, items: Iterable[Item], questions: list[str]) -> int:
     """Write (or keep) the current Rating of every (item, question) whose two orders are both scored.
 
-    A pair with a failed order gets no Rating: a failure is never a vote. Ratings are append-only:
-    an unchanged verdict keeps its row, a changed one retires the old row (is_current=False).
+    A pair with a failed or abstained order gets no Rating: neither is a vote (an abstention that
+    replaces an earlier verdict retires that verdict's Rating). Ratings are append-only: an
+    unchanged verdict keeps its row, a changed one retires the old row (is_current=False).
+
+    A flipped pair's Rating is "similar" with the judge's own confidence and ``meta["flipped"]``;
+    the aggregation counts it at every minimum confidence, so the study's threshold, then or
+    later, changes nothing for it (docs/judge.md).
     """
     items = list(items)
     verdicts: dict[tuple[int, str], dict[str, JudgeVerdict]] = {}
@@ -237,19 +267,18 @@ def _ratings_write(*, run: JudgeRun, items: Iterable[Item], questions: list[str]
         (r.item_id, r.question): r
         for r in Rating.objects.filter(item__in=[i.pk for i in items], rater=run.name, is_current=True)
     }
-    # A flipped verdict is a deliberate "similar" vote: give it the lowest confidence that still
-    # counts in the study's majority vote (section 5.5 filters by confidence before voting).
-    flipped_confidence = min(5, max(1, run.study.min_confidence))
     written = 0
     for item in items:
         for question in questions:
             orders = verdicts.get((item.pk, question), {})
             if set(orders) != set(SIDES):
                 continue
-            verdict = pair_verdict(
-                baseline_as_a=orders["A"].probabilities, baseline_as_b=orders["B"].probabilities,
-                flipped_confidence=flipped_confidence,
-            )
+            old = current.get((item.pk, question))
+            if any(v.abstained for v in orders.values()):
+                if old is not None:
+                    Rating.objects.filter(pk=old.pk).update(is_current=False)
+                continue
+            verdict = pair_verdict(baseline_as_a=orders["A"].probabilities, baseline_as_b=orders["B"].probabilities)
             meta = {
                 "judge_run": run.pk,
                 "model": run.model_id,
@@ -257,9 +286,10 @@ def _ratings_write(*, run: JudgeRun, items: Iterable[Item], questions: list[str]
                 "probabilities": {k: round(p, 6) for k, p in verdict.probabilities.items()},
                 "orders": verdict.orders,
                 "shown_probabilities": {side: orders[side].probabilities for side in SIDES},
+                "order_confidences": verdict.order_confidences,
+                "option_mass": {side: orders[side].option_mass for side in SIDES},
                 "flipped": verdict.flipped,
             }
-            old = current.get((item.pk, question))
             if old is not None:
                 if old.choice == verdict.choice and old.confidence == verdict.confidence and old.meta == meta:
                     continue

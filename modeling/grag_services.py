@@ -19,6 +19,7 @@ from modeling.progress import Cancelled, ProgressCallback, no_progress
 from .grag.config import GRAGConfig
 from .grag.inputs import DialogueSample
 from .models import Dataset, Response, Sample, System
+from .text import degenerate_flags, flag_counts
 
 RUN_KEYS = ("split", "limit", "valid_split", "valid_limit")
 
@@ -125,7 +126,9 @@ def generate_responses(
     """Generate the system's responses for a split and store them, with the reference's NLL for BPC.
 
     Samples that already have a response of this system are skipped (a retried job resumes);
-    each batch is written in one transaction.
+    each batch is written in one transaction. Each response's meta["degenerate"] holds its
+    degenerate-output flags (loop, cut mid-sentence, max_new_tokens hit, empty; the text is kept
+    as generated) and the summary's "degenerate" counts them over the split's responses.
     """
     from . import metrics
     from .grag.generate import generate_responses as generate, score_reference
@@ -152,10 +155,11 @@ def generate_responses(
         scores = score_reference(model, tokenizer, dialogues, batch_size=batch_size)
         with transaction.atomic():
             Response.objects.bulk_create([
-                Response(system=system, sample=s, text=text, meta={
+                Response(system=system, sample=s, text=str(text), meta={
                     "nll_nats": sc["nll_nats"], "ref_chars": sc["n_chars"], "n_tokens": sc["n_tokens"],
                     "bpc": metrics.bpc(sc["nll_nats"], sc["n_chars"]) if sc["n_chars"] else None,
                     "decoding": decoding,
+                    "degenerate": degenerate_flags(text, hit_limit=getattr(text, "hit_limit", None)),
                 })
                 for s, text, sc in zip(chunk, texts, scores)
             ], ignore_conflicts=True)
@@ -164,4 +168,7 @@ def generate_responses(
     settings_used = {"decoding": decoding, "max_new_tokens": model.config.max_new_tokens, "num_beams": model.config.num_beams,
                      "top_p": model.config.top_p, "temperature": model.config.temperature, "split": split}
     System.objects.filter(pk=system.pk).update(status=System.Status.GENERATED, generation=settings_used)
-    return {"system": system.name, "split": split, "created": created, "existing": len(done), "responses": len(rows)}
+    flags = flag_counts(meta.get("degenerate") for meta in
+                        Response.objects.filter(system=system, sample__in=rows).values_list("meta", flat=True))
+    return {"system": system.name, "split": split, "created": created, "existing": len(done), "responses": len(rows),
+            "degenerate": flags}

@@ -19,10 +19,11 @@ from django.utils.text import slugify
 
 from .llm.backends import Backend, GenerationSettings, backend_for, prompt_hash
 from .llm.loading import SMOLLM2, SMOLLM2_ALIASES
-from .llm.postprocess import clean_response
+from .llm.postprocess import clean_generic_response, clean_response
 from .llm.prompts import ICLExample, augment_template, icl_template
 from .models import Dataset, LLMCache, Response, Sample, System
 from .progress import ProgressCallback, no_progress
+from .text import degenerate_flags, flag_counts
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +55,33 @@ class _Prompt:
     hash: str
 
 
+@dataclass
+class _Result:
+    """One prompt's answer as the store callback gets it."""
+
+    prompt: _Prompt
+    output: str  # cleaned: what is stored as the response
+    raw: str  # the model's completion
+    flags: dict  # modeling.text.degenerate_flags of clean_response(raw), before any loop cut
+
+
+def _result(prompt: _Prompt, raw: str, clean: Callable[[str], str]) -> _Result:
+    """Clean ``raw`` and flag what is degenerate in it (loops, cut mid-sentence, token limit, empty)."""
+    return _Result(prompt=prompt, output=clean(raw), raw=raw,
+                   flags=degenerate_flags(clean_response(raw), hit_limit=getattr(raw, "hit_limit", None)))
+
+
 def _generate_cached(
     *, prompts: list[_Prompt], model_id: str, prompt_version: str, settings: GenerationSettings,
-    batch_size: int, backend: Backend | Callable[[], Backend], store: Callable[[list[tuple[_Prompt, str, str]]], None],
-    progress: ProgressCallback, done_before: int, total: int,
+    batch_size: int, backend: Backend | Callable[[], Backend], store: Callable[[list[_Result]], None],
+    progress: ProgressCallback, done_before: int, total: int, clean: Callable[[str], str] = clean_response,
 ) -> dict:
     """Answer every prompt from the cache or the backend; ``store`` each batch in its transaction.
 
-    ``backend`` may be a factory, so that a fully cached run never loads the model.
+    ``backend`` may be a factory, so that a fully cached run never loads the model. ``clean``
+    turns a raw completion into the stored output; a cache hit is cleaned again from its raw
+    text, so a fixed post-processing rule applies to cached generations too. Whether a cached
+    generation hit the token limit is not stored, so its flags say hit_limit None.
     """
     cached: dict[str, LLMCache] = {}
     hashes = list(dict.fromkeys(p.hash for p in prompts))
@@ -74,7 +94,10 @@ def _generate_cached(
     done = done_before
     if hits:
         with transaction.atomic():
-            store([(p, cached[p.hash].output, cached[p.hash].raw_output) for p in hits])
+            store([_result(p, cached[p.hash].raw_output, clean) if cached[p.hash].raw_output
+                   else _Result(prompt=p, output=cached[p.hash].output, raw="",
+                                flags=degenerate_flags(cached[p.hash].output))
+                   for p in hits])
         done += len(hits)
     progress(done, total)
     if not missing:
@@ -93,10 +116,11 @@ def _generate_cached(
         rows = []
         for i, raw in zip(indices, raws):
             prompt = unique[i]
-            output = clean_response(raw)
+            answer = _result(prompt, raw, clean)
             rows.append(LLMCache(model_id=model_id, prompt_version=prompt_version, prompt_hash=prompt.hash,
-                                 output=output, raw_output=raw))
-            finished += [(p, output, raw) for p in by_hash[prompt.hash]]
+                                 output=answer.output, raw_output=str(raw)))
+            finished += [_Result(prompt=p, output=answer.output, raw=str(raw), flags=answer.flags)
+                         for p in by_hash[prompt.hash]]
         with transaction.atomic():
             LLMCache.objects.bulk_create(rows, ignore_conflicts=True)
             store(finished)
@@ -133,8 +157,10 @@ def augment_dataset(
     """Generate the generic response R_G of every sample of ``dataset``/``split`` (section 3.1).
 
     Samples whose R_G already comes from this model and prompt version are done; the rest are
-    answered from the LLMCache or generated. Returns a summary (the command prints it, the job
-    stores it).
+    answered from the LLMCache or generated. Each R_G is cleaned by clean_generic_response (a
+    repetition loop is cut to its first occurrence) and its degenerate-output flags are kept in
+    ``Sample.generic_meta["degenerate"]``. Returns a summary (the command prints it, the job
+    stores it) whose "degenerate" counts the flagged generations.
     """
     started = time.monotonic()
     model_id = canonical_model_id(backend.model_id if backend is not None else model_id)
@@ -149,24 +175,29 @@ def augment_dataset(
         messages = template.messages(history=sample.history)
         prompts.append(_Prompt(key=sample, messages=messages, hash=prompt_hash(messages=messages, settings=settings)))
 
-    def store(results: list[tuple[_Prompt, str, str]]) -> None:
+    def store(results: list[_Result]) -> None:
         changed = []
-        for prompt, output, _raw in results:
-            sample = prompt.key
+        for result in results:
+            sample = result.prompt.key
             sample.generic_response, sample.generic_model, sample.generic_prompt_version = (
-                output, model_id, template.version)
+                result.output, model_id, template.version)
+            sample.generic_meta = {**sample.generic_meta, "degenerate": result.flags}
             changed.append(sample)
-        Sample.objects.bulk_update(changed, ["generic_response", "generic_model", "generic_prompt_version"])
+        Sample.objects.bulk_update(
+            changed, ["generic_response", "generic_model", "generic_prompt_version", "generic_meta"])
 
     counts = _generate_cached(
         prompts=prompts, model_id=model_id, prompt_version=template.version, settings=settings,
         batch_size=batch_size, backend=_backend_factory(model_id, backend), store=store, progress=progress,
-        done_before=len(done), total=len(samples),
+        done_before=len(done), total=len(samples), clean=clean_generic_response,
     )
     summary = {
         "dataset": dataset.name, "split": split, "model": model_id, "prompt_version": template.version,
         "samples": len(samples), "already_done": len(done), **counts,
         "empty": sum(1 for s in samples if not s.generic_response),
+        # Flagged generations (of every sample of the call; "unchecked": done before flags existed).
+        # A loop was cut to its first occurrence in the stored R_G (clean_generic_response).
+        "degenerate": flag_counts(s.generic_meta.get("degenerate") for s in samples),
         "seconds": round(time.monotonic() - started, 2),
     }
     logger.info("augment: %s", summary)
@@ -193,7 +224,9 @@ def icl_generate(
 
     One System per seed (n = 0 needs one: its prompt has nothing random), each with a Response per
     sample, named so that the seeds of one setting share a prefix; ``System.config["seed_group"]``
-    names the setting whose metrics the paper averages over the five seeds.
+    names the setting whose metrics the paper averages over the five seeds. Each Response's
+    meta["degenerate"] holds its degenerate-output flags (the text is kept as generated), and
+    ``System.config["run"]["degenerate"]`` counts them.
     """
     if method not in ICL_METHODS:
         raise LLMServiceError(f"Unknown ICL method {method!r}; choose icl_hist or icl_tst.")
@@ -253,10 +286,11 @@ def icl_generate(
                                          generic_response=sample.generic_response, examples=examples)
             prompts.append(_Prompt(key=sample, messages=messages, hash=prompt_hash(messages=messages, settings=settings)))
 
-        def store(results, system=system):
-            for prompt, output, raw in results:
-                Response.objects.update_or_create(system=system, sample=prompt.key, defaults={
-                    "text": output, "meta": {"prompt_hash": prompt.hash, "raw": raw}})
+        def store(results: list[_Result], system=system):
+            for result in results:
+                Response.objects.update_or_create(system=system, sample=result.prompt.key, defaults={
+                    "text": result.output,
+                    "meta": {"prompt_hash": result.prompt.hash, "raw": result.raw, "degenerate": result.flags}})
 
         counts = _generate_cached(
             prompts=prompts, model_id=model_id, prompt_version=template.version, settings=settings,
@@ -264,7 +298,9 @@ def icl_generate(
             total=total,
         )
         done_before += len(targets)
-        system.config = {**system.config, "run": {**counts, "responses": system.responses.count()}}
+        flags = flag_counts(meta.get("degenerate") for meta in
+                            system.responses.filter(sample__in=targets).values_list("meta", flat=True))
+        system.config = {**system.config, "run": {**counts, "responses": system.responses.count(), "degenerate": flags}}
         system.status = System.Status.GENERATED
         system.save(update_fields=["config", "status"])
         systems.append(system)

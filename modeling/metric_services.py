@@ -15,6 +15,7 @@ from django.db import transaction
 from . import metrics as m
 from .models import MetricResult, Response, System
 from .progress import no_progress
+from .text import is_empty
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +40,14 @@ class MetricsReport:
     rows_written: int
     skipped: dict[str, str] = field(default_factory=dict)
     meta: dict[str, dict] = field(default_factory=dict)
+    # What a reader of the figures must know (text mostly dropped by a tokenizer, BERTScore inputs
+    # cut at the model's maximum length): one line each, from the metrics' meta["warning"].
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"system": self.system, "split": self.split, "samples": self.samples, "corpus": self.corpus,
-                "rows_written": self.rows_written, "skipped": self.skipped, "meta": self.meta}
+                "rows_written": self.rows_written, "skipped": self.skipped, "meta": self.meta,
+                "warnings": self.warnings}
 
 
 def _bert_config(bert_model: str | None, bert_layer: int | None) -> tuple[m.BertScoreConfig, bool]:
@@ -68,7 +73,10 @@ def metrics_compute(
     Per sample: char_f1, rouge1/2/L, sentence BLEU, BPC (when the response's meta carries
     ``nll_nats``) and BERTScore P/R/F1. Per run (sample = NULL): their means, except BLEU (sacrebleu
     corpus BLEU, signature in meta) and BPC (total bits over total reference characters).
-    Rerunning replaces the rows: the result is the same whatever ran before.
+    Rerunning replaces the rows: the result is the same whatever ran before. Every metric sees
+    the texts after modeling.text.canonical_text; the report's ``warnings`` repeat what the
+    metrics flagged (texts their tokenizer mostly dropped, BERTScore pairs cut at the model's
+    maximum length).
 
     BERTScore uses ``bert_model`` (a name, a local folder, or "minilm"), else $BERTSCORE_MODEL,
     else roberta-large. When that default is not on this machine BERTScore is skipped and the
@@ -94,6 +102,9 @@ def metrics_compute(
 
     # BPC: the model's NLL of the reference, written by the generation step (Response.meta).
     with_nll = [r for r in responses if r.meta.get("nll_nats") is not None]
+    # BPC is undefined for an empty reference (no characters): such samples get no BPC row.
+    empty_reference = [r for r in with_nll if is_empty(r.sample.reference)]
+    with_nll = [r for r in with_nll if not is_empty(r.sample.reference)]
     if with_nll:
         nll, chars = [], []
         for r in with_nll:
@@ -109,10 +120,12 @@ def metrics_compute(
         bpc_scores = m.bpc_run(nll, chars)
         bpc_samples = [r.sample_id for r in with_nll]
         bpc_scores.meta["samples_with_nll"] = len(with_nll)
+        bpc_scores.meta["empty_references"] = len(empty_reference)
         results["bpc"] = bpc_scores
     else:
         bpc_samples = []
-        skipped["bpc"] = "no response carries meta['nll_nats'] (the model's NLL of the reference)"
+        skipped["bpc"] = ("every reference with an NLL is empty (BPC needs characters)" if empty_reference else
+                          "no response carries meta['nll_nats'] (the model's NLL of the reference)")
     progress(len(responses), total_steps)
 
     if bert:
@@ -148,8 +161,14 @@ def metrics_compute(
         system=system.name, split=split, samples=len(responses),
         corpus={name: results[name].value for name in m.METRICS if name in results},
         rows_written=len(rows), skipped=skipped,
-        meta={name: results[name].meta for name in ("bleu", "bert_f1", "rouge1", "bpc") if name in results},
+        meta={name: results[name].meta for name in ("char_f1", "rouge1", "bleu", "bert_f1", "bpc") if name in results},
+        warnings=_warnings(results),
     )
+
+
+def _warnings(results: dict[str, m.MetricScores]) -> list[str]:
+    """Each distinct meta["warning"] of the run's metrics, once (ROUGE-1/2/L and BERT P/R/F1 share theirs)."""
+    return list(dict.fromkeys(s.meta["warning"] for s in results.values() if s.meta.get("warning")))
 
 
 def _metric_rows(

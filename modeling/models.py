@@ -65,6 +65,10 @@ class Sample(models.Model):
     generic_response = models.TextField(blank=True)
     generic_model = models.CharField(max_length=300, blank=True)
     generic_prompt_version = models.CharField(max_length=50, blank=True)
+    generic_meta = models.JSONField(
+        default=dict, blank=True,
+        help_text='What generating R_G noted: {"degenerate": modeling.text.degenerate_flags(...)}.',
+    )
 
     class Meta:
         constraints = [

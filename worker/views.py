@@ -31,8 +31,11 @@ def job_list(request):
 def job_detail(request, pk: int):
     job = get_object_or_404(Job.objects.select_related("parent", "created_by"), pk=pk)
     children = list(job.children.order_by("pk"))
+    # A pipeline that succeeded with a judge stage that is not reliable says so next to its status.
+    not_reliable = [c for c in children if (c.result or {}).get("reliability", {}).get("verdict") in ("warnings", "unreliable")]
     template = "worker/job_detail.html#status" if request.htmx else "worker/job_detail.html"
-    return render(request, template, {"job": job, "children": children, "polling": jobs_active(jobs=[job, *children])})
+    return render(request, template, {"job": job, "children": children, "not_reliable_stages": not_reliable,
+                                      "polling": jobs_active(jobs=[job, *children])})
 
 
 @require_POST

@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "modeling",
     "annotation",
     "judge",
+    "reports",
     "worker",
 ]
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import torch
 
-from modeling.llm.backends import left_pad
+from modeling.llm.backends import Completion, left_pad, stop_token_ids, stopped_at_limit
 from modeling.progress import ProgressCallback, no_progress
 
 from .config import GRAGConfig
@@ -42,7 +42,7 @@ def _chunks(items: list, size: int) -> Iterator[list]:
 
 @torch.no_grad()
 def generate_batch(model: GRAGModel, builder: InputBuilder, samples: list[DialogueSample], **kwargs) -> list[str]:
-    """Responses for one batch of samples."""
+    """Responses for one batch of samples, as Completions (str; ``hit_limit`` says if max_new_tokens ended one)."""
     from transformers.modeling_outputs import BaseModelOutput
 
     model.eval()
@@ -80,7 +80,11 @@ def generate_batch(model: GRAGModel, builder: InputBuilder, samples: list[Dialog
             with model.style.applied(style, last_position_on_prefill=True):
                 out = backbone.generate(input_ids=ids, attention_mask=mask, **kwargs)
             new = out[:, ids.size(1):]
-    return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    # Encoder-decoder outputs start with the decoder start token: only the last column matters here.
+    at_limit = stopped_at_limit(new, stop_ids=stop_token_ids(backbone, tokenizer),
+                                max_new_tokens=kwargs.get("max_new_tokens", 0))
+    return [Completion(t.strip(), hit_limit=hit)
+            for t, hit in zip(tokenizer.batch_decode(new, skip_special_tokens=True), at_limit)]
 
 
 def generate_responses(

@@ -1,7 +1,8 @@
 """Generation backends: one interface for every caller of a large instruct model.
 
 ``Backend.generate(prompts, settings=..., batch_size=..., progress=...)`` takes chat prompts (lists
-of ``{"role", "content"}`` messages) and returns one raw completion per prompt, in order.
+of ``{"role", "content"}`` messages) and returns one raw completion per prompt, in order: a
+``Completion`` (a str that also says whether it stopped at max_new_tokens).
 
 - ``TransformersBackend``: a local model through transformers (CUDA: 4-bit NF4 or bf16; CPU:
   float32), the tokenizer's chat template, batched generation with left padding and batches
@@ -28,6 +29,53 @@ Messages = list[dict]
 # Below this many shared tokens a separate prefix pass costs more than it saves.
 MIN_SHARED_PREFIX = 16
 BatchCallback = Callable[[list[int], list[str]], None]  # (prompt indices, raw outputs) of one finished batch
+
+
+class Completion(str):
+    """A raw completion: the text itself (a str), plus whether generation stopped at max_new_tokens.
+
+    ``hit_limit`` is True when the model was still writing when the token limit ended it, False
+    when it stopped by itself (end-of-sequence), None when the backend cannot tell. Callers that
+    only need the text use it as a str; the generation services record ``hit_limit`` among an
+    output's degenerate-output flags (modeling.text.degenerate_flags).
+    """
+
+    hit_limit: bool | None
+
+    def __new__(cls, text: str, *, hit_limit: bool | None = None):
+        obj = super().__new__(cls, text)
+        obj.hit_limit = hit_limit
+        return obj
+
+    def __reduce__(self):
+        return (_completion, (str(self), self.hit_limit))
+
+
+def _completion(text: str, hit_limit: bool | None) -> Completion:
+    return Completion(text, hit_limit=hit_limit)
+
+
+def stopped_at_limit(rows, *, stop_ids: set[int], max_new_tokens: int) -> list[bool]:
+    """Per row of generated token ids (a 2-D tensor of new tokens only): did it hit max_new_tokens?
+
+    A row that ended by itself holds an end-of-sequence token and then pads; a row still going
+    when generation stopped has neither as its last token, and that only happens at the limit.
+    """
+    if rows.shape[1] < max_new_tokens:
+        return [False] * rows.shape[0]
+    return [int(row[-1]) not in stop_ids for row in rows]
+
+
+def stop_token_ids(model, tokenizer) -> set[int]:
+    """Token ids that end a generation or pad after its end: the model's eos ids, the tokenizer's eos and pad."""
+    ids = set()
+    for value in (getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+                  tokenizer.eos_token_id, tokenizer.pad_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(int(v) for v in value)
+    return ids
 
 
 class LLMBackendError(RuntimeError):
@@ -152,7 +200,10 @@ class TransformersBackend(Backend):
             with torch.inference_mode():
                 generated = self.model.generate(input_ids=input_ids, attention_mask=attention, cache=cache, **kwargs)
             new_tokens = generated[:, input_ids.shape[1]:].cpu()
-            texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            at_limit = stopped_at_limit(new_tokens, stop_ids=stop_token_ids(self.model, self.tokenizer),
+                                        max_new_tokens=settings.max_new_tokens)
+            texts = [Completion(text, hit_limit=hit) for text, hit in
+                     zip(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True), at_limit)]
             for i, text in zip(indices, texts):
                 outputs[i] = text
             if on_batch is not None:
@@ -362,7 +413,7 @@ class OpenAICompatibleBackend(Backend):
     def describe(self) -> dict:
         return {**super().describe(), "base_url": self.base_url}
 
-    def complete(self, messages: Messages, settings: GenerationSettings) -> str:
+    def complete(self, messages: Messages, settings: GenerationSettings) -> Completion:
         import httpx
 
         url = f"{self.base_url}/chat/completions"
@@ -382,8 +433,10 @@ class OpenAICompatibleBackend(Backend):
                 f"The LLM server at {url} answered HTTP {response.status_code}: {response.text[:300]}"
             )
         try:
-            return response.json()["choices"][0]["message"]["content"] or ""
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            choice = response.json()["choices"][0]
+            finish = choice.get("finish_reason")
+            return Completion(choice["message"]["content"] or "", hit_limit=None if finish is None else finish == "length")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise LLMBackendError(f"The LLM server at {url} sent no chat completion: {response.text[:300]}") from exc
 
     def generate(

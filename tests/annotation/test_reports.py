@@ -18,9 +18,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from annotation.models import Assignment, Item, Rating
-from annotation.reports import report_build, report_render
-from annotation.reports.stats import cohen_kappa, fleiss_kappa, krippendorff_alpha, win_rate
 from judge.models import JudgeRun
+from reports import report_build, report_render
+from reports.stats import cohen_kappa, fleiss_kappa, krippendorff_alpha, win_rate
 from tests.annotation.test_aggregation import B, C, S, ratings_add, study_create
 
 nan = np.nan
@@ -256,7 +256,7 @@ def test_download_buttons_partial_renders_for_any_study_page():
     from django.template.loader import render_to_string
 
     study = small_study()
-    html = render_to_string("annotation/reports/_download_buttons.html", {"study": study})
+    html = render_to_string("reports/_download_buttons.html", {"study": study})
     for fmt in ("json", "csv", "html", "tex", "svg", "png"):
         assert reverse("reports:study_report_download", args=[study.slug, fmt]) in html
     assert reverse("reports:study_report", args=[study.slug]) in html

@@ -31,8 +31,14 @@ def test_demo_runs_the_whole_pipeline_and_summarises_what_it_produced():
     study = Study.objects.get(slug=summary["study"]["slug"])
     assert summary["study"]["items"] == study.items.count() == 2
     assert set(study.annotators.values_list("username", flat=True)) == {"annotator1", "annotator2", "annotator3"}
-    # The judge answered the four questions for both items, as an LLM rater beside the humans.
-    assert summary["judge_ratings"] == Rating.objects.filter(item__study=study, rater_kind="llm").count() == 8
+    # The judge scored the four questions for both items in both orders; SmolLM2 gives the option
+    # letters too little probability, so its verdicts abstain and the run is marked unreliable.
+    run = study.judge_runs.get()
+    assert run.verdicts.count() == 16
+    assert summary["judge_ratings"] == Rating.objects.filter(item__study=study, rater_kind="llm").count()
+    assert summary["judge_ratings"] + len(set(run.verdicts.filter(abstained=True).values_list("item", "question"))) == 8
+    assert summary["judge_runs"][run.name]["verdict"] == "unreliable"
+    assert summary["judge_runs"][run.name]["checks"]["option_mass"]["level"] == "unreliable"
     pipeline = Job.objects.get(pk=summary["pipeline_job"])
     assert pipeline.status == Job.Status.SUCCEEDED
     assert set(pipeline.children.values_list("status", flat=True)) == {Job.Status.SUCCEEDED}

@@ -17,8 +17,8 @@ from rest_framework.authtoken.models import Token
 
 from annotation import services
 from annotation.models import Assignment, Item, Rating, Study
-from modeling.models import Conversation, Dataset, MetricResult, Response, Sample, System
 from judge.models import JudgeRun, JudgeVerdict
+from modeling.models import Conversation, Dataset, MetricResult, Response, Sample, System
 from worker.models import Job
 
 BASELINE = "secretbase-presft-hist-run7"

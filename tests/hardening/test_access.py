@@ -77,6 +77,9 @@ RULES: dict[str, Rule] = {
     "studies/<slug:slug>/report/": Rule(STAFF),
     "studies/<slug:slug>/report/download/<str:fmt>/": Rule(STAFF),
     "api/studies/<slug:slug>/report/": Rule(STAFF),
+    "planner/": Rule(STAFF),  # issue 20: study size planner
+    "systems/ranking/": Rule(STAFF),  # issue 20: systems ranked across studies
+    "systems/ranking/download/<str:fmt>/": Rule(STAFF),
     "jobs/": Rule(STAFF),
     "jobs/<int:pk>/": Rule(STAFF),
     "jobs/<int:pk>/cancel/": Rule(STAFF),
@@ -167,8 +170,8 @@ def _fill(route: str, name: str, world) -> str:
     if name == "kind" and route.startswith("jobs/launch/"):
         return "import"
     if name == "fmt":
-        return {"studies/": "json", "results/table/": "csv", "results/ablation/": "svg"}[
-            next(p for p in ("studies/", "results/table/", "results/ablation/") if route.startswith(p))
+        return {"studies/": "json", "results/table/": "csv", "results/ablation/": "svg", "systems/": "json"}[
+            next(p for p in ("studies/", "results/table/", "results/ablation/", "systems/") if route.startswith(p))
         ]
     if route.startswith("admin/"):
         if name == "content_type_id":

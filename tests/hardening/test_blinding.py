@@ -20,7 +20,14 @@ from annotation.models import Assignment, Item, Rating, Study
 from modeling.models import System
 
 from .conftest import (
-    BASELINE, BASELINE_BACKBONE, CHALLENGER, CHALLENGER_BACKBONE, QKEYS, ids_bump, study_lines, write_jsonl,
+    BASELINE,
+    BASELINE_BACKBONE,
+    CHALLENGER,
+    CHALLENGER_BACKBONE,
+    QKEYS,
+    ids_bump,
+    study_lines,
+    write_jsonl,
 )
 
 FORM_ANSWERS = {**{f"{q}-choice": "A" for q in QKEYS}, **{f"{q}-confidence": "4" for q in QKEYS}}

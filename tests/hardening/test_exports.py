@@ -13,7 +13,7 @@ from django.core.management import call_command
 
 from annotation import services
 from annotation.models import Rating
-from annotation.reports import report_build, report_render
+from reports import report_build, report_render
 from common.csv_safe import FORMULA_TRIGGERS, cell_neutralise, cell_restore
 from judge.models import JudgeRun
 from modeling.tables import table_csv, table_from_values

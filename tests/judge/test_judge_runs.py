@@ -22,7 +22,7 @@ def _ratings(run):
 
 def test_a_run_judges_every_item_and_question_in_both_orders_and_writes_llm_ratings(smollm2, spc_pairs):
     study = study_make(spc_pairs[:2])
-    run = judge_run_create(study=study, model_id="smollm2", name="LLM-2")
+    run = judge_run_create(study=study, model_id="smollm2", name="LLM-2", min_option_mass=0.0)
     calls = []
     summary = judge_run_execute(run=run, progress=lambda done, total: calls.append((done, total)))
 
@@ -44,8 +44,7 @@ def test_a_run_judges_every_item_and_question_in_both_orders_and_writes_llm_rati
     by_pair = {(v.item_id, v.question, v.baseline_side): v.probabilities for v in verdicts}
     for r in ratings:
         expected = pair_verdict(baseline_as_a=by_pair[(r.item_id, r.question, "A")],
-                                baseline_as_b=by_pair[(r.item_id, r.question, "B")],
-                                flipped_confidence=study.min_confidence)
+                                baseline_as_b=by_pair[(r.item_id, r.question, "B")])
         assert (r.choice, r.confidence, r.meta["flipped"]) == (expected.choice, expected.confidence, expected.flipped)
         assert 1 <= r.confidence <= 5
         if r.meta["flipped"]:
@@ -112,7 +111,8 @@ def test_prefix_cache_matches_full_prompts_and_swapped_input_scores_as_the_other
 
 def test_a_cancelled_run_resumes_where_it_stopped_without_recomputing(smollm2, spc_pairs):
     study = study_make(spc_pairs[:2])
-    run = judge_run_create(study=study, model_id="smollm2", name="LLM-resume", settings={"items_per_batch": 1})
+    run = judge_run_create(study=study, model_id="smollm2", name="LLM-resume", settings={"items_per_batch": 1},
+                           min_option_mass=0.0)
 
     def stop_after_first_batch(done, total):
         if done > 0:
@@ -147,7 +147,8 @@ def test_verdicts_that_follow_the_position_become_flagged_similar_votes(smollm2,
     assert summary["computed"] == 0
     ratings = list(_ratings(run))
     assert len(ratings) == 4
-    assert all(r.choice == "similar" and r.meta["flipped"] and r.confidence == 3 for r in ratings)
+    # The judge's own confidence (0.9 in each order: 5), whatever the study's min_confidence (3).
+    assert all(r.choice == "similar" and r.meta["flipped"] and r.confidence == 5 for r in ratings)
     assert all(r.meta["orders"] == {"A": "baseline", "B": "challenger"} for r in ratings)
     assert summary["consistency"] == {"q1": 0.0, "q2": 0.0, "q3": 0.0, "q4": 0.0}
     assert summary["position_bias"]["q1"] == pytest.approx(0.84)
@@ -168,9 +169,9 @@ def test_a_prompt_longer_than_the_context_is_a_recorded_failure_never_a_vote(smo
 
 def test_run_judge_prints_a_json_summary_and_resumes_by_name(smollm2, spc_pairs, capsys):
     study = study_make(spc_pairs[:1], slug="cmd-study")
-    call_command("run_judge", "cmd-study", "--model", "smollm2", "--name", "LLM-cmd")
+    call_command("run_judge", "cmd-study", "--model", "smollm2", "--name", "LLM-cmd", "--min-option-mass", "0")
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(out) == {"run", "items", "ratings", "consistency", "seconds"}
+    assert set(out) == {"run", "items", "ratings", "consistency", "abstained", "reliability", "seconds"}
     assert out["run"] == "LLM-cmd" and out["items"] == 1 and out["ratings"] == 4
     assert set(out["consistency"]) == {"q1", "q2", "q3", "q4"}
     call_command("run_judge", "cmd-study", "--model", "smollm2", "--name", "LLM-cmd")
@@ -181,7 +182,7 @@ def test_run_judge_prints_a_json_summary_and_resumes_by_name(smollm2, spc_pairs,
 
 
 def test_a_runs_ratings_appear_in_the_agreement_report_as_an_llm_rater(smollm2, spc_pairs):
-    from annotation.reports.build import report_build
+    from reports.build import report_build
 
     study = study_make(spc_pairs[:1], slug="report-study", min_confidence=1)
     item = study.items.get()
@@ -189,7 +190,7 @@ def test_a_runs_ratings_appear_in_the_agreement_report_as_an_llm_rater(smollm2, 
         for q in ("q1", "q2", "q3", "q4"):
             Rating.objects.create(item=item, question=q, rater=rater, rater_kind=Rating.RaterKind.HUMAN,
                                   choice="challenger", shown_choice="B", baseline_side="A", confidence=4)
-    run = judge_run_create(study=study, model_id="smollm2", name="LLM-145")
+    run = judge_run_create(study=study, model_id="smollm2", name="LLM-145", min_option_mass=0.0)
     judge_run_execute(run=run)
 
     report = report_build(study=study)
@@ -246,7 +247,7 @@ def test_run_judge_on_two_systems_stored_responses_builds_a_judge_only_study_onc
         Response.objects.create(system=chal, sample=sample, text=pair["challenger_response"])
 
     args = ("run_judge", "spc-judge", "--model", "smollm2", "--systems", "PreSFT(Hist)", "PostGRAG", "--limit", "2",
-            "--name", "LLM-2")
+            "--name", "LLM-2", "--min-option-mass", "0")
     call_command(*args)
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     study = Study.objects.get(slug="spc-judge")

@@ -15,7 +15,8 @@ from .conftest import study_make
 @pytest.mark.slow
 def test_a_queued_run_is_judged_by_a_worker(celery_worker_process, spc_pairs, capsys):
     study_make(spc_pairs[:1], slug="queued-study")
-    call_command("run_judge", "queued-study", "--model", "smollm2", "--name", "LLM-queued", "--queue")
+    call_command("run_judge", "queued-study", "--model", "smollm2", "--name", "LLM-queued", "--queue",
+                 "--min-option-mass", "0")
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["run"] == "LLM-queued" and out["status"] == "queued"
 

@@ -2,7 +2,14 @@
 import pytest
 
 from judge.devdata import spc_turns
-from judge.prompts import PROMPT_V1, PROMPT_V2, UnknownPromptVersion, prompt_messages, prompt_template, responses_in_order
+from judge.prompts import (
+    PROMPT_V1,
+    PROMPT_V2,
+    UnknownPromptVersion,
+    prompt_messages,
+    prompt_template,
+    responses_in_order,
+)
 from judge.scoring import (
     CONFIDENCE_THRESHOLDS,
     Score,
@@ -54,7 +61,7 @@ def test_probabilities_map_back_to_the_systems():
 def test_a_verdict_that_holds_in_both_orders_stands_with_the_mean_probability():
     # Challenger preferred whichever side it was shown on: B first, then A.
     verdict = pair_verdict(baseline_as_a={"A": 0.1, "B": 0.8, "S": 0.1},
-                           baseline_as_b={"A": 0.9, "B": 0.05, "S": 0.05}, flipped_confidence=2)
+                           baseline_as_b={"A": 0.9, "B": 0.05, "S": 0.05})
     assert verdict.choice == "challenger" and not verdict.flipped
     assert verdict.probabilities["challenger"] == pytest.approx(0.85)
     assert verdict.confidence == 4
@@ -64,12 +71,13 @@ def test_a_verdict_that_holds_in_both_orders_stands_with_the_mean_probability():
 def test_a_verdict_that_follows_the_position_becomes_similar_and_is_flagged():
     # "A" both times: the judge prefers the first position, not a response.
     verdict = pair_verdict(baseline_as_a={"A": 0.95, "B": 0.03, "S": 0.02},
-                           baseline_as_b={"A": 0.95, "B": 0.03, "S": 0.02}, flipped_confidence=2)
-    assert verdict.choice == "similar" and verdict.flipped and verdict.confidence == 2
+                           baseline_as_b={"A": 0.95, "B": 0.03, "S": 0.02})
+    # Its confidence is what the judge said (5 in both orders), not a value from the study's settings.
+    assert verdict.choice == "similar" and verdict.flipped and verdict.confidence == 5
     assert verdict.orders == {"A": "baseline", "B": "challenger"}
     # A change between a preference and "similar" is a change too.
     half = pair_verdict(baseline_as_a={"A": 0.7, "B": 0.1, "S": 0.2},
-                        baseline_as_b={"A": 0.1, "B": 0.2, "S": 0.7}, flipped_confidence=3)
+                        baseline_as_b={"A": 0.1, "B": 0.2, "S": 0.7})
     assert (half.choice, half.flipped, half.confidence) == ("similar", True, 3)
 
 

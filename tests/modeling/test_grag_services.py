@@ -58,11 +58,17 @@ def test_train_then_generate_stores_responses_with_the_nll_for_bpc_and_reruns_re
 
     progress = []
     report = generate_responses(system=system, split="test", limit=3, progress=lambda d, t: progress.append((d, t)))
+    degenerate = report.pop("degenerate")
     assert report == {"system": "tiny-postgrag", "split": "test", "created": 3, "existing": 0, "responses": 3}
     assert progress[-1] == (3, 3)
     rows = list(Response.objects.filter(system=system).select_related("sample"))
     assert len(rows) == 3
+    # Degenerate-output flags in each response's meta, counted in the job summary. An untrained
+    # tiny model never says end-of-sequence within 6 tokens: every response hit the limit.
+    assert degenerate["checked"] == 3 and degenerate["hit_max_new_tokens"] == 3
+    assert degenerate["flagged"] == sum(bool(r.meta["degenerate"]["flags"]) for r in rows) == 3
     for r in rows:
+        assert r.meta["degenerate"]["hit_limit"] is True
         assert r.meta["ref_chars"] == len(r.sample.reference)
         assert r.meta["nll_nats"] > 0 and r.meta["bpc"] == pytest.approx(r.meta["nll_nats"] / 0.693147 / r.meta["ref_chars"], rel=1e-4)
     system.refresh_from_db()
@@ -115,3 +121,4 @@ def test_worker_trains_and_generates_from_jobs(celery_worker_process):
     done = wait_for(lambda: Job.objects.filter(pk=gen.pk, status__in=["succeeded", "failed"]).first(), timeout=300)
     assert done.status == "succeeded", done.error + done.traceback
     assert Response.objects.filter(system__name="tiny-pregrag").count() == 2
+    assert done.result["degenerate"]["checked"] == 2 and "degenerate outputs: " in done.log_tail

@@ -100,9 +100,9 @@ def test_a_prompt_pass_in_parts_gives_what_one_pass_does(smollm2, prefix_cache):
 
 def test_reserved_cache_layers_hold_what_concatenation_would():
     import torch
+    from transformers import LlamaConfig
 
     from modeling.llm.backends import reserved_cache
-    from transformers import LlamaConfig
 
     config = LlamaConfig(num_hidden_layers=1, num_key_value_heads=2, num_attention_heads=2, hidden_size=8)
     cache = reserved_cache(config, capacity=4, batch_size=3)
@@ -145,10 +145,11 @@ def test_augment_stores_generic_responses_and_a_rerun_costs_nothing(smollm2):
     reports = []
     summary = augment_dataset(dataset=dataset, split="test", limit=4, batch_size=4, backend=counting,
                               settings=SHORT, progress=lambda done, total: reports.append((done, total)))
-    assert summary | {"seconds": 0} == {
+    assert summary | {"seconds": 0, "degenerate": None} == {
         "dataset": "spc", "split": "test", "model": "smollm2", "prompt_version": "spc-v1", "samples": 4,
-        "already_done": 0, "generated": 4, "cached": 0, "empty": 0, "seconds": 0,
+        "already_done": 0, "generated": 4, "cached": 0, "empty": 0, "seconds": 0, "degenerate": None,
     }
+    assert summary["degenerate"]["checked"] == 4  # tests/modeling/test_degenerate.py checks the flags
     assert reports[0] == (0, 4) and reports[-1] == (4, 4)
     samples = list(dataset.samples.order_by("pk")[:4])
     for sample in samples:

@@ -6,12 +6,21 @@ import pytest
 
 from modeling.importers.service import dataset_import
 from modeling.llm.backends import (
-    GenerationSettings, LLMBackendError, OpenAICompatibleBackend, parse_openai_model_id, prompt_hash,
+    GenerationSettings,
+    LLMBackendError,
+    OpenAICompatibleBackend,
+    parse_openai_model_id,
+    prompt_hash,
 )
 from modeling.llm.loading import ModelNotFound, load_causal_lm, resolve_model
 from modeling.llm.postprocess import clean_response
 from modeling.llm.prompts import (
-    AUGMENT_TEMPLATES, ICLExample, UnknownPromptVersion, augment_template, icl_template, split_history,
+    AUGMENT_TEMPLATES,
+    ICLExample,
+    UnknownPromptVersion,
+    augment_template,
+    icl_template,
+    split_history,
 )
 from modeling.llm_services import LLMServiceError, augment_dataset, icl_generate
 from modeling.models import Sample

@@ -5,7 +5,6 @@ import pytest
 
 from modeling import metrics as m
 
-
 # --- Char-F1 (definition in char_f1_sample's docstring) ------------------------------------
 
 def test_char_f1_docstring_example_and_case_and_whitespace():

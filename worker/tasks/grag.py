@@ -6,26 +6,25 @@ and a generate job skips samples that already have a response.
 from celery import shared_task
 
 from modeling.grag.config import LAUNCH_KEYS
-from modeling.grag_services import RUN_KEYS
+from modeling.text import flag_line
 
 from ..jobs import job_context
 
 __all__ = ["train", "generate"]
 
-# A train job's params that go into the System's config: GRAGConfig's launch settings and the run's data.
-TRAIN_CONFIG_KEYS = (*LAUNCH_KEYS, *RUN_KEYS)
 
 
 @shared_task(name="worker.train")
 def train(job_id: int) -> dict:
     """Train a system (params: dataset, method, backbone, system_name and GRAGConfig fields)."""
-    from modeling.grag_services import system_create, train_system
+    from modeling.grag_services import RUN_KEYS, system_create, train_system
     from modeling.models import Dataset
 
     with job_context(job_id) as handle:
         p = handle.job.params
         dataset = Dataset.objects.get(name=p["dataset"])
-        config = {k: p[k] for k in TRAIN_CONFIG_KEYS if p.get(k) is not None}
+        # GRAGConfig's launch settings and the run's data go into the System's config.
+        config = {k: p[k] for k in (*LAUNCH_KEYS, *RUN_KEYS) if p.get(k) is not None}
         config.update(p.get("config") or {})
         system = system_create(
             name=p.get("system_name") or f"{dataset.name}-{p['method']}", dataset=dataset, method=p["method"],
@@ -53,4 +52,5 @@ def generate(job_id: int) -> dict:
         )
         handle.job.result = result
         handle.log(f"{result['created']} new responses of {system.name} on {result['split']} ({result['existing']} existed)")
+        handle.log(flag_line(result["degenerate"]))
     return {"job": job_id}

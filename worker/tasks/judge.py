@@ -11,7 +11,7 @@ def judge(job_id: int) -> dict:
     """Execute a judge run; resumes a stopped one.
 
     Job params: {"run_id", "limit"} from ``run_judge --queue``, or the launch form's and the
-    pipeline's {"study": slug, "model", "name", "limit", "prompt_version"}, which create the run
+    pipeline's {"study": slug, "model", "name", "limit", "prompt_version", "min_option_mass"}, which create the run
     (or find the one of that name, to resume it).
     """
     from annotation.models import Study
@@ -26,10 +26,14 @@ def judge(job_id: int) -> dict:
             run = judge_run_create(
                 study=Study.objects.get(slug=params["study"]), model_id=params.get("model") or judge_default_model(),
                 name=params.get("name") or None, prompt_version=params.get("prompt_version") or None,
-                limit=params.get("limit"),
+                limit=params.get("limit"), min_option_mass=params.get("min_option_mass"),
             )
         handle.log(f"judge run {run.name}: model {run.model_id}, prompt {run.prompt_version}")
         summary = judge_run_execute(run=run, limit=params.get("limit"), progress=handle.progress)
         handle.job.result = summary
-        handle.log(f"judged {summary['items']} items: {summary['ratings']} ratings, consistency {summary['consistency']}")
+        handle.log(f"judged {summary['items']} items: {summary['ratings']} ratings, {summary['abstained']} abstentions, "
+                   f"consistency {summary['consistency']}")
+        if summary["reliability"]["verdict"] != "reliable":
+            handle.log(f"judge run {run.name} is {summary['reliability']['verdict']}: "
+                       + "; ".join(summary["reliability"]["reasons"]))
     return {"job": job_id}

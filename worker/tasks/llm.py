@@ -5,6 +5,8 @@ so later augment, ICL and judge jobs on that worker start at once.
 """
 from celery import shared_task
 
+from modeling.text import flag_line
+
 from ..jobs import job_context
 
 __all__ = ["augment", "icl"]
@@ -27,6 +29,7 @@ def augment(job_id: int) -> dict:
         handle.job.result = summary
         handle.log(f"{summary['samples']} samples: {summary['generated']} generated, {summary['cached']} cached, "
                    f"{summary['already_done']} already done")
+        handle.log(flag_line(summary["degenerate"]))
     return {"job": job_id}
 
 
@@ -48,6 +51,10 @@ def icl(job_id: int) -> dict:
             progress=handle.progress,
         )
         handle.job.result = {"systems": [s.name for s in systems], "system_ids": [s.pk for s in systems],
-                             "seed_group": systems[0].config["seed_group"]}
+                             "seed_group": systems[0].config["seed_group"],
+                             "degenerate": {s.name: s.config["run"]["degenerate"] for s in systems}}
         handle.log(f"systems: {', '.join(s.name for s in systems)}")
+        for s in systems:
+            handle.log(f"{s.name}: {flag_line(s.config['run']['degenerate'])}")
     return {"job": job_id}
+

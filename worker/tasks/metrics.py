@@ -24,4 +24,6 @@ def metrics(job_id: int) -> dict:
                    + ", ".join(f"{k}={v:.4g}" for k, v in report.corpus.items()))
         for name, why in report.skipped.items():
             handle.log(f"skipped {name}: {why}")
+        for warning in report.warnings:
+            handle.log(f"warning: {warning}")
     return {"job": job_id}

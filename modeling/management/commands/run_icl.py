@@ -53,4 +53,5 @@ class Command(BaseCommand):
             "responses": sum(s.config["run"]["responses"] for s in systems),
             "generated": sum(s.config["run"]["generated"] for s in systems),
             "cached": sum(s.config["run"]["cached"] for s in systems),
+            "degenerate": {s.name: s.config["run"]["degenerate"] for s in systems},
         }))

@@ -159,6 +159,8 @@ class Command(BaseCommand):
             "study": {"slug": study.slug, "items": study.items.count(), "open": study.is_open,
                       "check": study.meta.get("check", {})} if study else None,
             "judge_ratings": Rating.objects.filter(item__study=study, rater_kind="llm").count() if study else 0,
+            # SmolLM2 is no judge (its option letters get ~10 % of the probability): the run says so.
+            "judge_runs": {run.name: run.reliability for run in study.judge_runs.all()} if study else {},
         }
 
     def _serve(self, plan: PipelinePlan, admin: User, logins: dict, port: int) -> None:

@@ -5,9 +5,9 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.models import Study
 from common.permissions import IsStaff
 
-from ..models import Study
 from .build import min_confidence_parse, report_build
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import Study
-from annotation.reports import FORMATS, min_confidence_parse, report_build, report_render
 from common.lookup import by_name_or_command_error
+from reports import FORMATS, min_confidence_parse, report_build, report_render
 
 
 class Command(BaseCommand):

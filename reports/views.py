@@ -3,9 +3,9 @@ from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
+from annotation.models import Study
 from common.permissions import staff_required
 
-from ..models import Study
 from .build import min_confidence_parse, report_build
 from .render import CONTENT_TYPES, EXTENSIONS, FORMATS, report_context, report_render
 
@@ -22,10 +22,10 @@ def study_report(request, slug: str):
     try:
         min_confidence = min_confidence_parse(value=request.GET.get("min_confidence"), study=study)
     except ValueError as exc:
-        return render(request, "annotation/reports/report_page.html", {**context, "error": str(exc)}, status=400)
+        return render(request, "reports/report_page.html", {**context, "error": str(exc)}, status=400)
     report = report_build(study=study, min_confidence=min_confidence)
     context.update(report_context(report=report), min_confidence=min_confidence)
-    return render(request, "annotation/reports/report_page.html", context)
+    return render(request, "reports/report_page.html", context)
 
 
 @require_GET
@@ -42,4 +42,26 @@ def study_report_download(request, slug: str, fmt: str):
     response = HttpResponse(report_render(report=report, fmt=fmt), content_type=CONTENT_TYPES[fmt])
     filename = f"{study.slug}-agreement-c{min_confidence}.{EXTENSIONS[fmt]}"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+# --- issue 20: systems ranked across studies ----------------------------------------------------------------
+
+@require_GET
+@staff_required
+def systems_ranking(request):
+    from .ranking_build import systems_ranking_build
+
+    return render(request, "reports/ranking_page.html", {"ranking": systems_ranking_build()})
+
+
+@require_GET
+@staff_required
+def systems_ranking_download(request, fmt: str):
+    from .ranking_build import RANKING_CONTENT_TYPES, RANKING_FORMATS, ranking_render, systems_ranking_build
+
+    if fmt not in RANKING_FORMATS:
+        raise Http404(f"Unknown ranking format {fmt!r}; choose one of {', '.join(RANKING_FORMATS)}.")
+    response = HttpResponse(ranking_render(ranking=systems_ranking_build(), fmt=fmt), content_type=RANKING_CONTENT_TYPES[fmt])
+    response["Content-Disposition"] = f'attachment; filename="systems-ranking.{fmt}"'
     return response

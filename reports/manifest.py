@@ -8,11 +8,10 @@ from importlib import metadata
 import pandas as pd
 from django.utils import timezone
 
+from annotation.models import Item, Rating, Study
 from judge.models import JudgeRun
 
-from ..models import Item, Rating, Study
-
-PACKAGES = ("numpy", "pandas", "scipy", "statsmodels", "krippendorff", "matplotlib")
+PACKAGES = ("numpy", "pandas", "scipy", "statsmodels", "krippendorff", "matplotlib", "scikit-learn", "ppi-python", "choix")
 
 
 def _sha256(text: str) -> str:
@@ -97,10 +96,36 @@ def report_manifest(*, study: Study, ratings: pd.DataFrame, min_confidence: int)
                 "prompt_sha256": _sha256(run.prompt_text),
                 "settings": run.settings,
                 "status": run.status,
+                "min_option_mass": run.min_option_mass,
+                # Stored when the run finished (judge.reliability); {} for a run not finished since.
+                "reliability": run.reliability,
                 "created_at": run.created_at.isoformat() if run.created_at else None,
                 "finished_at": run.finished_at.isoformat() if run.finished_at else None,
             }
             for run in judge_runs
         ],
         "software": {package: _version(package) for package in PACKAGES},
+    }
+
+
+def judge_runs_of(*, study: Study) -> list[JudgeRun]:
+    """The study's judge runs, oldest first: the one place the report reads the judge app (moves with it, issue 18)."""
+    return list(JudgeRun.objects.filter(study=study).order_by("created_at", "name"))
+
+
+def judge_models_of(*, study: Study) -> dict[str, str]:
+    """Rater name -> model id of the study's judge runs (a judge is identified across studies by its model)."""
+    return dict(JudgeRun.objects.filter(study=study).values_list("name", "model_id"))
+def judge_runs_reliability(*, manifest: dict) -> dict[str, dict]:
+    """Rater name -> {"status", "verdict", "reasons", "checks"} of every judge run of the report's study.
+
+    Read from the manifest's judge runs (stored on each JudgeRun when it finished), so the report
+    shows a run's reliability even when all its verdicts abstained and it has no label to plot.
+    A run never assessed (finished before reliability existed, or not finished) has verdict "".
+    """
+    return {
+        run["name"]: {"status": run["status"], "verdict": (run.get("reliability") or {}).get("verdict", ""),
+                      "reasons": (run.get("reliability") or {}).get("reasons", []),
+                      "checks": (run.get("reliability") or {}).get("checks", {})}
+        for run in manifest.get("judge_runs", [])
     }

@@ -35,8 +35,38 @@ def figure2_series(*, report: dict) -> dict[str, dict[str, dict[str, float | Non
     return series
 
 
+def figure2_intervals(*, report: dict) -> dict[str, dict[str, dict[str, list]]]:
+    """Rater group -> question -> choice -> [low, high] 95% interval of the share (issue 20's error bars).
+
+    Human: the CLT interval of the human majority's shares; each LLM run: its own (naive) interval.
+    The prediction-powered intervals are in the report's tables, not drawn: they belong to no one group.
+    """
+    intervals: dict[str, dict[str, dict[str, list]]] = {"Human": {}}
+    for key, question in report["questions"].items():
+        groups = {"Human": question.get("human_only"),
+                  **{name: llm.get("judge_only") for name, llm in question["llm"].items()}}
+        for group, numbers in groups.items():
+            intervals.setdefault(group, {})[key] = {
+                label: (numbers["ci95"][label] if numbers else [None, None]) for label in report["labels"]
+            }
+    return intervals
+def group_label(*, report: dict, group: str) -> str:
+    """A rater group's name as figures and tables show it: a judge run that is not reliable says so."""
+    verdict = report.get("judge_runs", {}).get(group, {}).get("verdict", "")
+    return f"{group} ({verdict})" if verdict in ("warnings", "unreliable") else group
+
+
+def judge_runs_not_reliable(*, report: dict) -> list[str]:
+    """One line per judge run that is not reliable: "NAME: verdict (reason; reason)"."""
+    return [
+        f"{name}: {run['verdict']}" + (f" ({'; '.join(run['reasons'])})" if run["reasons"] else "")
+        for name, run in report.get("judge_runs", {}).items() if run["verdict"] in ("warnings", "unreliable")
+    ]
+
+
 def figure2(*, report: dict) -> Figure:
     series = figure2_series(report=report)
+    intervals = figure2_intervals(report=report)
     keys = list(report["questions"])
     labels = report["labels"]
     groups = list(series)
@@ -52,7 +82,16 @@ def figure2(*, report: dict) -> Figure:
             (series[group].get(key, {}).get(label) or 0.0) * 100 for key in keys for label in labels
         ]
         offsets = [p - 0.4 + width * (g + 0.5) for p in positions]
-        ax.bar(offsets, heights, width=width, label=group, color=COLOURS[g % len(COLOURS)])
+        # 95% interval of each share as an error bar; none where the group has fewer than 2 labels.
+        bounds = [intervals.get(group, {}).get(key, {}).get(label, [None, None]) for key in keys for label in labels]
+        below = [h - 100 * b[0] if b[0] is not None else 0.0 for h, b in zip(heights, bounds)]
+        above = [100 * b[1] - h if b[1] is not None else 0.0 for h, b in zip(heights, bounds)]
+        ax.errorbar(offsets, heights, yerr=[[max(0.0, v) for v in below], [max(0.0, v) for v in above]],
+                    fmt="none", ecolor="#333333", elinewidth=0.8, capsize=1.5)
+        label = group_label(report=report, group=group)
+        # A judge run that is not reliable is hatched and labelled, never drawn like any other rater.
+        ax.bar(offsets, heights, width=width, label=label, color=COLOURS[g % len(COLOURS)],
+               hatch="//" if label != group else None, alpha=0.6 if label != group else 1.0)
     ax.set_xticks(positions, [f"{key.upper()} {CHOICE_TICK.get(label, label)}" for key in keys for label in labels],
                   fontsize=7)
     ax.set_ylabel("share of valid labels (%)")
@@ -61,6 +100,11 @@ def figure2(*, report: dict) -> Figure:
                  f"min confidence {report['min_confidence']}", fontsize=9, pad=22)
     ax.legend(fontsize=8, frameon=False, ncols=min(4, len(groups)), loc="lower center", bbox_to_anchor=(0.5, 1.0))
     ax.grid(axis="y", alpha=0.3)
+    warnings = judge_runs_not_reliable(report=report)
+    if warnings:
+        fig.subplots_adjust(bottom=0.2 + 0.045 * len(warnings))
+        fig.text(0.01, 0.01, "\n".join(f"Judge run {line}" for line in warnings), fontsize=6.5, color="#B00020",
+                 va="bottom", wrap=True)
     return fig
 
 

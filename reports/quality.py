@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from ..aggregation import LABELS, choice_codes, frame_from_values, labels_from_counts
-from ..models import Assignment, Item, Rating, Study
-from ..selectors import QUALITY_CONTROL_NONE, annotator_quality_control
+from annotation.aggregation import LABELS, choice_codes, frame_from_values, labels_from_counts
+from annotation.models import Assignment, Item, Rating, Study
+from annotation.selectors import QUALITY_CONTROL_NONE, annotator_quality_control
 
 # Flag an annotator whose A-vs-B choices lean to one side this surely (two-sided sign test).
 POSITION_BIAS_P = 0.01

@@ -11,16 +11,22 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import Study
+from annotation.services import study_judge_only_get_or_create
 from common.lookup import by_name_or_command_error
 from judge.prompts import DEFAULT_PROMPT_VERSION, PROMPTS
+from judge.reliability import DEFAULT_MIN_OPTION_MASS, reliability_label
 from judge.services import JudgeRunError, judge_default_model, judge_run_create, judge_run_execute
+from modeling.models import System
+from worker.models import Job
+from worker.services import BrokerUnavailable, job_launch
 
 
 class Command(BaseCommand):
     help = (
         "Judge a study's items with an LLM in both orders and store the verdicts as Ratings of an LLM rater "
         "named after the run. Running it again with the same name resumes the run. Prints one JSON line: "
-        '{"run", "items", "ratings", "consistency", "seconds"}.'
+        '{"run", "items", "ratings", "consistency", "abstained", "reliability", "seconds"}; reliability is '
+        '{"verdict": reliable | warnings | unreliable, "reasons": [...], "checks": {...}} (docs/judge.md).'
     )
 
     def add_arguments(self, parser):
@@ -31,6 +37,9 @@ class Command(BaseCommand):
         parser.add_argument("--limit", type=int, default=None, help="Judge only the first N items.")
         parser.add_argument("--prompt-version", default=None, choices=sorted(PROMPTS),
                             help=f"Judge prompt (default {DEFAULT_PROMPT_VERSION}; a resumed run keeps its own).")
+        parser.add_argument("--min-option-mass", type=float, default=None,
+                            help=f"A verdict whose option letters get less of the next-token probability abstains "
+                                 f"(0-1; default {DEFAULT_MIN_OPTION_MASS} for a new run; a resumed run keeps its own).")
         parser.add_argument("--queue", action="store_true", help="Send the run to a worker instead of running it here.")
         parser.add_argument("--systems", nargs=2, metavar=("BASELINE", "CHALLENGER"), default=None,
                             help="Judge these two systems' stored responses: creates study SLUG from the samples both "
@@ -58,11 +67,9 @@ class Command(BaseCommand):
                 except ModelNotFound as exc:
                     raise CommandError(str(exc)) from None
             run = judge_run_create(study=study, model_id=model_id, name=opts["name"],
-                                   prompt_version=opts["prompt_version"], limit=opts["limit"])
+                                   prompt_version=opts["prompt_version"], limit=opts["limit"],
+                                   min_option_mass=opts["min_option_mass"])
             if opts["queue"]:
-                from worker.models import Job
-                from worker.services import BrokerUnavailable, job_launch
-
                 try:
                     job = job_launch(kind=Job.Kind.JUDGE, task="worker.judge",
                                      params={"run_id": run.pk, "limit": opts["limit"]})
@@ -75,32 +82,16 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         self.stdout.write(json.dumps({
             "run": run.name, "items": summary["items"], "ratings": summary["ratings"],
-            "consistency": summary["consistency"], "seconds": round(time.monotonic() - started, 2),
+            "consistency": summary["consistency"], "abstained": summary["abstained"],
+            "reliability": summary["reliability"], "seconds": round(time.monotonic() - started, 2),
         }))
+        if summary["reliability"]["verdict"] != "reliable":
+            self.stderr.write(f"Judge run {run.name} is {reliability_label(summary['reliability'])}")
 
     def _systems_study(self, opts) -> Study:
-        from annotation.services import study_create_from_systems
-        from modeling.models import System
-
-        names = opts["systems"]
-        systems = []
-        for name in names:
-            systems.append(by_name_or_command_error(System.objects.all(), name))
-        study = Study.objects.filter(slug=opts["study"]).first()
-        if study is not None:
-            if (study.baseline_system_id, study.challenger_system_id) != (systems[0].pk, systems[1].pk):
-                raise CommandError(
-                    f"Study {study.slug!r} exists and compares {study.baseline_name!r} with {study.challenger_name!r}, "
-                    f"not {names[0]!r} with {names[1]!r}; choose another slug."
-                )
-            return study
+        systems = [by_name_or_command_error(System.objects.all(), name) for name in opts["systems"]]
         try:
-            study = study_create_from_systems(
-                slug=opts["study"], baseline=systems[0], challenger=systems[1], split=opts["split"],
-                limit=opts["limit"], seed=opts["seed"],
-            )
+            return study_judge_only_get_or_create(slug=opts["study"], baseline=systems[0], challenger=systems[1],
+                                                  split=opts["split"], limit=opts["limit"], seed=opts["seed"])
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        study.is_open = False  # judge-only: no annotator is given it
-        study.save(update_fields=["is_open"])
-        return study
