@@ -13,10 +13,10 @@ from django.core.management import call_command
 
 from annotation import services
 from annotation.models import Rating
-from reports import report_build, report_render
 from common.csv_safe import FORMULA_TRIGGERS, cell_neutralise, cell_restore
 from judge.models import JudgeRun
 from modeling.tables import table_csv, table_from_values
+from reports import report_build, report_render
 
 from .conftest import BASELINE, CHALLENGER, QKEYS, study_lines, write_jsonl
 
