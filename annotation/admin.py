@@ -55,3 +55,43 @@ class RatingAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+
+# --------------------------------------------------------------------------- accounts (issue 17)
+
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.contrib.auth.admin import UserAdmin  # noqa: E402
+
+User = get_user_model()
+
+
+class AccountAdmin(UserAdmin):
+    """Django's user admin under the account rule of ``annotation.services.annotator_add``.
+
+    Staff who are not superusers may look at accounts and change their own, but never another
+    account's password, flags, groups or permissions, nor delete a staff or superuser account:
+    only the owner or a superuser changes a password (docs/security.md). Superusers keep
+    Django's admin as it is.
+    """
+
+    def has_change_permission(self, request, obj=None):
+        if obj is not None and not request.user.is_superuser and obj.pk != request.user.pk:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and not request.user.is_superuser and (obj.is_staff or obj.is_superuser):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        if not request.user.is_superuser:
+            # Their own account too: no one raises their own privileges.
+            fields += ["is_staff", "is_superuser", "groups", "user_permissions"]
+        return fields
+
+
+if admin.site.is_registered(User):
+    admin.site.unregister(User)
+admin.site.register(User, AccountAdmin)

@@ -4,11 +4,12 @@ Annotators reach only the studies they were given; any other study or item answe
 the API does not even confirm that it exists. Staff routes live under ``/api/staff/``.
 """
 from django.contrib.auth import authenticate
+from django.contrib.auth.signals import user_logged_in
 from django.db import transaction
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.authtoken.models import Token
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import Throttled
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -17,6 +18,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from common.permissions import IsStaff
+from common.security import login_locked_response
 
 from . import selectors, services
 from .models import Study
@@ -37,6 +39,7 @@ from .serializers import (
     TokenSerializer,
     VoteRowSerializer,
 )
+from .tokens import ExpiringTokenAuthentication, token_expires, token_issue, tokens_revoke
 
 MAX_ANSWERS = 100  # more answers than any study has questions: refuse rather than loop
 
@@ -110,17 +113,27 @@ class TokenThrottled(Throttled):
 
 
 class TokenView(APIView):
-    """Exchange a username and password for an API token.
+    """Exchange a username and password for an API token (POST); revoke your token (DELETE).
 
     Rate-limited per client address (``TOKEN_RATE``, default 10/minute), good and bad logins
     alike, against password guessing: past the limit it answers 429 with a JSON ``detail`` and a
-    Retry-After header.
+    Retry-After header. Failed logins also count towards the login lockout that every login
+    path shares (django-axes, per username and per address; see docs/security.md). A token
+    expires ``TOKEN_TTL_HOURS`` after it was issued (``expires`` in the answer).
     """
 
     permission_classes = [AllowAny]
-    authentication_classes: list = []
+    authentication_classes = [ExpiringTokenAuthentication, SessionAuthentication]
     throttle_classes = [TokenRateThrottle]
     throttle_scope = "token"
+
+    def perform_authentication(self, request):
+        # POST logs in with a password: a stale Authorization header must not stand in its way.
+        if request.method != "POST":
+            super().perform_authentication(request)
+
+    def get_throttles(self):
+        return super().get_throttles() if self.request.method == "POST" else []
 
     def throttled(self, request, wait):
         rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.throttle_scope)
@@ -137,11 +150,28 @@ class TokenView(APIView):
         username, password = data.get("username"), data.get("password")
         if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
             return _error({"username": "send a username and a password"})
-        user = authenticate(request, username=username, password=password)
+        # The Django request, not DRF's wrapper: django-axes marks it when the login is locked out.
+        django_request = request._request
+        user = authenticate(django_request, username=username, password=password)
+        if getattr(django_request, "axes_locked_out", False):
+            return login_locked_response(django_request)
         if user is None or not user.is_active:
             return _error({"password": "username or password is wrong"})
-        token, _ = Token.objects.get_or_create(user=user)
-        return Response({"token": token.key})
+        # A token is a login: the signal clears this username's and address's failed-login count
+        # (AXES_RESET_ON_SUCCESS) and records last_login, as the HTML login does.
+        user_logged_in.send(sender=user.__class__, request=django_request, user=user)
+        token = token_issue(user=user)
+        return Response({"token": token.key, "expires": token_expires(token)})
+
+    @extend_schema(
+        request=None, responses={204: OpenApiResponse(description="The token is revoked."), 401: ErrorSerializer},
+        summary="Revoke your API token (the one sent, or, from a logged-in session, the user's)", tags=["auth"],
+    )
+    def delete(self, request):
+        if not request.user.is_authenticated:
+            return _error({"token": "send the token to revoke as Authorization: Token <key>"}, status.HTTP_401_UNAUTHORIZED)
+        tokens_revoke(user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class StudyListView(APIView):
@@ -319,7 +349,7 @@ class StaffAnnotatorsView(APIView):
 
     @extend_schema(
         request=AnnotatorAddSerializer, responses={201: AnnotatorSerializer, 400: ErrorSerializer},
-        summary="Create or update an annotator and give them this study", tags=["staff"],
+        summary="Create an annotator, or add an existing non-staff account, to this study", tags=["staff"],
     )
     def post(self, request, slug: str):
         study = _staff_study(slug)
@@ -331,5 +361,5 @@ class StaffAnnotatorsView(APIView):
                 username=ser.validated_data["username"], password=ser.validated_data.get("password"), study=study
             )
         except ValueError as exc:
-            return _error({"username": str(exc)})
+            return _error({getattr(exc, "field", "username"): str(exc)})
         return Response({"username": user.username}, status=status.HTTP_201_CREATED)

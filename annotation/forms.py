@@ -1,6 +1,8 @@
 """Forms of the annotator and staff pages: they parse and validate, services change data."""
 from django import forms
 
+from common.forms import SingleValueFieldsMixin
+
 from .models import Question
 
 # What an annotator picks per question (paper section 5.5, Table 5). The values are the sides
@@ -15,7 +17,7 @@ CONFIDENCES = [
 ]
 
 
-class RatingForm(forms.Form):
+class RatingForm(SingleValueFieldsMixin, forms.Form):
     """One choice and one confidence per question; every question must be answered.
 
     Field names are ``<question key>-choice`` and ``<question key>-confidence`` so the no-JS form,
@@ -95,7 +97,7 @@ class RatingForm(forms.Form):
         return rows
 
 
-class InstructionsForm(forms.Form):
+class InstructionsForm(SingleValueFieldsMixin, forms.Form):
     instructions = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 12}),
         required=False,
@@ -103,7 +105,7 @@ class InstructionsForm(forms.Form):
     )
 
 
-class QuestionForm(forms.ModelForm):
+class QuestionForm(SingleValueFieldsMixin, forms.ModelForm):
     class Meta:
         model = Question
         fields = ["label", "text"]
@@ -113,12 +115,13 @@ class QuestionForm(forms.ModelForm):
 QuestionFormSet = forms.modelformset_factory(Question, form=QuestionForm, extra=0, can_delete=False)
 
 
-class AnnotatorAddForm(forms.Form):
+class AnnotatorAddForm(SingleValueFieldsMixin, forms.Form):
     username = forms.CharField(max_length=150)
     password = forms.CharField(
         widget=forms.PasswordInput(render_value=False),
         required=False,
-        help_text="Leave empty to keep an existing annotator's password.",
+        help_text="For a new account only. Leave empty to add an existing (non-staff) account; "
+        "only its owner or a superuser can change its password.",
     )
 
 

@@ -11,6 +11,7 @@ class TokenRequestSerializer(serializers.Serializer):
 
 class TokenSerializer(serializers.Serializer):
     token = serializers.CharField()
+    expires = serializers.DateTimeField(help_text="When the token stops working (TOKEN_TTL_HOURS after it was issued).")
 
 
 class ProgressSerializer(serializers.Serializer):

@@ -503,26 +503,87 @@ def study_create_with_items(*, items: list[Any], **fields: Any) -> tuple[Study, 
 # --------------------------------------------------------------------------- annotators
 
 
+class AccountRefused(ValueError):
+    """A change to an account that the rules forbid, or a password the validators refuse.
+
+    ``field`` names the input at fault ("username" or "password") for forms and the API.
+    """
+
+    def __init__(self, message: str, *, field: str = "username"):
+        self.field = field
+        super().__init__(message)
+
+
+def password_validate(*, password: str, user) -> None:
+    """Run Django's ``AUTH_PASSWORD_VALIDATORS`` on ``password`` for ``user`` (saved or not).
+
+    Raises AccountRefused with the validators' own messages ("This password is too short. ...").
+    """
+    from django.contrib.auth.password_validation import validate_password
+    from django.core.exceptions import ValidationError
+
+    if not isinstance(password, str) or not password:
+        raise AccountRefused("password must not be empty", field="password")
+    try:
+        validate_password(password, user=user)
+    except ValidationError as exc:
+        raise AccountRefused(" ".join(exc.messages), field="password") from exc
+
+
+@transaction.atomic
+def account_password_set(*, user, password: str, actor) -> None:
+    """Set ``user``'s password: only the account's owner or a superuser may, and it must pass the validators.
+
+    ``actor`` is the user asking (None: nobody, refused). Raises AccountRefused. Saving the new
+    password revokes the user's API tokens (``annotation.signals``).
+    """
+    if actor is None or not (actor.pk == user.pk or actor.is_superuser):
+        raise AccountRefused(
+            f"only {user.get_username()!r} or a superuser may change this account's password"
+        )
+    password_validate(password=password, user=user)
+    user.set_password(password)
+    user.save(update_fields=["password"])
+
+
 @transaction.atomic
 def annotator_add(*, username: str, password: str | None, study: Study | None) -> User:
-    """Create or update an annotator (a plain, non-staff user) and give them ``study``.
+    """Create an annotator account, or take an existing non-staff one, and give them ``study``.
 
-    ``password=None`` keeps an existing user's password (a new one gets none usable until set).
+    The one home of the account rule for staff (API, staff page, ``add_annotator``): they may
+    create annotator accounts (a plain user; its password must pass ``AUTH_PASSWORD_VALIDATORS``,
+    or with ``password=None`` it gets no usable password) and add existing non-staff accounts to
+    a study, but never change an existing account's credentials or privileges: a password for
+    an existing username, or a staff or superuser account, is refused with AccountRefused (a
+    ValueError). Passwords are changed by their owner or a superuser (``account_password_set``,
+    the admin, ``manage.py changepassword``).
     """
     username = (username or "").strip()
     if not username:
-        raise ValueError("username must not be empty")
+        raise AccountRefused("username must not be empty")
     if len(username) > 150:
-        raise ValueError("username must be at most 150 characters")
-    user, created = User.objects.get_or_create(username=username)
-    if password is not None:
-        if not password:
-            raise ValueError("password must not be empty")
-        user.set_password(password)
-        user.save(update_fields=["password"])
-    elif created:
-        user.set_unusable_password()
-        user.save(update_fields=["password"])
+        raise AccountRefused("username must be at most 150 characters")
+    # Locked: two staff adding the same new name at once must not both create it.
+    user = User.objects.select_for_update().filter(username=username).first()
+    if user is not None:
+        if user.is_staff or user.is_superuser:
+            raise AccountRefused(
+                f"{username!r} is a staff account; only plain accounts can be made annotators here"
+            )
+        if password:
+            raise AccountRefused(
+                f"{username!r} already has an account: leave the password empty to add it to the study; "
+                "only its owner or a superuser can change its password",
+                field="password",
+            )
+    else:
+        user = User(username=username)
+        if password is None:
+            user.set_unusable_password()
+        else:
+            password_validate(password=password, user=user)
+            user.set_password(password)
+        user.save()
     if study is not None:
         study.annotators.add(user)
     return user
@@ -538,20 +599,40 @@ def _live_q(now, prefix: str = "") -> Q:
     )
 
 
+# How far an annotator's count of baseline-as-A may drift from their count of baseline-as-B, at
+# any point of a study. Within the bound each side is a coin flip, so the next side cannot be
+# told from the earlier ones; only at the bound is it forced back. A bound of 1 (the old rule)
+# forced every second side: item 2k was always opposite item 2k-1 (issue 17, finding 6). With
+# bound B a random walk sits at the bound about 1/(2B) of the time, so the share of items on
+# the same side as the previous one is about 0.5 - 1/(4B): 0.47 at B = 8, nearer 0.5 for the
+# first items of a study; and a left-side preference of the annotator moves their balance by
+# at most B items.
+SIDE_BALANCE_BOUND = 8
+
+
 def _seeded_side(study: Study, annotator_id: int, item_id: int) -> str:
     digest = hashlib.sha256(f"{study.seed}:{annotator_id}:{item_id}".encode()).digest()
     return "A" if digest[0] % 2 == 0 else "B"
 
 
+def _side_within_bound(mine: dict[str, int], side: str) -> bool:
+    """Whether showing the baseline on ``side`` keeps the annotator within ``SIDE_BALANCE_BOUND``."""
+    after = mine["A"] - mine["B"] + (1 if side == "A" else -1)
+    return abs(after) <= SIDE_BALANCE_BOUND
+
+
 def _side_choose(*, study: Study, annotator, item: Item, mine: dict[str, int], others: list[str]) -> str:
     """The side the baseline is shown on for (annotator, item).
 
-    Rules, in order: keep the annotator's own count of baseline-as-A within one of half (so a
-    human's left-side preference cannot masquerade as a system preference); then give the item
-    the order its other raters saw less (so its raters see both orders); then a seeded coin.
+    Rules, in order: keep the annotator's own count of baseline-as-A within
+    ``SIDE_BALANCE_BOUND`` of their baseline-as-B (so a human's left-side preference cannot
+    masquerade as a system preference); then give the item the order its other raters saw less
+    (so its raters see both orders); then a seeded coin. Neither of the last two depends on the
+    annotator's earlier sides, so inside the bound their next side is as good as random.
     """
-    if mine["A"] != mine["B"]:
-        return "A" if mine["A"] < mine["B"] else "B"
+    for forced in ("A", "B"):
+        if not _side_within_bound(mine, "B" if forced == "A" else "A"):
+            return forced
     if others.count("A") != others.count("B"):
         return "A" if others.count("A") < others.count("B") else "B"
     return _seeded_side(study, annotator.pk, item.pk)
@@ -631,6 +712,12 @@ def assignment_next(*, study: Study, annotator) -> Assignment | None:
     return None
 
 
+def _repeat_side(item: Item, rows: list[tuple]) -> str:
+    """A repeated pair is shown with the sides of the annotator's original swapped."""
+    original = next(r for r in rows if r[1] == item.repeat_of_id)
+    return "B" if original[3] == "A" else "A"
+
+
 def _assignment_next_once(*, study: Study, annotator) -> tuple[Assignment | None, bool]:
     now = timezone.now()
     # One request at a time per annotator (a double click must not reserve two items).
@@ -677,6 +764,8 @@ def _assignment_next_once(*, study: Study, annotator) -> tuple[Assignment | None
             if item.kind not in (Item.Kind.TRAP_IDENTICAL, Item.Kind.TRAP_REPEAT) and len(sides) >= study.overlap:
                 continue
             if item.kind == Item.Kind.TRAP_REPEAT:
+                if not _side_within_bound(mine, _repeat_side(item, rows)):
+                    continue  # its swapped order would break the balance bound: later
                 chosen, others = item, sides
                 break
             side = _side_choose(study=study, annotator=annotator, item=item, mine=mine, others=sides)
@@ -696,8 +785,7 @@ def _assignment_next_once(*, study: Study, annotator) -> tuple[Assignment | None
 
     chosen.study = study  # the payload needs it; saves a query
     if chosen.kind == Item.Kind.TRAP_REPEAT:
-        original = next(r for r in rows if r[1] == chosen.repeat_of_id)
-        side = "B" if original[3] == "A" else "A"
+        side = _repeat_side(chosen, rows)
     else:
         side = _side_choose(study=study, annotator=annotator, item=chosen, mine=mine, others=others)
     expires = now + timedelta(minutes=study.reservation_minutes)
@@ -705,7 +793,7 @@ def _assignment_next_once(*, study: Study, annotator) -> tuple[Assignment | None
     if old is not None:
         # An expired reservation of the same item comes back with the order it had: the
         # order is fixed per (annotator, item), never reshuffled on a reload.
-        if mine["A"] == mine["B"] or old[3] == side:
+        if _side_within_bound(mine, old[3]):
             side = old[3]
         Assignment.objects.filter(pk=old[0]).update(
             baseline_side=side, status=Assignment.Status.RESERVED, reserved_at=now, expires_at=expires,
@@ -901,6 +989,18 @@ class VotesFileError(ValueError):
     """A votes file that cannot be imported; the message names the file and line."""
 
 
+def _votes_cell(text: str) -> str:
+    """A votes-file cell as the exporter meant it.
+
+    A cell beginning with ``'`` was neutralised against formula injection by ``export_votes``
+    (``common.csv_safe``): its one added quote is dropped and the rest kept exactly (a key may
+    begin with a tab). Any other cell is stripped of surrounding blanks, as typed by hand.
+    """
+    from common.csv_safe import QUOTE, cell_restore
+
+    return cell_restore(text) if text.startswith(QUOTE) else text.strip()
+
+
 def _votes_read(*, study: Study, path: Path) -> list[tuple[int, dict[str, Any]]]:
     import csv
     import io
@@ -934,18 +1034,18 @@ def _votes_read(*, study: Study, path: Path) -> list[tuple[int, dict[str, Any]]]
                 where = f"{path}:{line}"
                 if None in row or any(row.get(c) is None for c in VOTE_COLUMNS):
                     raise VotesFileError(f"{where}: expected {len(header)} columns, got a different number")
-                key, rater = key_normalise(row["item_key"]), row["rater"].strip()
+                key, rater = key_normalise(_votes_cell(row["item_key"])), _votes_cell(row["rater"])
                 if key not in items:
                     raise VotesFileError(f"{where}: no item {key!r} in study {study.slug!r}")
                 if not rater or len(rater) > 150:
                     raise VotesFileError(f"{where}: rater must be a name of 1 to 150 characters")
-                kind = row["rater_kind"].strip()
+                kind = _votes_cell(row["rater_kind"])
                 if kind not in Rating.RaterKind.values:
                     raise VotesFileError(f"{where}: rater_kind must be human or llm, not {kind!r}")
-                question = questions.get(key_normalise(row["question"]))
+                question = questions.get(key_normalise(_votes_cell(row["question"])))
                 if question is None:
                     raise VotesFileError(f"{where}: no question {row['question'].strip()!r} in study {study.slug!r}")
-                choice = row["choice"].strip()
+                choice = _votes_cell(row["choice"])
                 if choice not in Rating.Choice.values:
                     raise VotesFileError(f"{where}: choice must be baseline, challenger or similar, not {choice!r}")
                 try:

@@ -163,7 +163,9 @@ def item_rate(request, slug: str, public_id: str):
         else:
             return _next(request, study)
     # 422 so the answers are known to be refused; the page's htmx config swaps it in anyway.
-    return _render_item(request, study=study, assignment=assignment, form=form, status=422)
+    # An answer sent twice is a malformed request, not a wrong answer: 400, as the API says.
+    status = 400 if form.has_repeated_fields() else 422
+    return _render_item(request, study=study, assignment=assignment, form=form, status=status)
 
 
 def _next(request, study: Study, notice: str = ""):
@@ -224,7 +226,7 @@ def study_instructions_edit(request, slug: str):
     study = get_object_or_404(Study, slug=slug)
     form = InstructionsForm(request.POST)
     if not form.is_valid():
-        return _render_manage(request, study, instructions_form=form, status=422)
+        return _render_manage(request, study, instructions_form=form, status=400 if form.has_repeated_fields() else 422)
     version = study.instructions_version
     # Browsers post CRLF; compare like with like so an untouched text is not a new version.
     study = study_update(study=study, instructions=form.cleaned_data["instructions"].replace("\r\n", "\n"))
@@ -267,11 +269,11 @@ def study_annotator_add(request, slug: str):
                 username=form.cleaned_data["username"], password=form.cleaned_data["password"] or None, study=study
             )
         except ValueError as exc:
-            form.add_error(None, str(exc))
+            form.add_error(getattr(exc, "field", None), str(exc))
         else:
             messages.success(request, f"{user.username} can now annotate {study.slug}.")
             return redirect("annotation:study_manage", slug=study.slug)
-    return _render_manage(request, study, annotator_form=form, status=422)
+    return _render_manage(request, study, annotator_form=form, status=400 if form.has_repeated_fields() else 422)
 
 
 @require_GET

@@ -6,6 +6,15 @@
     # faults: a private PostgreSQL cluster, one worker SIGKILLed at 8 s, the database restarted at 20 s
     .venv/bin/python benchmarks/annotate_load.py --items 300 --think-ms 300 --kill-worker-at 8 --restart-db-at 20
 
+    # the embedded default (issue 17): a fresh SQLite file, 20 annotators, zero errors expected
+    .venv/bin/python benchmarks/annotate_load.py --sqlite --annotators 20 --items 100
+
+With ``--sqlite`` the database is a fresh SQLite file in a temporary folder, with the settings the
+app uses for its embedded default (WAL, immediate transactions, a busy timeout: see
+docs/security.md); DATABASE_URL is not needed. ``errors_seen`` (5xx and connection errors the
+clients saw and retried) and ``server_errors_logged`` (500s in gunicorn's log) are reported in
+every run; on the embedded default both must be 0.
+
 A fresh database (``--database``, default ``grag_bench_annotate``) is created on the server of
 DATABASE_URL, migrated and given a study of ``--items`` items and ``--annotators`` annotators.
 gunicorn (production settings, ``--workers`` sync workers, CONN_MAX_AGE 60) serves it on a free
@@ -250,6 +259,8 @@ def main() -> None:
     p.add_argument("--trace", default=None, metavar="CSV",
                    help="write every request (seconds since the start, next|submit, ms) to this CSV, to find stalls")
     p.add_argument("--timeout", type=float, default=0, help="stop the clients after this many seconds of load (0: never)")
+    p.add_argument("--sqlite", action="store_true",
+                   help="run on a fresh SQLite file (the embedded default), not on PostgreSQL")
     p.add_argument("--database", default="grag_bench_annotate")
     p.add_argument("--keep-database", action="store_true", help="leave the database on DATABASE_URL's server")
     args = p.parse_args()
@@ -258,8 +269,10 @@ def main() -> None:
     if args.keep_database and private:
         sys.exit("--keep-database: the private cluster is always deleted")
 
+    if args.sqlite and (private or args.keep_database):
+        sys.exit("--sqlite runs on a SQLite file: no --private-postgres, --restart-db-at or --keep-database")
     server = os.environ.get("DATABASE_URL", "")
-    if not private and not server.startswith(("postgres://", "postgresql://")):
+    if not private and not args.sqlite and not server.startswith(("postgres://", "postgresql://")):
         sys.exit("set DATABASE_URL to a PostgreSQL server (e.g. postgres://postgres@127.0.0.1:5432/postgres)"
                  " or pass --private-postgres")
     # A TERM (timeout, a supervisor) still stops gunicorn and deletes the private cluster.
@@ -269,7 +282,11 @@ def main() -> None:
     gunicorn = None
     gunicorn_log = None
     try:
-        url = pg.start(args.database) if pg else database_recreate(server, args.database)
+        sqlite_dir = Path(tempfile.mkdtemp(prefix="grag-annotate-sqlite-")) if args.sqlite else None
+        if sqlite_dir is not None:
+            url = f"sqlite:///{sqlite_dir / 'grag-bench.sqlite3'}"
+        else:
+            url = pg.start(args.database) if pg else database_recreate(server, args.database)
         port = free_port()
         env = {
             **os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "grag_site.settings.production",
@@ -279,11 +296,9 @@ def main() -> None:
         }
         env.pop("TEST_DATABASE_NAME", None)
         tokens = setup(args, env)
-        log_dir = None
-        if faults:
-            # The server errors the faults cause (tracebacks) go to a file; their number is reported.
-            log_dir = pg.dir if pg else Path(tempfile.mkdtemp(prefix="grag-annotate-log-"))
-            gunicorn_log = open(log_dir / "gunicorn.log", "w")
+        # Server errors (tracebacks) go to a file; their number is reported.
+        log_dir = pg.dir if pg else Path(tempfile.mkdtemp(prefix="grag-annotate-log-"))
+        gunicorn_log = open(log_dir / "gunicorn.log", "w")
         gunicorn = subprocess.Popen(
             [str(Path(sys.executable).parent / "gunicorn"), "grag_site.wsgi:application", "--workers", str(args.workers),
              "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "--graceful-timeout", "5",
@@ -366,23 +381,31 @@ def main() -> None:
             "workers": args.workers, "think_ms": args.think_ms, "killed_worker": killed, "wall_s": round(wall, 1),
             "completed_assignments": Assignment.objects.filter(item__study__slug="load", status="completed").count(),
         }
+        gunicorn_log.flush()
+        log_text = (log_dir / "gunicorn.log").read_text(errors="replace")
+        result.update({
+            "database": "sqlite" if args.sqlite else "postgresql",
+            "errors_seen": sum(c.errors_seen for c in clients),
+            "server_errors_logged": log_text.count("Internal Server Error"),
+            "database_locked_logged": log_text.count("database is locked"),
+        })
+        if not pg:
+            shutil.rmtree(log_dir, ignore_errors=True)
         if faults:
             result.update({
-                "errors_seen": sum(c.errors_seen for c in clients),
                 "killed_at_s": args.kill_worker_at if killed else None,
                 "db_restart_at_s": args.restart_db_at if restart_s is not None else None,
                 "db_restart_s": round(restart_s, 2) if restart_s is not None else None,
                 "submits_before_db_restart": submits_before_restart,
-                "server_errors_logged": (log_dir / "gunicorn.log").read_text(errors="replace").count("Internal Server Error"),
             })
-            if not pg:
-                shutil.rmtree(log_dir, ignore_errors=True)
         if args.timeout:
             result["timed_out"] = stop.is_set()
         from django.db import connections
 
         connections.close_all()
-        if not pg and not args.keep_database:
+        if sqlite_dir is not None:
+            shutil.rmtree(sqlite_dir, ignore_errors=True)
+        elif not pg and not args.keep_database:
             import psycopg
 
             with psycopg.connect(admin_url(server), autocommit=True) as conn:

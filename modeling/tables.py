@@ -8,13 +8,13 @@ PreSFT(Hist)'s 0.384 on SPC is -4.95), so for BPC it is (baseline - challenger) 
 """
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from common.csv_safe import csv_writer
 from common.latex import tex_escape
 
 from .metrics import LOWER_IS_BETTER, METRICS
@@ -217,7 +217,7 @@ def header(metric: str) -> str:
 def table_csv(table: ResultTable) -> str:
     """One line per row and per imprv row; values unrounded so a reader can recompute."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv_writer(out)  # system names may begin with = + - @ (formula injection)
     writer.writerow(["task", "method", "system", "role", *[HEADERS[m] for m in METRICS], "best"])
     for r in table.rows:
         writer.writerow([r.dataset, r.label, r.system, r.role,

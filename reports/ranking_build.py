@@ -7,7 +7,6 @@ the same judge model over several studies forms one ranking.
 """
 from __future__ import annotations
 
-import csv
 import io
 import json
 
@@ -15,6 +14,7 @@ from django.template.loader import render_to_string
 
 from annotation.aggregation import study_aggregate, votes_summary
 from annotation.models import Study
+from common.csv_safe import csv_writer
 
 from .manifest import _version, judge_models_of
 from .ranking import RANKING_RESAMPLES, REGULARISATION, TIE_RULE, bt_ranking
@@ -79,7 +79,7 @@ def systems_ranking_build(*, resamples: int = RANKING_RESAMPLES, seed: int = 0) 
 def ranking_csv(*, ranking: dict) -> str:
     """One row per (rater group, question, system): strength, interval, rank, rank interval, decisive labels."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv_writer(buffer)  # system names may begin with = + - @ (formula injection)
     writer.writerow(["group", "question", "system", "strength", "ci95_low", "ci95_high", "rank", "rank_ci95_low",
                      "rank_ci95_high", "decisive"])
     for group, by_question in ranking["rankings"].items():

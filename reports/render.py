@@ -5,12 +5,12 @@ number can be traced back to the study, items, systems, seeds and judge prompts 
 """
 from __future__ import annotations
 
-import csv
 import io
 import json
 
 from django.template.loader import render_to_string
 
+from common.csv_safe import csv_writer
 from common.latex import tex_escape
 
 from .figures import figure2_png, figure2_series, figure2_svg, group_label, judge_runs_not_reliable
@@ -42,7 +42,7 @@ def report_json(*, report: dict) -> str:
 def report_csv(*, report: dict) -> str:
     """Long format, one number a row: section, question, rater, metric, value (manifest rows hold JSON)."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv_writer(buffer)  # rater and judge run names may begin with = + - @ (formula injection)
     writer.writerow(["section", "question", "rater", "metric", "value"])
     writer.writerow(["report", "", "", "study", report["study"]])
     writer.writerow(["report", "", "", "min_confidence", report["min_confidence"]])

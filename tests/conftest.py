@@ -21,6 +21,24 @@ def _cache_cleared():
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _login_lockouts_cleared(request):
+    """Every test that reaches the database starts with no failed logins counted (django-axes)."""
+    names = request.fixturenames
+    marker = request.node.get_closest_marker("django_db")
+    if "transactional_db" in names or "live_server" in names or (marker and marker.kwargs.get("transaction")):
+        request.getfixturevalue("transactional_db")
+    elif "db" in names or marker is not None:
+        request.getfixturevalue("db")
+    else:
+        yield
+        return
+    from axes.utils import reset
+
+    reset()
+    yield
+
+
 def shared_file(relative: str) -> Path:
     """A file of ../shared/data, or skip the test with a clear message when it is absent."""
     path = SHARED_DATA / relative

@@ -6,6 +6,7 @@ runs the whole app. A lab sets DATABASE_URL (PostgreSQL) and CELERY_BROKER_URL (
 """
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -33,6 +34,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "axes",
     "drf_spectacular",
     "django_htmx",
     "template_partials",
@@ -53,6 +55,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its 429 response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "grag_site.urls"
@@ -88,14 +92,53 @@ elif DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-grag-{os.getpid()}.sqlite3")}
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # The embedded default serves a web server and a worker at once: wait for locks, don't fail.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 30)
+    # The embedded default serves a web server (several workers or threads) and a Celery worker
+    # at once. Without these, 20 parallel annotators got "database is locked" 500s (issue 17):
+    # - WAL: readers never block the writer nor the writer the readers;
+    # - IMMEDIATE: a transaction takes the write lock when it begins, so two transactions that
+    #   both read and then write queue on the busy timeout instead of deadlocking on the lock
+    #   upgrade, which SQLite answers at once with SQLITE_BUSY whatever the timeout;
+    # - timeout: seconds a writer waits for the lock (SQLITE_TIMEOUT, default 30);
+    # - synchronous=NORMAL is safe with WAL (a power cut may lose the last commits, not corrupt).
+    _sqlite_options = DATABASES["default"].setdefault("OPTIONS", {})
+    _sqlite_options.setdefault("timeout", env.int("SQLITE_TIMEOUT", default=30))
+    _sqlite_options.setdefault("transaction_mode", "IMMEDIATE")
+    _sqlite_options.setdefault("init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Applied wherever the app sets a password (annotation.services.password_validate).
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+     "OPTIONS": {"min_length": env.int("PASSWORD_MIN_LENGTH", default=8)}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Login throttling on every login path (HTML login, /admin/login/, POST /api/token/) with
+# django-axes: AxesBackend refuses a login once LOGIN_FAILURE_LIMIT failures were counted for
+# the username OR for the client address (each on its own), until LOGIN_COOLOFF_MINUTES after the
+# last failure; a successful login clears that username's and address's count. Attempts are
+# kept in the database, so every gunicorn worker sees the same counts. docs/security.md.
+AUTHENTICATION_BACKENDS = [
+    "common.security.LoginThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_COOLOFF_MINUTES = env.int("LOGIN_COOLOFF_MINUTES", default=15)
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "common.security.client_ip"
+AXES_LOCKOUT_CALLABLE = "common.security.login_locked_response"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
+# Lockouts are cleared with manage.py axes_reset / axes_reset_username / axes_reset_ip; the admin
+# pages of axes' models (whose add forms create rows from an empty POST) stay off, and successful
+# logins are not logged (only failures are counted).
+AXES_ENABLE_ADMIN = False
+AXES_DISABLE_ACCESS_LOG = True
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -131,12 +174,23 @@ TOKEN_RATE = env("TOKEN_RATE", default="10/minute")
 if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", TOKEN_RATE):
     raise ImproperlyConfigured(f"TOKEN_RATE must look like 10/minute (N/second|minute|hour|day), got {TOKEN_RATE!r}")
 
+# Hours an API token from POST /api/token/ is good for; then the client asks for a new one.
+TOKEN_TTL_HOURS = env.float("TOKEN_TTL_HOURS", default=24)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # DRF's tokens with a lifetime (TOKEN_TTL_HOURS), revoked by DELETE /api/token/, a new
+        # password or a deactivation (annotation/tokens.py).
+        "annotation.tokens.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # DRF's own parsers, with a JSON one that answers 400 (not 500) to JSON nested too deeply.
+    "DEFAULT_PARSER_CLASSES": [
+        "common.parsers.JSONBodyParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_RATES": {"token": TOKEN_RATE},
     # Reverse proxies in front of the app that append the client's address to X-Forwarded-For

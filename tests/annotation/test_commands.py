@@ -46,9 +46,11 @@ def test_add_annotator_creates_then_updates_and_refuses_an_unknown_study(tmp_pat
         "annotator": "ann", "study": "aa"}
     user = User.objects.get(username="ann")
     assert user.check_password("pw-12345678") and study.annotators.filter(pk=user.pk).exists()
-    run("add_annotator", "ann", "--password", "changed-pw-1")
+    # Issue 17: the command adds an existing account but never resets its password.
+    with pytest.raises(CommandError, match="already has an account"):
+        run("add_annotator", "ann", "--password", "changed-pw-1")
     user.refresh_from_db()
-    assert user.check_password("changed-pw-1")
+    assert user.check_password("pw-12345678")
     with pytest.raises(CommandError, match="no study 'nope'"):
         run("add_annotator", "bob", "--study", "nope")
     assert not User.objects.filter(username="bob").exists()

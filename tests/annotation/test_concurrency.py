@@ -69,7 +69,7 @@ def test_concurrent_annotators_over_the_api_never_exceed_the_overlap(pg, tmp_pat
     assert Rating.objects.count() == 12 * 3 * 4 == Rating.objects.filter(is_current=True).count()
     for u in users:
         sides = list(Assignment.objects.filter(annotator=u, status="completed").values_list("baseline_side", flat=True))
-        assert abs(sides.count("A") - sides.count("B")) <= 1
+        assert abs(sides.count("A") - sides.count("B")) <= services.SIDE_BALANCE_BOUND
 
 
 def test_simultaneous_double_submit_and_double_next_store_once(pg, tmp_path):

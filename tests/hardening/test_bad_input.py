@@ -306,3 +306,70 @@ def test_changed_answers_keep_every_version_and_reports_use_the_latest(db, tmp_p
     count = Rating.objects.count()
     r = submit("r3", sides["r3"])
     assert r.status_code in (200, 400, 409) and Rating.objects.count() == count
+
+
+# --------------------------------------------------------------------------- unreadable bodies (issue 17)
+
+UNREADABLE = {
+    "JSON nested 100,000 deep": ("application/json", b"[" * 100_000 + b"]" * 100_000),
+    "object nested 50,000 deep": ("application/json", b'{"answers":' * 50_000 + b"1" + b"}" * 50_000),
+    "broken JSON": ("application/json", b'{"answers": [}'),
+    "NaN": ("application/json", b'{"answers": NaN}'),
+    "Latin-1 JSON": ("application/json", '{"username": "é"}'.encode("latin-1")),
+    "integer of 5,000 digits": ("application/json", b'{"answers": [{"confidence": ' + b"9" * 5000 + b"}]}"),
+    "multipart without its boundary": ("multipart/form-data; boundary=xyz", b"--xyz\r\ngarbage"),
+    "plain text": ("text/plain", b"hello"),
+    "XML": ("application/xml", b"<answers/>"),
+}
+
+
+def test_request_bodies_the_parsers_cannot_read_are_4xx_with_a_reason(world):
+    """Every POST/PATCH route of the API, every unreadable body: a 4xx with a detail, never a 500."""
+    s, item = world.study_x.slug, world.item_x.public_id
+    staff = Client(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=world.staff)[0].key}")
+    ann = Client(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=world.ann_x)[0].key}")
+    routes = [(staff, "POST", "/api/staff/studies/"), (staff, "PATCH", f"/api/staff/studies/{s}/"),
+              (staff, "POST", f"/api/staff/studies/{s}/annotators/"), (Client(), "POST", "/api/token/"),
+              (ann, "POST", f"/api/studies/{s}/items/{item}/ratings/")]
+    problems = []
+    for client, method, url in routes:
+        for what, (content_type, body) in UNREADABLE.items():
+            r = client.generic(method, url, data=body, content_type=content_type)
+            # Django reads a multipart body without its parts as empty: a PATCH of nothing may be a 200.
+            empty_ok = what.startswith("multipart") and r.status_code == 200 and method == "PATCH"
+            if not empty_ok and (not 400 <= r.status_code < 500 or not r.json().get("detail")):
+                problems.append(f"{method} {url} with {what}: {r.status_code} {r.content[:200]!r}")
+    assert not problems, "\n".join(problems)
+    r = ann.generic("POST", f"/api/studies/{s}/items/{item}/ratings/", data=UNREADABLE["JSON nested 100,000 deep"][1],
+                    content_type="application/json")
+    assert r.status_code == 400 and "nested too deeply" in r.json()["detail"]
+    assert not Rating.objects.filter(item=world.item_x).exists()
+
+
+def test_an_answer_sent_twice_in_the_html_form_is_a_400_like_the_api(world):
+    s, item = world.study_x.slug, world.item_x.public_id
+    web = Client()
+    web.force_login(world.ann_x)
+    fields = [(f"{q}-choice", "A") for q in QKEYS] + [(f"{q}-confidence", "4") for q in QKEYS]
+    body = "&".join(f"{k}={v}" for k, v in fields + [("q1-choice", "B")])
+    for extra in ({}, {"HTTP_HX_REQUEST": "true"}):
+        r = web.post(f"/studies/{s}/items/{item}/", data=body, content_type="application/x-www-form-urlencoded", **extra)
+        assert r.status_code == 400, r.status_code
+        assert "sent more than once: q1-choice" in r.content.decode()
+    assert not Rating.objects.filter(item=world.item_x).exists()
+    # The API says the same about the same mistake.
+    api = Client(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=world.ann_x)[0].key}")
+    answers = [{"question": q, "choice": "A", "confidence": 4} for q in QKEYS] + [{"question": "q1", "choice": "B", "confidence": 4}]
+    r = api.post(f"/api/studies/{s}/items/{item}/ratings/", data=json.dumps({"answers": answers}), content_type="application/json")
+    assert r.status_code == 400 and "answered twice" in r.json()["detail"]
+    # The staff forms too.
+    staff = Client()
+    staff.force_login(world.staff)
+    r = staff.post(f"/studies/{s}/manage/annotators/", data="username=a-new-one&username=ann-y&password=",
+                   content_type="application/x-www-form-urlencoded")
+    assert r.status_code == 400 and "sent more than once: username" in r.content.decode()
+    assert not User.objects.filter(username="a-new-one").exists()
+    # Sent once, the form is stored.
+    good = "&".join(f"{k}={v}" for k, v in fields)
+    assert web.post(f"/studies/{s}/items/{item}/", data=good, content_type="application/x-www-form-urlencoded").status_code == 302
+    assert Rating.objects.filter(item=world.item_x, rater="ann-x").count() == 4

@@ -192,13 +192,51 @@ def test_sides_are_balanced_per_annotator_and_each_item_gets_both_orders(db, tmp
                                 data=json.dumps(API_ANSWERS), content_type="application/json")
             assert r.status_code == 201
             sides = seen[users[k].username]
-            assert abs(sides.count("A") - sides.count("B")) <= 1, f"{users[k].username} saw {sides}"
+            assert abs(sides.count("A") - sides.count("B")) <= services.SIDE_BALANCE_BOUND, f"{users[k].username} saw {sides}"
     assert all(len(s) == n for s in seen.values()), "every annotator rated every item (overlap 3, 3 annotators)"
     assert len(by_item) == n
     assert all(set(s) == {"A", "B"} for s in by_item.values()), f"an item's raters all saw one order: {by_item}"
     # The answer "B" is stored canonically according to the side each rater saw.
     for r in Rating.objects.filter(item__study=study):
         assert r.shown_choice == "B" and r.choice == ("baseline" if r.baseline_side == "B" else "challenger")
+
+
+def test_the_next_side_cannot_be_told_from_the_earlier_ones(db, tmp_path):
+    """Issue 17, finding 6: with the old +-1 rule item 2k was always opposite item 2k-1.
+
+    60 annotators in turns rate a 600-item study (overlap 3, 30 items each) through the real
+    assignment service. Over all of them, the share of items shown in the same order as the
+    annotator's previous item (and as the one before that) must be a coin's, 0.5 +- 0.05; each
+    annotator stays within SIDE_BALANCE_BOUND at every step; every item's raters see both orders.
+    """
+    n_annotators, per_annotator, overlap = 60, 30, 3
+    n_items = n_annotators * per_annotator // overlap
+    study, _ = services.study_import_jsonl(
+        path=write_jsonl(tmp_path / "pred.jsonl", study_lines(n_items, tag="pred")), slug="predict",
+        baseline=BASELINE, challenger=CHALLENGER, overlap=overlap, seed=17,
+    )
+    users = [services.annotator_add(username=f"sim{i:02d}", password=None, study=study) for i in range(n_annotators)]
+    seen: dict[int, list[str]] = {u.pk: [] for u in users}
+    by_item: dict[int, list[str]] = {}
+    for _round in range(per_annotator):
+        for u in users:
+            a = services.assignment_next(study=study, annotator=u)
+            assert a is not None
+            services.rating_submit(assignment=a, answers=[services.Answer(q, "S", 3) for q in QKEYS])
+            seen[u.pk].append(a.baseline_side)
+            by_item.setdefault(a.item_id, []).append(a.baseline_side)
+            walk = seen[u.pk].count("A") - seen[u.pk].count("B")
+            assert abs(walk) <= services.SIDE_BALANCE_BOUND, (u.username, seen[u.pk])
+    lag1 = [s[i] == s[i - 1] for s in seen.values() for i in range(1, len(s))]
+    lag2 = [s[i] == s[i - 2] for s in seen.values() for i in range(2, len(s))]
+    same1, same2 = sum(lag1) / len(lag1), sum(lag2) / len(lag2)
+    assert 0.45 <= same1 <= 0.55, f"next side equals the previous one in {same1:.3f} of {len(lag1)} items"
+    assert 0.45 <= same2 <= 0.55, f"next side equals the one two back in {same2:.3f} of {len(lag2)} items"
+    # The old rule's tell: an annotator's pairs (items 2k-1, 2k) were always split.
+    pairs = [s[i] != s[i + 1] for s in seen.values() for i in range(0, len(s) - 1, 2)]
+    assert sum(pairs) / len(pairs) <= 0.6, f"{sum(pairs)} of {len(pairs)} pairs split"
+    assert len(by_item) == n_items and all(len(v) == overlap for v in by_item.values())
+    assert all(set(v) == {"A", "B"} for v in by_item.values()), "an item's raters all saw one order"
 
 
 def test_item_ids_are_random_not_sequential_and_not_derived_from_content(db, tmp_path):

@@ -8,11 +8,15 @@ from annotation.services import annotator_add
 
 
 class Command(BaseCommand):
-    help = "Create or update an annotator and give them a study; prints {\"annotator\", \"study\"}."
+    help = "Create an annotator (or take an existing non-staff account) and give them a study; prints {\"annotator\", \"study\"}."
 
     def add_arguments(self, parser):
         parser.add_argument("username")
-        parser.add_argument("--password", help="Set (or reset) the password; left alone when omitted.")
+        parser.add_argument(
+            "--password",
+            help="Password of a NEW account (AUTH_PASSWORD_VALIDATORS apply). An existing account's password is "
+            "changed by its owner or with `manage.py changepassword`, never here.",
+        )
         parser.add_argument("--study", help="Slug of a study to give them.")
 
     def handle(self, *args, **o):

@@ -1,5 +1,4 @@
 """python manage.py export_votes SLUG [--output PATH.csv]"""
-import csv
 import json
 
 from django.core.management.base import BaseCommand, CommandError
@@ -7,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from annotation.models import Study
 from annotation.selectors import study_votes_rows
 from annotation.services import VOTE_COLUMNS
+from common.csv_safe import csv_dict_writer
 
 
 class Command(BaseCommand):
@@ -30,6 +30,7 @@ class Command(BaseCommand):
 
     @staticmethod
     def _write(fh, rows) -> None:
-        writer = csv.DictWriter(fh, fieldnames=VOTE_COLUMNS, lineterminator="\n")
+        # Formula-leading keys and names get a leading quote; import_votes takes it off again.
+        writer = csv_dict_writer(fh, fieldnames=VOTE_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
