@@ -41,7 +41,7 @@ def assignment_for_annotator(*, study: Study, annotator, public_id: str) -> Assi
 
 
 def live_sql(alias: str) -> str:
-    """SQL twin of ``services._live_q``: assignment ``alias`` holds a slot (completed, or reserved and
+    """SQL twin of ``services.assignment.live_q``: assignment ``alias`` holds a slot (completed, or reserved and
     not expired). For the hand-written statements on the annotator's hot path; its parameters
     come from ``sql_params``."""
     return f"({alias}.status = %(completed)s OR ({alias}.status = %(reserved)s AND {alias}.expires_at > %(now)s))"

@@ -117,7 +117,7 @@ def test_wrong_encoding_and_overlong_lines_are_refused(tmp_path, monkeypatch):
     path.write_bytes(json.dumps(study_lines(1)[0]).encode() + b"\n" + '{"key": "caf\xe9"}'.encode("latin-1") + b"\n")
     with pytest.raises(StudyFileError, match=r"latin1.jsonl:2: not UTF-8"):
         services.study_import_jsonl(path=path, slug="enc", baseline="PreSFT(Hist)", challenger="PostGRAG")
-    monkeypatch.setattr(services, "MAX_LINE_BYTES", 300)
+    monkeypatch.setattr(services.study_files, "MAX_LINE_BYTES", 300)  # the module that reads study files
     lines = study_lines(2)
     lines[1]["persona"] = "very long " * 100
     path = write_jsonl(tmp_path / "long.jsonl", lines)

@@ -1,0 +1,37 @@
+"""What every annotation service shares: the answer type, its errors and the assignment constants."""
+
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+
+User = get_user_model()
+
+CHOICES_SHOWN = ("A", "B", "S")
+# Candidate items locked per request: a few, so that one skipped by the side-balance rule
+# still leaves a choice, but not so many that concurrent annotators starve each other.
+CANDIDATES_LOCKED = 4
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer as the annotator gave it: the question key, A / B / S as shown, confidence 1-5."""
+
+    question: str
+    choice: str
+    confidence: int
+
+
+class RatingInvalid(ValueError):
+    """Answers that cannot be stored; ``errors`` maps each bad field to what is wrong with it."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
+class ReservationLost(RatingInvalid):
+    """The annotator's reservation expired and the item went to someone else meanwhile."""
+
+
+class StudyFileError(ValueError):
+    """A study file that cannot be imported; the message names the file and line."""
