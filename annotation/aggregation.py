@@ -29,7 +29,7 @@ import pandas as pd
 from django.db import connections
 from django.db.models import BooleanField, ExpressionWrapper, Q
 
-from .models import Item, Rating, Study
+from .models import CONFIDENCE_MAX, CONFIDENCE_MIN, Item, Rating, Study, confidence_in_scale
 
 # Canonical choices in the paper's order (Figure 2: A = R^B better, B = R^C better, S = similar).
 LABELS: tuple[str, ...] = (Rating.Choice.BASELINE.value, Rating.Choice.CHALLENGER.value, Rating.Choice.SIMILAR.value)
@@ -171,8 +171,8 @@ def study_aggregate(*, study: Study, min_confidence: int | None = None, ratings:
     """Aggregate a study: the human majority and each LLM rater's labels, with one query."""
     if min_confidence is None:
         min_confidence = study.min_confidence
-    if not 1 <= int(min_confidence) <= 5:
-        raise ValueError(f"min_confidence must be an integer from 1 to 5, got {min_confidence!r}")
+    if not confidence_in_scale(int(min_confidence)):
+        raise ValueError(f"min_confidence must be an integer from {CONFIDENCE_MIN} to {CONFIDENCE_MAX}, got {min_confidence!r}")
     if ratings is None:
         ratings = ratings_frame(study=study)
     human = ratings[ratings["rater_kind"] == Rating.RaterKind.HUMAN]

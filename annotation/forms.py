@@ -3,17 +3,15 @@ from django import forms
 
 from common.forms import SingleValueFieldsMixin
 
-from .models import Question
+from .models import CONFIDENCE_MAX, CONFIDENCE_MIN, Question
 
 # What an annotator picks per question (paper section 5.5, Table 5). The values are the sides
 # as shown; the service maps them to baseline / challenger with the stored side.
 CHOICES = [("A", "Response A is better"), ("B", "Response B is better"), ("S", "Similar")]
+CONFIDENCE_ENDS = {CONFIDENCE_MIN: "not confident", CONFIDENCE_MAX: "very confident"}
 CONFIDENCES = [
-    (1, "1 · not confident"),
-    (2, "2"),
-    (3, "3"),
-    (4, "4"),
-    (5, "5 · very confident"),
+    (c, f"{c} · {CONFIDENCE_ENDS[c]}" if c in CONFIDENCE_ENDS else str(c))
+    for c in range(CONFIDENCE_MIN, CONFIDENCE_MAX + 1)
 ]
 
 
@@ -40,8 +38,8 @@ class RatingForm(SingleValueFieldsMixin, forms.Form):
                 choices=CONFIDENCES,
                 coerce=int,
                 error_messages={
-                    "required": f"{label}: choose a confidence from 1 to 5.",
-                    "invalid_choice": f"{label}: choose a confidence from 1 to 5.",
+                    "required": f"{label}: choose a confidence from {CONFIDENCE_MIN} to {CONFIDENCE_MAX}.",
+                    "invalid_choice": f"{label}: choose a confidence from {CONFIDENCE_MIN} to {CONFIDENCE_MAX}.",
                 },
             )
 

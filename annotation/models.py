@@ -6,6 +6,7 @@ rater saw, so that blinding and position bias can be audited.
 import secrets
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 # The paper's four questions (Table 5), exact text.
@@ -22,6 +23,17 @@ def new_public_id() -> str:
     return secrets.token_urlsafe(12)
 
 
+# The confidence scale of every rating, human or LLM (paper section 5.5, Table 5): 1 = not confident,
+# 5 = very confident. Forms, serializers, services, the aggregation, reports and the judge read it here.
+CONFIDENCE_MIN = 1
+CONFIDENCE_MAX = 5
+
+
+def confidence_in_scale(value) -> bool:
+    """Whether ``value`` is a whole number on the confidence scale (a bool is not)."""
+    return isinstance(value, int) and not isinstance(value, bool) and CONFIDENCE_MIN <= value <= CONFIDENCE_MAX
+
+
 class Study(models.Model):
     slug = models.SlugField(max_length=100, unique=True)
     title = models.CharField(max_length=200, blank=True)
@@ -35,7 +47,10 @@ class Study(models.Model):
     )
     overlap = models.PositiveSmallIntegerField(default=3, help_text="Annotators per item.")
     seed = models.IntegerField(default=0)
-    min_confidence = models.PositiveSmallIntegerField(default=2, help_text="Ratings below are dropped before the majority vote.")
+    min_confidence = models.PositiveSmallIntegerField(
+        default=2, validators=[MinValueValidator(CONFIDENCE_MIN), MaxValueValidator(CONFIDENCE_MAX)],
+        help_text="Ratings below are dropped before the majority vote.",
+    )
     instructions = models.TextField(blank=True, help_text="Markdown shown before the first item.")
     instructions_version = models.PositiveIntegerField(default=1)
     reservation_minutes = models.PositiveIntegerField(default=30)
@@ -159,6 +174,7 @@ class Rating(models.Model):
             models.UniqueConstraint(
                 fields=["item", "question", "rater"], condition=models.Q(is_current=True), name="rating_one_current"
             ),
-            models.CheckConstraint(condition=models.Q(confidence__gte=1, confidence__lte=5), name="rating_confidence_1_5"),
+            models.CheckConstraint(condition=models.Q(confidence__gte=CONFIDENCE_MIN, confidence__lte=CONFIDENCE_MAX),
+                                   name="rating_confidence_1_5"),
         ]
         indexes = [models.Index(fields=["item", "question", "is_current"])]

@@ -1,7 +1,8 @@
 """Request and response shapes of the annotation API (parse and render only; services do the work)."""
 from rest_framework import serializers
 
-from .models import Question, Study
+from .models import CONFIDENCE_MAX, CONFIDENCE_MIN, Question, Study
+from .services import STUDY_EDITABLE
 
 
 class TokenRequestSerializer(serializers.Serializer):
@@ -57,7 +58,7 @@ class ItemPayloadSerializer(serializers.Serializer):
 class AnswerSerializer(serializers.Serializer):
     question = serializers.CharField(help_text="Question key, e.g. q1.")
     choice = serializers.ChoiceField(choices=["A", "B", "S"], help_text="A better, B better, or S (similar).")
-    confidence = serializers.IntegerField(min_value=1, max_value=5)
+    confidence = serializers.IntegerField(min_value=CONFIDENCE_MIN, max_value=CONFIDENCE_MAX)
 
 
 class RatingSubmitSerializer(serializers.Serializer):
@@ -105,10 +106,7 @@ class StudyUpdateSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Study
-        fields = [
-            "title", "overlap", "min_confidence", "instructions", "reservation_minutes", "too_fast_seconds", "trap_rate",
-            "is_open", "questions",
-        ]
+        fields = [*STUDY_EDITABLE, "questions"]  # what study_update accepts, from its one list
 
 
 class ItemStateSerializer(serializers.Serializer):

@@ -10,7 +10,7 @@ from django.db.models.functions import Length
 
 from annotation import planner
 from annotation.aggregation import LABELS, STATUS_VALID, StudyAggregate, study_aggregate, votes_summary
-from annotation.models import Item, Rating, Study
+from annotation.models import CONFIDENCE_MAX, CONFIDENCE_MIN, Item, Rating, Study, confidence_in_scale
 
 from . import agreement, audit, ppi, stats
 from .manifest import judge_runs_of, judge_runs_reliability, report_manifest
@@ -29,9 +29,10 @@ def min_confidence_parse(*, value, study: Study) -> int:
     try:
         number = int(str(value).strip())
     except ValueError:
-        raise ValueError(f"min_confidence must be a whole number from 1 to 5, got {value!r}") from None
-    if not 1 <= number <= 5:
-        raise ValueError(f"min_confidence must be from 1 to 5 (confidence is rated 1-5), got {number}")
+        raise ValueError(f"min_confidence must be a whole number from {CONFIDENCE_MIN} to {CONFIDENCE_MAX}, got {value!r}") from None
+    if not confidence_in_scale(number):
+        raise ValueError(f"min_confidence must be from {CONFIDENCE_MIN} to {CONFIDENCE_MAX} "
+                         f"(confidence is rated {CONFIDENCE_MIN}-{CONFIDENCE_MAX}), got {number}")
     return number
 
 

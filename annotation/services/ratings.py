@@ -4,7 +4,7 @@
 from django.db import transaction
 from django.utils import timezone
 
-from ..models import Assignment, Item, Rating, Study
+from ..models import CONFIDENCE_MAX, CONFIDENCE_MIN, Assignment, Item, Rating, Study, confidence_in_scale
 from .assignment import live_q
 from .base import CHOICES_SHOWN, Answer, RatingInvalid, ReservationLost
 
@@ -36,8 +36,8 @@ def answers_validate(*, study: Study, answers: list[Answer]) -> list[Answer]:
         if a.choice not in CHOICES_SHOWN:
             errors[q] = "choose A, B or Similar"
         conf = a.confidence
-        if isinstance(conf, bool) or not isinstance(conf, int) or not 1 <= conf <= 5:
-            errors[f"{q}.confidence"] = "give a confidence from 1 (not confident) to 5 (very confident)"
+        if not confidence_in_scale(conf):
+            errors[f"{q}.confidence"] = f"give a confidence from {CONFIDENCE_MIN} (not confident) to {CONFIDENCE_MAX} (very confident)"
     if errors:
         raise RatingInvalid(errors)
     return [given[q] for q in keys]

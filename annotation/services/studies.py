@@ -12,7 +12,16 @@ from django.db import transaction
 
 from ..giveaways import study_check_flagged, text_giveaways
 from ..keys import key_normalise
-from ..models import DEFAULT_QUESTIONS, Item, Question, Rating, Study
+from ..models import (
+    CONFIDENCE_MAX,
+    CONFIDENCE_MIN,
+    DEFAULT_QUESTIONS,
+    Item,
+    Question,
+    Rating,
+    Study,
+    confidence_in_scale,
+)
 from .base import StudyFileError
 from .study_files import item_row_parse, study_file_read
 
@@ -85,7 +94,8 @@ def _study_settings_check(**fields: Any) -> None:
     checks = {
         "overlap": (lambda v: int(v) >= 1, "overlap must be at least 1"),
         "trap_rate": (lambda v: 0 <= float(v) < 1, "trap_rate must be at least 0 and below 1"),
-        "min_confidence": (lambda v: 1 <= int(v) <= 5, "min_confidence must be from 1 to 5"),
+        "min_confidence": (lambda v: confidence_in_scale(int(v)),
+                           f"min_confidence must be from {CONFIDENCE_MIN} to {CONFIDENCE_MAX}"),
         "reservation_minutes": (lambda v: int(v) >= 1, "reservation_minutes must be at least 1"),
     }
     for name, (ok, message) in checks.items():

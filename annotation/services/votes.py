@@ -8,7 +8,7 @@ from typing import Any
 from django.db import transaction
 
 from ..keys import key_normalise
-from ..models import Rating, Study
+from ..models import CONFIDENCE_MAX, CONFIDENCE_MIN, Rating, Study, confidence_in_scale
 from .base import User
 from .ratings import ratings_append
 
@@ -82,9 +82,10 @@ def _votes_read(*, study: Study, path: Path) -> list[tuple[int, dict[str, Any]]]
                     confidence = int(row["confidence"].strip())
                 except ValueError:
                     raise VotesFileError(
-                        f"{where}: confidence must be a whole number from 1 to 5, not {row['confidence']!r}") from None
-                if not 1 <= confidence <= 5:
-                    raise VotesFileError(f"{where}: confidence must be from 1 to 5, not {confidence}")
+                        f"{where}: confidence must be a whole number from {CONFIDENCE_MIN} to {CONFIDENCE_MAX}, "
+                        f"not {row['confidence']!r}") from None
+                if not confidence_in_scale(confidence):
+                    raise VotesFileError(f"{where}: confidence must be from {CONFIDENCE_MIN} to {CONFIDENCE_MAX}, not {confidence}")
                 ident = (key, question, rater)
                 if ident in seen:
                     raise VotesFileError(f"{where}: a second vote of {rater!r} on {key!r} {question} (first on line {seen[ident]})")
