@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from modeling.importers.base import samples_of  # Django-free, like every parser
+
 from .inputs import DialogueSample
 
 
@@ -18,14 +20,12 @@ def samples_from_file(kind: str, path: str | Path, *, limit: int | None = None) 
     parsed = parser.parse(path)
     samples: list[DialogueSample] = []
     for conv in parsed.conversations:
-        for index, turn in enumerate(conv.turns):
-            if turn.role == "agent" and index > 0 and conv.turns[index - 1].role == "user":
-                samples.append(DialogueSample(
-                    history=[{"role": t.role, "text": t.text} for t in conv.turns[:index]],
-                    reference=turn.text, generic_response=getattr(turn, "generic", "") or "",
-                    agent_persona=conv.agent_persona, user_persona=conv.user_persona,
-                    key=f"{Path(path).name}/{conv.source_id}/{index}",
-                ))
-                if limit and len(samples) >= limit:
-                    return samples
+        for index, history, turn in samples_of(conv):
+            samples.append(DialogueSample(
+                history=history, reference=turn.text, generic_response=getattr(turn, "generic", "") or "",
+                agent_persona=conv.agent_persona, user_persona=conv.user_persona,
+                key=f"{Path(path).name}/{conv.source_id}/{index}",
+            ))
+            if limit and len(samples) >= limit:
+                return samples
     return samples

@@ -174,3 +174,18 @@ def split_from_name(name: str) -> str | None:
         if token in ("validation", "val", "dev"):
             return "valid"
     return None
+
+
+def samples_of(conversation: ParsedConversation) -> list[tuple[int, list[dict], Turn]]:
+    """(turn_index, history, turn) for each non-leading agent turn: the one rule that turns a
+    conversation into samples (paper section 3.1), for the import service and ``modeling.grag.data``.
+
+    Parsers merge consecutive turns of one role, so the history H of each such turn ends
+    with a user utterance, as the paper's problem statement requires (section 3).
+    """
+    result = []
+    for index, turn in enumerate(conversation.turns):
+        if turn.role == AGENT and index > 0 and conversation.turns[index - 1].role == USER:
+            history = [{"role": t.role, "text": t.text} for t in conversation.turns[:index]]
+            result.append((index, history, turn))
+    return result

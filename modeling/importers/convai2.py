@@ -17,7 +17,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .base import AGENT, USER, ImportFileError, ParsedConversation, ParseResult, Turn, merge_same_role, read_text, split_from_name
+from .base import (
+    AGENT,
+    USER,
+    ImportFileError,
+    ParsedConversation,
+    ParseResult,
+    Turn,
+    merge_same_role,
+    read_text,
+    split_from_name,
+)
 
 NUMBERED = re.compile(r"^(\d+) (.*)$")
 SILENCE = "__SILENCE__"

@@ -22,7 +22,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .base import AGENT, USER, ImportFileError, ParsedConversation, ParseResult, Turn, merge_same_role, read_text, split_from_name
+from .base import (
+    AGENT,
+    USER,
+    ImportFileError,
+    ParsedConversation,
+    ParseResult,
+    Turn,
+    merge_same_role,
+    read_text,
+    split_from_name,
+)
 
 REQUIRED = ["conv_id", "utterance_idx", "context", "prompt", "speaker_idx", "utterance"]
 # The release's self-evaluation: "5|5|5_2|2|5" (speaker's and listener's ratings), or empty.

@@ -23,7 +23,7 @@ from modeling.models import Conversation, Dataset, Sample
 from modeling.progress import ProgressCallback, no_progress
 
 from . import PARSERS, pfg
-from .base import AGENT, SPLITS, USER, ParsedConversation, ParseResult
+from .base import SPLITS, ParseResult, samples_of
 
 # Section 4.1: "For datasets without separate validation and test sets, we randomly split
 # 90% / 10% of the conversations for training / validation." The shuffle is seeded so that
@@ -132,20 +132,6 @@ def assign_splits(parsed: ParseResult, split: str | None) -> list[str]:
         valid = set(shuffled[:n_valid])
         for i in undecided:
             result[i] = "valid" if i in valid else "train"
-    return result
-
-
-def samples_of(conversation: ParsedConversation) -> list[tuple[int, list[dict], object]]:
-    """(turn_index, history, turn) for each non-leading agent turn (section 3.1).
-
-    Parsers merge consecutive turns of one role, so the history H of each such turn ends
-    with a user utterance, as the paper's problem statement requires (section 3).
-    """
-    result = []
-    for index, turn in enumerate(conversation.turns):
-        if turn.role == AGENT and index > 0 and conversation.turns[index - 1].role == USER:
-            history = [{"role": t.role, "text": t.text} for t in conversation.turns[:index]]
-            result.append((index, history, turn))
     return result
 
 
