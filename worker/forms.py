@@ -5,7 +5,7 @@ from django import forms
 from django.utils.text import slugify
 
 from annotation.models import Study
-from modeling.grag.config import DEFAULTS, GRAGConfig, launch_fields
+from modeling.grag.config import GRAGConfig, launch_fields
 from modeling.models import Dataset, System
 
 SPLITS = [("test", "test"), ("valid", "valid"), ("train", "train")]

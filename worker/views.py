@@ -5,6 +5,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from common.permissions import staff_required
 
+from .display import JobLinks, made_links, param_rows, result_rows, stage_neighbours, stage_subject
 from .forms import LAUNCH_FORMS
 from .models import Job
 from .pipeline import pipeline_launch
@@ -21,7 +22,8 @@ def job_list(request):
     template = "worker/job_list.html#jobs" if request.htmx else "worker/job_list.html"
     return render(
         request, template,
-        {"jobs": jobs, "polling": jobs_active(jobs=jobs), "launchable": list(LAUNCH_FORMS),
+        {"jobs": jobs, "polling": jobs_active(jobs=jobs),
+         "launchable": [(kind, Job.Kind(kind).label) for kind in LAUNCH_FORMS],
          "kinds": Job.Kind.choices, "statuses": Job.Status.choices},
     )
 
@@ -31,8 +33,17 @@ def job_list(request):
 def job_detail(request, pk: int):
     job = get_object_or_404(Job.objects.select_related("parent", "created_by"), pk=pk)
     children = list(job.children.order_by("pk"))
+    for child in children:
+        child.subject = stage_subject(child)
+    links = JobLinks()
+    links.prefetch([job, *children])
+    previous, next_, position, stage_count = stage_neighbours(job)
     template = "worker/job_detail.html#status" if request.htmx else "worker/job_detail.html"
-    return render(request, template, {"job": job, "children": children, "polling": jobs_active(jobs=[job, *children])})
+    return render(request, template, {
+        "job": job, "children": children, "polling": jobs_active(jobs=[job, *children]),
+        "params": param_rows(job, links), "results": result_rows(job, links), "made": made_links(job, children, links),
+        "previous": previous, "next": next_, "position": position, "stage_count": stage_count,
+    })
 
 
 @require_POST
