@@ -12,9 +12,10 @@ from django.views.decorators.http import require_GET
 def home(request):
     """Annotators see their studies; staff also see datasets, systems and jobs."""
     from worker.forms import LAUNCH_FORMS
+    from worker.models import Job
 
     studies = request.user.studies.filter(is_open=True) if not request.user.is_staff else None
-    launchable = [kind for kind in LAUNCH_FORMS if kind != "pipeline"]
+    launchable = [(kind, Job.Kind(kind).label) for kind in LAUNCH_FORMS if kind != "pipeline"]
     return render(request, "home.html", {"studies": studies, "launchable": launchable})
 
 

@@ -111,9 +111,10 @@ TERMS: dict[str, Term] = {
 KIND_TERMS: dict[str, dict[str, Term]] = {
     "import": {"limit": Term("Limit", "conversations", "number", help="Import only the first N conversations."),
                "dataset": Term("Dataset", show="dataset")},
-    "judge": {"name": Term("Rater name", help="Name of the judge in reports, e.g. LLM-145.")},
+    "judge": {"name": Term("Rater name", help="Name of the judge in reports, e.g. LLM-145."),
+              "model": Term("Judge model", help=TERMS["judge_model"].help)},
+    "icl": {"model": Term("LLM", help="The model prompted in context; 'smollm2' works offline.")},
     "augment": {"model": Term("Generic-response LLM", help=TERMS["llm"].help), "batch_size": TERMS["batch_size"]},
-    "icl": {"batch_size": TERMS["batch_size"]},
 }
 
 

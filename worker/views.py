@@ -15,6 +15,11 @@ from .selectors import jobs_active
 from .services import BrokerUnavailable, job_cancel, job_launch, job_retry
 
 
+def _launchable() -> list[tuple[str, str]]:
+    """(kind, its label) of every job kind with a launch form."""
+    return [(kind, Job.Kind(kind).label) for kind in LAUNCH_FORMS]
+
+
 @require_GET
 @staff_required
 def job_list(request):
@@ -23,7 +28,7 @@ def job_list(request):
     return render(
         request, template,
         {"jobs": jobs, "polling": jobs_active(jobs=jobs),
-         "launchable": [(kind, Job.Kind(kind).label) for kind in LAUNCH_FORMS],
+         "launchable": _launchable(),
          "kinds": Job.Kind.choices, "statuses": Job.Status.choices},
     )
 
@@ -72,8 +77,9 @@ def job_retry_view(request, pk: int):
 def job_launch_view(request, kind: str):
     form_class = LAUNCH_FORMS.get(kind)
     if form_class is None:
-        return render(request, "worker/launch.html", {"unknown": kind, "launchable": list(LAUNCH_FORMS)}, status=404)
-    form = form_class(request.POST or None)
+        return render(request, "worker/launch.html", {"unknown": kind, "launchable": _launchable()}, status=404)
+    # A link may preselect fields (e.g. a system page's "compute metrics" names the system).
+    form = form_class(request.POST or None, initial=None if request.method == "POST" else request.GET.dict())
     if request.method == "POST" and form.is_valid():
         try:
             if kind == Job.Kind.PIPELINE:
@@ -85,4 +91,4 @@ def job_launch_view(request, kind: str):
         else:
             messages.success(request, f"Launched {job}.")
             return redirect("worker:job_detail", pk=job.pk)
-    return render(request, "worker/launch.html", {"form": form, "kind": Job.Kind(kind), "launchable": list(LAUNCH_FORMS)})
+    return render(request, "worker/launch.html", {"form": form, "kind": Job.Kind(kind), "launchable": _launchable()})
