@@ -105,6 +105,7 @@ TERMS: dict[str, Term] = {
     "pong": Term("Worker answered", show="bool"),
     "database": Term("Database"),
     "host": Term("Worker host"),
+    "torch_threads": Term("torch CPU threads", show="number"),
 }
 
 # Keys whose meaning depends on the job's kind.
