@@ -39,7 +39,7 @@ def offline_page(browser, live_server, *, width: int = 1280, height: int = 900):
 
     context.route("**/*", route)
     page = context.new_page()
-    page.set_default_timeout(15_000)
+    page.set_default_timeout(45_000)  # a loaded shared CPU
     page.outside = outside
     failed: list[str] = []
     page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
