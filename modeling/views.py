@@ -218,7 +218,9 @@ def config_rows(config: dict) -> list[tuple[str, str]]:
     labels = {f.name: f.metadata["label"] for f in launch_fields()}
     rows = []
     for key, value in (config or {}).items():
-        if isinstance(value, str) and ("/" in value) and key.endswith(("_dir", "path", "_file")):
+        if key == "method":
+            value = dict(System.Method.choices).get(value, value)
+        elif isinstance(value, str) and ("/" in value) and key.endswith(("_dir", "path", "_file")):
             value = value.rstrip("/").rsplit("/", 1)[-1]
         elif isinstance(value, float):
             value = f"{value:.4g}"

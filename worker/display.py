@@ -224,7 +224,8 @@ def made_links(job: Job, children: list[Job] = (), links: JobLinks | None = None
                 query += [("baseline", names.system_name(plan["baseline"])),
                           ("challengers", names.system_name(plan["challenger"]))]
         out["Results table"] = f"{reverse('modeling:table_builder')}?{urlencode(query)}"
-    return [(label, url) for label, url in out.items() if url]
+    seen: set[str] = set()  # one link per page (a judge stage's report is the study's report)
+    return [(label, url) for label, url in out.items() if url and not (url in seen or seen.add(url))]
 
 
 def stage_neighbours(job: Job) -> tuple[Job | None, Job | None, int, int]:

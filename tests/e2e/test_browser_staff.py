@@ -226,3 +226,30 @@ def test_downloads_of_the_systems_table_and_table3_work_in_the_browser(live_serv
     page.get_by_role("link", name="spc-postgrag").click()
     page.wait_for_url("**/results/systems/*/")
     assert page.get_by_role("heading", level=1).inner_text() == "spc-postgrag"
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("DOCS_SCREENSHOTS"),
+                    reason="regenerates docs/img/*.png: run `make screenshots` (DOCS_SCREENSHOTS=1)")
+def test_regenerate_docs_screenshots(live_server, browser, staff):
+    """The report, a pipeline job and a system page at 1280 px, as docs/img/*.png (palette PNGs, small)."""
+    from PIL import Image
+
+    from .browsing import DOCS_IMG
+
+    world = _world(staff)
+    page = offline_page(browser, live_server, width=1280, height=860)
+    log_in(page, live_server, "admin", PASSWORD)
+    DOCS_IMG.mkdir(parents=True, exist_ok=True)
+    shots = {
+        "report.png": f"studies/{world['study'].slug}/report/",
+        "job.png": f"jobs/{world['parent'].pk}/",
+        "system.png": f"results/systems/{world['systems']['postgrag'].pk}/",
+    }
+    heights = {"system.png": 1500}  # down to its first responses beside the reference and R_G
+    for name, path in shots.items():
+        page.set_viewport_size({"width": 1280, "height": heights.get(name, 860)})
+        page.goto(f"{live_server.url}/{path}")
+        target = DOCS_IMG / name
+        page.screenshot(path=str(target))  # the first screenful: what a reader sees on opening the page
+        Image.open(target).convert("RGB").quantize(colors=128).save(target, optimize=True)
+        assert target.stat().st_size < 200_000, f"{target} is {target.stat().st_size} bytes"
