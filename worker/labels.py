@@ -112,6 +112,9 @@ TERMS: dict[str, Term] = {
 KIND_TERMS: dict[str, dict[str, Term]] = {
     "import": {"limit": Term("Limit", "conversations", "number", help="Import only the first N conversations."),
                "dataset": Term("Dataset", show="dataset")},
+    "pipeline": {"baseline": Term("Baseline", show="method", help="The method the challenger is compared with."),
+                 "challenger": Term("Challenger", show="method", help="The method being evaluated."),
+                 "dataset": Term("Dataset", show="dataset", help="The imported dataset the whole pipeline runs on.")},
     "judge": {"name": Term("Rater name", help="Name of the judge in reports, e.g. LLM-145."),
               "model": Term("Judge model", help=TERMS["judge_model"].help)},
     "icl": {"model": Term("LLM", help="The model prompted in context; 'smollm2' works offline.")},

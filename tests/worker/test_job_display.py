@@ -57,6 +57,8 @@ def test_a_pipeline_links_each_stage_and_each_stage_links_back_and_to_its_neighb
     page = staff_client.get(reverse("worker:job_detail", args=[parent.pk])).content.decode()
     for child in children:
         assert f'href="{reverse("worker:job_detail", args=[child.pk])}"' in page
+    # The plan's methods by the paper's names.
+    assert ">Baseline</th>\n      <td>PreSFT(Hist)" in page and ">Methods</th>\n      <td>PreSFT(Hist), PostGRAG" in page
     middle = children[2]
     stage = staff_client.get(reverse("worker:job_detail", args=[middle.pk])).content.decode()
     assert f"stage 3 of {len(children)} of" in stage
