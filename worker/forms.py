@@ -138,7 +138,7 @@ class TrainForm(LaunchForm):
     dataset = DatasetChoice()
     method = forms.ChoiceField(choices=TRAINABLE)
     backbone = forms.CharField(initial="smollm2", help_text="e.g. facebook/bart-base on a GPU worker")
-    system_name = forms.CharField(required=False, help_text="Defaults to '<dataset>-<method>'.")
+    system_name = forms.CharField(required=False)
     epochs = config_field("epochs", initial=1)  # one epoch on a launch form: the paper's 20 is for GPU hosts
     max_steps = config_field("max_steps")
     batch_size = config_field("batch_size")

@@ -11,7 +11,7 @@ from modeling.grag.config import launch_fields
 
 @dataclass(frozen=True)
 class Term:
-    """label: words a researcher reads; unit: shown after the value (and in headers);
+    """label: words a researcher reads; help is rendered as HTML by Django's forms, so no angle brackets; unit: shown after the value (and in headers);
     show: how the value is rendered and linked (see worker.display): text, number, path,
     seconds, bool, dataset, system, systems, study, method, methods, judge_run, mapping, hidden;
     help: the launch form's help text."""
@@ -37,7 +37,7 @@ TERMS: dict[str, Term] = {
     "seeds": Term("Seeds", help="For n > 0, e.g. 0,1,2,3,4 (the paper's five seeds; default)."),
     "shot_split": Term("Examples drawn from", help="The split the n examples are drawn from."),
     "backbone": Term("Backbone", help="Model to fine-tune, e.g. smollm2 here or facebook/bart-base on a GPU worker."),
-    "system_name": Term("System", show="system", help="Name of the new system; defaults to '<dataset>-<method>'."),
+    "system_name": Term("System", show="system", help="Name of the new system; defaults to the dataset and method, e.g. spc-postgrag."),
     "system": Term("System", show="system", help="The trained or prompted system."),
     "decoding": Term("Decoding", help="Greedy, beam search or sampling (paper: greedy)."),
     "bert_model": Term("BERTScore model",
@@ -62,7 +62,7 @@ TERMS: dict[str, Term] = {
     "train_limit": Term("Training samples", "samples", "number", help="Use only the first N training samples (blank: all)."),
     "eval_limit": Term("Evaluation samples", "samples", "number",
                        help="Generate for and study only the first N evaluation samples (blank: all)."),
-    "study_slug": Term("Study", show="study", help="Short name of the study; defaults to '<dataset>-<baseline>-vs-<challenger>'."),
+    "study_slug": Term("Study", show="study", help="Short name of the study; defaults to dataset-baseline-vs-challenger, e.g. spc-presft_hist-vs-postgrag."),
     "augment": Term("Generate generic responses", show="bool", help="Run the augment stage first (skip if R_G exists)."),
     "judge": Term("Run the LLM judge", show="bool", help="Judge the study with the LLM after it is created."),
     "config": Term("Other settings", show="mapping"),

@@ -25,6 +25,7 @@ def test_every_field_has_a_worded_label_and_help(db, kind):
         assert name in TERMS or name in CONFIG_TERMS or name in KIND_TERMS.get(kind, {}), \
             f"{kind}.{name} is not named in worker/labels.py"
         assert field.help_text.strip(), f"{kind}.{name} has no help text"
+        assert "<" not in field.help_text, f"{kind}.{name}: Django renders help as HTML, so '<...>' vanishes"
 
 
 def test_the_pipeline_form_says_learning_rate_not_lr(staff_client):
