@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint venv migrate worker serve browser clean
+.PHONY: demo test test-fast lint venv migrate worker serve browser screenshots clean
 
 venv: $(STAMP)
 
@@ -17,10 +17,18 @@ $(STAMP): requirements.txt requirements-test.txt requirements-nodeps.txt
 	touch $(STAMP)
 
 # Debian's Chromium for browser tests (never a downloaded browser); skipped when present.
-browser:
+# axe-core (the accessibility check the browser tests inject) from package-lock.json.
+browser: node_modules/.package-lock.json
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else echo "browser tests need Debian's chromium: sudo apt-get install chromium"; fi; }
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+
+# Regenerate docs/img/*.png (report, a job, a system page at 1280 px) from the browser tests.
+screenshots: venv browser
+	DOCS_SCREENSHOTS=1 $(VENV)/bin/pytest tests/e2e/test_browser_staff.py -q -p no:cacheprovider
 
 migrate: venv
 	$(PY) manage.py migrate --noinput
@@ -44,4 +52,4 @@ serve: venv migrate
 	$(PY) manage.py runserver 127.0.0.1:8000
 
 clean:
-	rm -rf $(VENV) var/*.sqlite3 var/test-artifacts
+	rm -rf $(VENV) node_modules var/*.sqlite3 var/test-artifacts

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from common.csv_safe import csv_writer
 from common.latex import tex_escape
 
+from .grag.config import methods_with
 from .metrics import LOWER_IS_BETTER, METRICS
 
 # (stored metric name, column header as in Table 3)
@@ -214,6 +215,33 @@ def header(metric: str) -> str:
     return HEADERS[metric] + (" (lower is better)" if metric in LOWER_IS_BETTER else "")
 
 
+# Each metric's scale, shown under its header: BLEU is sacrebleu's 0-100 (Table 3's scale), BPC is
+# bits per character where lower is better, the rest are 0-1 (modeling/metrics.py).
+UNITS = {"bleu": "0–100", "bpc": "bits/char, lower is better"}
+
+
+def unit(metric: str) -> str:
+    return UNITS.get(metric, "0–1")
+
+
+def systems_table(*, systems: Sequence, split: str = "test") -> ResultTable:
+    """Every given system as its own row (no seed averaging), with its run-level metrics on ``split``
+    and the best per task marked; systems without metrics are kept with empty cells. The /results/
+    page and its CSV / JSON downloads (``table_export``) read this one table.
+    """
+    from .models import MetricResult
+
+    systems = list(systems)
+    values: dict[int, dict[str, float | None]] = {s.pk: dict.fromkeys(METRICS) for s in systems}
+    for sys_id, name, value in MetricResult.objects.filter(
+        system_id__in=values, split=split, sample__isnull=True, name__in=METRICS
+    ).values_list("system_id", "name", "value"):
+        values[sys_id][name] = value
+    rows = [TableRow(label=s.get_method_display(), system=s.name, role="",
+                     dataset=s.dataset.name if s.dataset_id else "", values=values[s.pk]) for s in systems]
+    return table_build(rows=rows, baseline=None, challengers=(), split=split)
+
+
 def table_csv(table: ResultTable) -> str:
     """One line per row and per imprv row; values unrounded so a reader can recompute."""
     out = io.StringIO()
@@ -330,9 +358,14 @@ def ablation_series(*, systems: Iterable, param: str, metric: str, split: str = 
 
     if metric not in METRICS:
         raise TableError(f"Unknown metric {metric!r}; choose one of {', '.join(METRICS)}.")
-    systems = [s for s in systems if isinstance(s.config, dict) and s.config.get(param) is not None]
+    # Only methods that train with the parameter: a PreSFT(Hist) run stores beta in its config but
+    # never reads it, so it is no point of a beta curve (GRAGConfig.effective_alpha / effective_beta).
+    using = methods_with(param)
+    systems = [s for s in systems if isinstance(s.config, dict) and s.config.get(param) is not None
+               and s.method in using]
     if not systems:
-        raise TableError(f"No chosen system has {param!r} in its config: pick runs of a sweep over {param}.")
+        raise TableError(f"No chosen system of a method that uses {param!r} has it in its config: "
+                         f"pick runs of a sweep over {param}.")
     values = dict(MetricResult.objects.filter(
         system__in=systems, split=split, sample__isnull=True, name=metric
     ).values_list("system_id", "value"))

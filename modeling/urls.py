@@ -6,6 +6,8 @@ from . import views
 app_name = "modeling"
 urlpatterns = [
     path("", views.system_list, name="system_list"),
+    path("systems.<str:fmt>", views.system_list_download, name="system_list_download"),
+    path("systems/<int:pk>/", views.system_detail, name="system_detail"),
     path("table/", views.table_builder, name="table_builder"),
     path("table/download/<str:fmt>/", views.table_download, name="table_download"),
     path("ablation/", views.ablation, name="ablation"),

@@ -9,6 +9,8 @@ from judge.reliability import DEFAULT_MIN_OPTION_MASS
 from modeling.grag.config import GRAGConfig, launch_fields
 from modeling.models import Dataset, System
 
+from .labels import term
+
 SPLITS = [("test", "test"), ("valid", "valid"), ("train", "train")]
 TRAINABLE = [
     (System.Method.PRESFT_HIST, "PreSFT(Hist)"),
@@ -19,6 +21,26 @@ TRAINABLE = [
 
 
 class LaunchForm(forms.Form):
+    """A job kind's launch form. Labels and help come from worker/labels.py (GRAG settings from
+    GRAGConfig), so the form and the job page name each parameter alike; the only dataset there is
+    comes preselected."""
+
+    kind: str = ""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("label_suffix", "")  # "Learning rate", not "Learning rate:"
+        super().__init__(*args, **kwargs)
+        for name, field in self.fields.items():
+            words = term(name, self.kind)
+            if field.label is None:
+                field.label = words.label
+            if not field.help_text and words.help:
+                field.help_text = words.help
+        if "dataset" in self.fields and not self.is_bound and not self.initial.get("dataset"):
+            names = list(Dataset.objects.values_list("name", flat=True)[:2])
+            if len(names) == 1:
+                self.initial["dataset"] = names[0]
+
     def job_params(self) -> dict:
         """The job's parameters: JSON-safe cleaned data (models by name)."""
         params = {}
@@ -40,7 +62,7 @@ def config_field(name: str, **overrides) -> forms.Field:
     spec = {f.name: f for f in launch_fields()}[name]
     kind = forms.FloatField if spec.type in (float, "float") else forms.IntegerField
     kwargs = {"initial": spec.default, "help_text": spec.metadata["help"], "required": spec.default is not None,
-              "label": name.replace("_", " ").capitalize()}
+              "label": spec.metadata["label"]}
     if spec.metadata["min"] is not None:
         kwargs["min_value"] = spec.metadata["min"]
     kwargs.update(overrides)
@@ -67,11 +89,12 @@ class SystemChoice(forms.ModelChoiceField):
 
 
 class ImportForm(LaunchForm):
+    kind = "import"
     kind = forms.ChoiceField(choices=Dataset.Kind.choices)
-    path = forms.CharField(help_text="File (or PFG folder) on the worker's filesystem.")
+    path = forms.CharField()
     split = forms.ChoiceField(choices=[("", "from the file / seeded 90:10"), *SPLITS], required=False)
-    name = forms.SlugField(required=False, help_text="Dataset name; defaults to the format name.")
-    limit = forms.IntegerField(min_value=1, required=False, help_text="Import only the first N conversations.")
+    name = forms.SlugField(required=False)
+    limit = forms.IntegerField(min_value=1, required=False)
 
     def clean_path(self):
         path = Path(self.cleaned_data["path"]).expanduser()
@@ -81,6 +104,7 @@ class ImportForm(LaunchForm):
 
 
 class AugmentForm(LaunchForm):
+    kind = "augment"
     dataset = DatasetChoice()
     split = forms.ChoiceField(choices=SPLITS)
     model = forms.CharField(initial="smollm2", help_text="e.g. meta-llama/Llama-3.1-8B-Instruct on a GPU worker")
@@ -89,6 +113,7 @@ class AugmentForm(LaunchForm):
 
 
 class ICLForm(LaunchForm):
+    kind = "icl"
     dataset = DatasetChoice()
     split = forms.ChoiceField(choices=SPLITS)
     method = forms.ChoiceField(choices=[(System.Method.ICL_HIST, "ICL(Hist)"), (System.Method.ICL_TST, "ICL(TST)")])
@@ -110,10 +135,11 @@ class ICLForm(LaunchForm):
 
 
 class TrainForm(LaunchForm):
+    kind = "train"
     dataset = DatasetChoice()
     method = forms.ChoiceField(choices=TRAINABLE)
     backbone = forms.CharField(initial="smollm2", help_text="e.g. facebook/bart-base on a GPU worker")
-    system_name = forms.CharField(required=False, help_text="Defaults to '<dataset>-<method>'.")
+    system_name = forms.CharField(required=False)
     epochs = config_field("epochs", initial=1)  # one epoch on a launch form: the paper's 20 is for GPU hosts
     max_steps = config_field("max_steps")
     batch_size = config_field("batch_size")
@@ -133,6 +159,7 @@ class TrainForm(LaunchForm):
 
 
 class GenerateForm(LaunchForm):
+    kind = "generate"
     system = SystemChoice()
     split = forms.ChoiceField(choices=SPLITS)
     decoding = forms.ChoiceField(choices=[("greedy", "greedy"), ("beam", "beam search"), ("sample", "sampling")])
@@ -140,6 +167,7 @@ class GenerateForm(LaunchForm):
 
 
 class MetricsForm(LaunchForm):
+    kind = "metrics"
     system = SystemChoice()
     split = forms.ChoiceField(choices=SPLITS)
     bert_model = forms.CharField(
@@ -150,6 +178,7 @@ class MetricsForm(LaunchForm):
 
 
 class StudyForm(LaunchForm):
+    kind = "study"
     slug = forms.SlugField(required=False, help_text="Annotators see it: leave empty for a neutral one.")
     baseline = SystemChoice()
     challenger = SystemChoice()
@@ -176,6 +205,7 @@ class StudyForm(LaunchForm):
 
 
 class JudgeForm(LaunchForm):
+    kind = "judge"
     study = forms.ModelChoiceField(queryset=Study.objects.all(), to_field_name="slug")
     model = forms.CharField(initial="smollm2", help_text="e.g. Qwen/Qwen2.5-32B-Instruct on a GPU worker")
     name = forms.CharField(required=False, help_text="Rater name, e.g. LLM-145.")
@@ -202,13 +232,15 @@ LAUNCH_FORMS: dict[str, type[LaunchForm]] = {
 class PipelineForm(LaunchForm):
     """dataset -> augment -> train the chosen methods -> generate -> metrics -> study -> judge."""
 
+    kind = "pipeline"
+
     dataset = DatasetChoice()
     methods = forms.MultipleChoiceField(choices=TRAINABLE, initial=["presft_hist", "postgrag"],
                                         widget=forms.CheckboxSelectMultiple)
     baseline = forms.ChoiceField(choices=TRAINABLE, initial="presft_hist")
     challenger = forms.ChoiceField(choices=TRAINABLE, initial="postgrag")
     backbone = forms.CharField(initial="smollm2")
-    llm = forms.CharField(initial="smollm2", label="Generic-response LLM")
+    llm = forms.CharField(initial="smollm2")
     judge_model = forms.CharField(initial="smollm2")
     bert_model = forms.CharField(initial="minilm", help_text="BERTScore model ('minilm' works offline; the paper: roberta-large)")
     train_split = forms.ChoiceField(choices=SPLITS, initial="train")

@@ -10,7 +10,8 @@ import logging
 import socket
 import time
 import traceback as tb
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from django.db import transaction
@@ -35,12 +36,35 @@ def _device() -> str:
     return "cpu"
 
 
+RATE_WINDOW_SECONDS = 60.0
+
+
+def recent_rate(points: deque, now: float, done: int,
+                window: float = RATE_WINDOW_SECONDS) -> float | None:
+    """Units per second over the last ``window`` seconds of progress updates.
+
+    ``points`` holds (monotonic time, units done) of earlier updates, oldest first; it is trimmed in
+    place to the window plus the one update just before it, so a unit slower than the window still
+    gets a rate. The mean since the start is wrong both ways: a slow start (model loading, the
+    first batch's warm-up) makes the ETA too long for the rest, and a fast one (cached prompts,
+    resumed samples) makes it far too short: 438 s said for a stage that took 10 minutes.
+    """
+    while len(points) >= 2 and points[1][0] <= now - window:
+        points.popleft()
+    if not points:
+        return None
+    t0, done0 = points[0]
+    if now <= t0 or done <= done0:
+        return None
+    return (done - done0) / (now - t0)
+
+
 @dataclass
 class JobHandle:
     job: Job
-    _started: float = field(default_factory=time.monotonic)
-    _last_write: float = 0.0
-    _first_done: int | None = None
+    clock: Callable[[], float] = time.monotonic  # a test drives the rate with its own clock
+    _last_write: float = float("-inf")
+    _points: deque = field(default_factory=deque)
 
     def log(self, message: str) -> None:
         """Append a line to the job's log tail (kept short) and to the worker log."""
@@ -50,15 +74,20 @@ class JobHandle:
         Job.objects.filter(pk=self.job.pk).update(log_tail=tail)
 
     def progress(self, done: int, total: int) -> None:
-        """Record progress; raise Cancelled if the job was asked to stop."""
-        now = time.monotonic()
-        if self._first_done is None:
-            self._first_done, self._started = done, now
+        """Record progress (``done`` of ``total`` units); raise Cancelled if the job was asked to stop.
+
+        Writes done/total, the recent rate (units per second, see ``recent_rate``) and the ETA in
+        seconds at most once a second.
+        """
+        now = self.clock()
+        if self._points and done < self._points[-1][1]:
+            self._points.clear()  # a new phase counting from zero: its rate starts afresh
+        rate = recent_rate(self._points, now, done)
+        if not self._points or now - self._points[-1][0] >= 0.25:  # bounded memory for fast loops
+            self._points.append((now, done))
         if now - self._last_write < 1.0 and done < total:
             return
         self._last_write = now
-        elapsed = now - self._started
-        rate = (done - self._first_done) / elapsed if elapsed > 0 and done > self._first_done else None
         eta = (total - done) / rate if rate else None
         Job.objects.filter(pk=self.job.pk).update(progress_done=done, progress_total=total, rate=rate, eta_seconds=eta)
         if Job.objects.filter(pk=self.job.pk, cancel_requested=True).exists():

@@ -5,6 +5,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from common.permissions import staff_required
 
+from .display import JobLinks, made_links, param_rows, result_rows, stage_neighbours, stage_subject
 from .forms import LAUNCH_FORMS
 from .models import Job
 from .pipeline import pipeline_launch
@@ -14,6 +15,11 @@ from .selectors import jobs_active
 from .services import BrokerUnavailable, job_cancel, job_launch, job_retry
 
 
+def _launchable() -> list[tuple[str, str]]:
+    """(kind, its label) of every job kind with a launch form."""
+    return [(kind, Job.Kind(kind).label) for kind in LAUNCH_FORMS]
+
+
 @require_GET
 @staff_required
 def job_list(request):
@@ -21,7 +27,8 @@ def job_list(request):
     template = "worker/job_list.html#jobs" if request.htmx else "worker/job_list.html"
     return render(
         request, template,
-        {"jobs": jobs, "polling": jobs_active(jobs=jobs), "launchable": list(LAUNCH_FORMS),
+        {"jobs": jobs, "polling": jobs_active(jobs=jobs),
+         "launchable": _launchable(),
          "kinds": Job.Kind.choices, "statuses": Job.Status.choices},
     )
 
@@ -31,11 +38,19 @@ def job_list(request):
 def job_detail(request, pk: int):
     job = get_object_or_404(Job.objects.select_related("parent", "created_by"), pk=pk)
     children = list(job.children.order_by("pk"))
+    for child in children:
+        child.subject = stage_subject(child)
     # A pipeline that succeeded with a judge stage that is not reliable says so next to its status.
     not_reliable = [c for c in children if (c.result or {}).get("reliability", {}).get("verdict") in ("warnings", "unreliable")]
+    links = JobLinks()
+    links.prefetch([job, *children])
+    previous, next_, position, stage_count = stage_neighbours(job)
     template = "worker/job_detail.html#status" if request.htmx else "worker/job_detail.html"
-    return render(request, template, {"job": job, "children": children, "not_reliable_stages": not_reliable,
-                                      "polling": jobs_active(jobs=[job, *children])})
+    return render(request, template, {
+        "job": job, "children": children, "not_reliable_stages": not_reliable, "polling": jobs_active(jobs=[job, *children]),
+        "params": param_rows(job, links), "results": result_rows(job, links), "made": made_links(job, children, links),
+        "previous": previous, "next": next_, "position": position, "stage_count": stage_count,
+    })
 
 
 @require_POST
@@ -64,8 +79,9 @@ def job_retry_view(request, pk: int):
 def job_launch_view(request, kind: str):
     form_class = LAUNCH_FORMS.get(kind)
     if form_class is None:
-        return render(request, "worker/launch.html", {"unknown": kind, "launchable": list(LAUNCH_FORMS)}, status=404)
-    form = form_class(request.POST or None)
+        return render(request, "worker/launch.html", {"unknown": kind, "launchable": _launchable()}, status=404)
+    # A link may preselect fields (e.g. a system page's "compute metrics" names the system).
+    form = form_class(request.POST or None, initial=None if request.method == "POST" else request.GET.dict())
     if request.method == "POST" and form.is_valid():
         try:
             if kind == Job.Kind.PIPELINE:
@@ -77,4 +93,4 @@ def job_launch_view(request, kind: str):
         else:
             messages.success(request, f"Launched {job}.")
             return redirect("worker:job_detail", pk=job.pk)
-    return render(request, "worker/launch.html", {"form": form, "kind": Job.Kind(kind), "launchable": list(LAUNCH_FORMS)})
+    return render(request, "worker/launch.html", {"form": form, "kind": Job.Kind(kind), "launchable": _launchable()})

@@ -14,9 +14,10 @@ METHODS = ("presft_hist", "presft_tst", "pregrag", "postgrag")
 DECODINGS = ("greedy", "beam", "sample")
 
 
-def _launch(help_text: str, minimum: float | None) -> dict:
-    """Field metadata of a setting that launch forms and commands expose: its help and lowest value."""
-    return {"launch": True, "help": help_text, "min": minimum}
+def _launch(label: str, help_text: str, minimum: float | None) -> dict:
+    """Field metadata of a setting that launch forms, commands and job pages expose: its label (words a
+    reader knows, with the paper's symbol), help and lowest value."""
+    return {"launch": True, "label": label, "help": help_text, "min": minimum}
 
 
 @dataclass
@@ -30,19 +31,19 @@ class GRAGConfig:
     # Tokenizer to use with a "tiny:" backbone (real backbones use their own).
     tokenizer: str = "smollm2"
     # Weight of the style-removal loss L_G (Eq. 3); PostGRAG only. 0 skips SE_G and the second decode.
-    alpha: float = field(default=0.5, metadata=_launch("Weight alpha of style removal L_G (Eq. 3; PostGRAG only).", 0))
+    alpha: float = field(default=0.5, metadata=_launch("Style-removal weight α", "Weight alpha of style removal L_G (Eq. 3; PostGRAG only).", 0))
     # Weight of the C-JEPA loss (Eq. 1-3); PreGRAG and PostGRAG. 0 skips encoding R_P / R_G for it.
-    beta: float = field(default=1e-2, metadata=_launch("Weight beta of the C-JEPA loss (Eq. 1-3; PreGRAG and PostGRAG).", 0))
+    beta: float = field(default=1e-2, metadata=_launch("C-JEPA weight β", "Weight beta of the C-JEPA loss (Eq. 1-3; PreGRAG and PostGRAG).", 0))
     # Initial learning rate lambda_0 of AdamW; decays linearly to lr_end_fraction * lr by the last step.
-    lr: float = field(default=1e-4, metadata=_launch("Initial AdamW learning rate; decays linearly to lr_end_fraction of it by the last step.", 0))
+    lr: float = field(default=1e-4, metadata=_launch("Learning rate", "Initial AdamW learning rate; decays linearly to lr_end_fraction of it by the last step.", 0))
     lr_end_fraction: float = 0.5
     weight_decay: float = 0.0
     # Paper: 20 epochs. max_steps (optimiser steps) caps a run for demos and benchmarks.
-    epochs: int = field(default=20, metadata=_launch("Passes over the training split (paper: 20).", 1))
-    max_steps: int | None = field(default=None, metadata=_launch("Stop after this many optimiser steps.", 1))
+    epochs: int = field(default=20, metadata=_launch("Epochs", "Passes over the training split (paper: 20).", 1))
+    max_steps: int | None = field(default=None, metadata=_launch("Maximum optimiser steps", "Stop after this many optimiser steps.", 1))
     # Samples per micro-batch and micro-batches per optimiser step.
-    batch_size: int = field(default=8, metadata=_launch("Samples per micro-batch.", 1))
-    grad_accum: int = field(default=1, metadata=_launch("Micro-batches per optimiser step.", 1))
+    batch_size: int = field(default=8, metadata=_launch("Batch size", "Samples per micro-batch.", 1))
+    grad_accum: int = field(default=1, metadata=_launch("Gradient accumulation", "Micro-batches per optimiser step.", 1))
     # Train only the top N decoder layers (and the decoder's final norm and the style
     # extractors); None trains everything. For CPU runs: frozen lower layers need no backward.
     train_top_layers: int | None = None
@@ -56,7 +57,7 @@ class GRAGConfig:
     max_generic_len: int = 96
     max_target_len: int = 96
     # Seed for weights of new layers, data order and dropout: a CPU run with one seed repeats exactly.
-    seed: int = field(default=0, metadata=_launch("Seed of new layers, data order and dropout.", None))
+    seed: int = field(default=0, metadata=_launch("Seed", "Seed of new layers, data order and dropout.", None))
     # "auto" picks cuda when available, else cpu.
     device: str = "auto"
     # bf16 autocast for the forward pass on CUDA (ignored on CPU).
@@ -127,6 +128,14 @@ def launch_fields() -> list[dataclasses.Field]:
     form, a command and a job read one definition (docs/training.md).
     """
     return [f for f in dataclasses.fields(GRAGConfig) if f.metadata.get("launch")]
+
+
+def methods_with(param: str) -> tuple[str, ...]:
+    """The methods whose training reads ``param``, by ``effective_alpha`` / ``effective_beta``:
+    alpha only PostGRAG (L_G, Eq. 3), beta PreGRAG and PostGRAG (C-JEPA), any other setting all."""
+    if param in ("alpha", "beta"):
+        return tuple(m for m in METHODS if getattr(GRAGConfig(method=m, **{param: 1.0}), f"effective_{param}"))
+    return METHODS
 
 
 LAUNCH_KEYS = tuple(f.name for f in launch_fields())

@@ -23,6 +23,8 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+from common.threads import torch_threads_apply
+
 from .loading import SMOLLM2, load_causal_lm, load_tokenizer
 
 Messages = list[dict]
@@ -126,7 +128,6 @@ class TransformersBackend(Backend):
 
     def __init__(self, model_id: str = SMOLLM2, *, device: str | None = None, quantization: str = "auto",
                  cpu_threads: int | None = None, prefix_cache: bool = True, prefill_rows: int | None = None):
-        import torch
 
         self.model_id = model_id
         self.prefix_cache = prefix_cache
@@ -146,9 +147,8 @@ class TransformersBackend(Backend):
         self.prefill_rows = prefill_rows
         # On a CPU shared with other busy processes, torch's OpenMP threads spin-wait on each
         # other and a forward pass gets >10x slower; LLM_CPU_THREADS=1 avoids that.
-        threads = cpu_threads or int(os.environ.get("LLM_CPU_THREADS", "0") or 0)
-        if self.device.type == "cpu" and threads > 0:
-            torch.set_num_threads(threads)
+        if self.device.type == "cpu":
+            torch_threads_apply(cpu_threads or None)
 
     def model_and_tokenizer(self):
         """The loaded model and tokenizer, for callers that run their own forward passes."""

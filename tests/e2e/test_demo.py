@@ -11,6 +11,7 @@ import pytest
 from django.core.management import call_command
 
 from annotation.models import Rating, Study
+from common.threads import shared_cpu_default
 from tests.conftest import ROOT, wait_for
 from worker.models import Job
 
@@ -72,6 +73,7 @@ def test_stopping_the_demo_stops_the_worker_and_server_it_started(tmp_path, sig)
            "CELERY_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}",
            "CELERY_RESULT_BACKEND": f"db+sqlite:///{tmp_path / 'results.sqlite3'}",
            "ARTIFACTS_DIR": str(tmp_path / "artifacts")}
+    env.pop("LLM_CPU_THREADS", None)  # the demo's own default applies
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True,
                    capture_output=True)
     log = open(tmp_path / "demo.log", "w+")
@@ -82,6 +84,11 @@ def test_stopping_the_demo_stops_the_worker_and_server_it_started(tmp_path, sig)
         children = _children(demo.pid)
         assert len(children) == 2  # the Celery worker and the web server
         assert wait_for(lambda: _port_open(port), timeout=60)
+        # The worker runs torch on the demo's thread count, so a shared CPU does not slow it ten-fold.
+        worker = next(p for p in children if b"celery" in open(f"/proc/{p}/cmdline", "rb").read())
+        environ = dict(kv.split(b"=", 1) for kv in open(f"/proc/{worker}/environ", "rb").read().split(b"\0") if b"=" in kv)
+        assert environ[b"LLM_CPU_THREADS"] == str(shared_cpu_default()).encode()
+        assert f"torch threads: {shared_cpu_default()}" in (tmp_path / "demo.log").read_text()
         demo.send_signal(sig)
         demo.wait(timeout=60)
         assert not [pid for pid in children if _alive(pid)], (tmp_path / "demo.log").read_text()

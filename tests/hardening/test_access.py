@@ -44,6 +44,7 @@ ALLOWLIST = {
     "accounts/login/": "the login form itself",
     "accounts/logout/": "logging out needs no rights (POST only, CSRF-checked)",
     "healthz": "load balancers probe it without credentials; it answers only {\"ok\": true}",
+    "favicon.ico": "the site's icon, a static image browsers ask for on every page",
     "api/token/": "how API clients log in: a username and password in, a token out",
     # The schema and its docs page describe routes and payload shapes, never data: no study,
     # item, system name or user is in them (test_blinding checks that). API clients need the
@@ -87,6 +88,8 @@ RULES: dict[str, Rule] = {
     "jobs/launch/<str:kind>/": Rule(STAFF),
     "results/": Rule(STAFF),
     "results/table/": Rule(STAFF),
+    "results/systems.<str:fmt>": Rule(STAFF),
+    "results/systems/<int:pk>/": Rule(STAFF),
     # Without the query (systems, baseline, metric) these answer 400 naming what is missing.
     "results/table/download/<str:fmt>/": Rule(STAFF, staff_also_ok=(400,)),
     "results/ablation/": Rule(STAFF),
@@ -167,11 +170,14 @@ def _fill(route: str, name: str, world) -> str:
         return world.item_x.public_id
     if name == "pk" and route.startswith("jobs/"):
         return str(world.job.pk)
+    if name == "pk" and route.startswith("results/systems/"):
+        return str(world.system.pk)
     if name == "kind" and route.startswith("jobs/launch/"):
         return "import"
     if name == "fmt":
-        return {"studies/": "json", "results/table/": "csv", "results/ablation/": "svg", "systems/": "json"}[
-            next(p for p in ("studies/", "results/table/", "results/ablation/", "systems/") if route.startswith(p))
+        prefixes = ("studies/", "results/table/", "results/ablation/", "results/systems", "systems/")
+        return {"studies/": "json", "results/table/": "csv", "results/ablation/": "svg", "results/systems": "csv",
+                "systems/": "json"}[next(p for p in prefixes if route.startswith(p))
         ]
     if route.startswith("admin/"):
         if name == "content_type_id":

@@ -30,3 +30,20 @@ def test_launch_with_a_dead_broker_fails_clearly_and_creates_no_job(settings):
     finally:
         app.conf.broker_write_url = old
     assert Job.objects.count() == 0
+
+
+@pytest.fixture
+def one_thread_worker(transactional_db, monkeypatch):
+    from tests.conftest import start_celery_worker
+
+    monkeypatch.setenv("LLM_CPU_THREADS", "1")
+    yield from start_celery_worker(pool="solo")
+
+
+@pytest.mark.slow
+def test_a_worker_runs_torch_on_the_threads_llm_cpu_threads_names(one_thread_worker):
+    """The demo gives its worker LLM_CPU_THREADS so a shared CPU does not slow model work ten-fold;
+    the worker sets torch's threads for every task, not only the LLM layer's."""
+    job = job_launch(kind=Job.Kind.PING, task="worker.ping")
+    done = wait_for(lambda: Job.objects.filter(pk=job.pk, status=Job.Status.SUCCEEDED).first(), timeout=90)
+    assert done.result["torch_threads"] == 1

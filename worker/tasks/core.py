@@ -1,4 +1,6 @@
 """Celery tasks: thin wrappers that take a job id, re-fetch, call one service, save results."""
+import sys
+
 from celery import shared_task
 
 from ..jobs import job_context
@@ -12,7 +14,9 @@ def ping(job_id: int) -> dict:
     from django.db import connection
 
     with job_context(job_id) as handle:
-        handle.job.result = {"pong": True, "database": connection.vendor, "host": handle.job.worker_host}
+        torch = sys.modules.get("torch")  # loaded by the worker when LLM_CPU_THREADS is set (common/threads.py)
+        handle.job.result = {"pong": True, "database": connection.vendor, "host": handle.job.worker_host,
+                             "torch_threads": torch.get_num_threads() if torch else None}
         handle.log("pong")
     return {"job": job_id}
 

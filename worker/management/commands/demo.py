@@ -21,6 +21,7 @@ from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 
 from common.processes import stop_process_group
+from common.threads import THREADS_ENV, shared_cpu_default, torch_threads_apply
 from worker.models import Job
 from worker.pipeline import PipelinePlan, pipeline_create, pipeline_launch
 
@@ -119,6 +120,9 @@ class Command(BaseCommand):
         import worker.tasks  # noqa: F401  (registers every stage's task in this process)
         from worker.registry import task_for_kind
 
+        # The same thread count the served demo gives its worker (see _serve).
+        os.environ.setdefault(THREADS_ENV, str(shared_cpu_default()))
+        torch_threads_apply()
         started = time.monotonic()
         parent, children = pipeline_create(plan=plan, user=admin)
         app.tasks["worker.pipeline_start"](parent.pk)
@@ -170,6 +174,10 @@ class Command(BaseCommand):
             signal.signal(sig, _interrupt)
         root = Path(settings.BASE_DIR)
         env = dict(os.environ)
+        # The worker's torch threads: a demo usually shares its CPU (an IDE, a browser, other jobs),
+        # where torch's default of one spinning thread per core ran the generic-response stage
+        # at 0.06 per second. LLM_CPU_THREADS set by the user wins (docs/jobs-and-demo.md).
+        env.setdefault(THREADS_ENV, str(shared_cpu_default()))
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "grag_site", "worker", "-Q", "cpu,gpu", "--pool", "solo",
              "--loglevel", "INFO"], cwd=root, env=env, stdout=open(root / "var" / "demo-worker.log", "w"),
@@ -188,7 +196,8 @@ class Command(BaseCommand):
             f"  annotators (study '{plan.slug()}' once created; it stays closed while its check flags responses,\n"
             f"  staff open it on its page after review): "
             + ", ".join(f"{u} / {p}" for u, p in logins.items() if u != "admin")
-            + "\n  worker log: var/demo-worker.log\nPress Ctrl-C to stop.\n"
+            + f"\n  worker log: var/demo-worker.log (torch threads: {env[THREADS_ENV]}, from {THREADS_ENV})"
+            + "\nPress Ctrl-C to stop.\n"
         )
         try:
             while worker.poll() is None and web.poll() is None:
