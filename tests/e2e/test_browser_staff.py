@@ -199,8 +199,6 @@ def test_every_staff_page_passes_axe_fits_the_window_and_aligns_its_tables(live_
 
 
 @pytest.mark.parametrize("width", [1280, 390])
-@pytest.mark.xfail(strict=False, reason="the agreement report's tables overflow and misalign (issue 22); its "
-                                        "templates are being changed on other branches, the lead applies the fix after merging")
 def test_the_agreement_report_fits_the_window_and_aligns_its_tables(live_server, browser, staff, width):
     from .browsing import check_page
 
