@@ -7,17 +7,14 @@ Blinding: the annotator pages render only ``item_payload`` (texts under "A"/"B",
 public id), never an Item or Assignment, so no system name, database id or side leaks into
 HTML, URLs or attributes.
 """
-from functools import wraps
 
 from django.contrib import messages
-from django.contrib.auth.views import redirect_to_login
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect
 
-from common.permissions import staff_required
+from common.permissions import login_required_htmx, staff_required
 
 from .forms import AnnotatorAddForm, InstructionsForm, QuestionFormSet, RatingForm, StudyPlanForm
 from .models import Assignment, Study
@@ -33,22 +30,6 @@ from .selectors import (
 from .services import RatingInvalid, ReservationLost, annotator_add, assignment_next, rating_submit, study_update
 
 ITEM_FRAGMENT = "annotation/annotate.html#annotate"
-
-
-def login_required(view):
-    """Like Django's, but an htmx request whose session ended reloads the whole page to log in,
-    instead of swapping the login form into the item."""
-
-    @wraps(view)
-    def wrapped(request, *args, **kwargs):
-        if request.user.is_authenticated:
-            return view(request, *args, **kwargs)
-        if request.htmx:
-            next_url = request.htmx.current_url_abs_path or request.get_full_path()
-            return HttpResponseClientRedirect(redirect_to_login(next_url).url)
-        return redirect_to_login(request.get_full_path())
-
-    return wrapped
 
 
 def _instructions_key(study: Study) -> str:
@@ -90,7 +71,7 @@ def _render_item(
 
 
 @require_GET
-@login_required
+@login_required_htmx
 def study_list(request):
     studies = [
         {"study": s, "progress": annotator_progress(study=s, annotator=request.user)}
@@ -102,7 +83,7 @@ def study_list(request):
 
 
 @require_http_methods(["GET", "POST"])
-@login_required
+@login_required_htmx
 def study_instructions(request, slug: str):
     """Instructions before the first item; POST records that this version was read."""
     study = _annotator_study(request, slug)
@@ -118,7 +99,7 @@ def study_instructions(request, slug: str):
 
 
 @require_GET
-@login_required
+@login_required_htmx
 def annotate(request, slug: str):
     """The annotator's current item: their open reservation, or a newly reserved one, or all done."""
     study = _annotator_study(request, slug)
@@ -136,7 +117,7 @@ def _own_assignment(request, study: Study, public_id: str) -> Assignment:
 
 
 @require_http_methods(["GET", "POST"])
-@login_required
+@login_required_htmx
 def item_rate(request, slug: str, public_id: str):
     """GET shows a reserved item; POST stores its four answers and moves on to the next item.
 

@@ -6,6 +6,7 @@ from functools import wraps
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
+from django_htmx.http import HttpResponseClientRedirect
 from rest_framework.permissions import BasePermission
 
 STAFF_ONLY = "Staff only."
@@ -37,3 +38,19 @@ class IsStaff(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return is_staff(request.user)
+
+
+def login_required_htmx(view):
+    """View decorator like Django's ``login_required``; an htmx request whose session ended reloads the
+    whole page to log in, instead of swapping the login form into the item."""
+
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if request.user.is_authenticated:
+            return view(request, *args, **kwargs)
+        if request.htmx:
+            next_url = request.htmx.current_url_abs_path or request.get_full_path()
+            return HttpResponseClientRedirect(redirect_to_login(next_url).url)
+        return redirect_to_login(request.get_full_path())
+
+    return wrapped

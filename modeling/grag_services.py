@@ -115,7 +115,7 @@ def train_system(
     return {"system": system.name, "samples": len(train_rows), "valid_samples": len(valid_rows), **summary}
 
 
-def generate_responses(
+def system_generate(
     *,
     system: System,
     split: str = "test",
@@ -131,7 +131,7 @@ def generate_responses(
     as generated) and the summary's "degenerate" counts them over the split's responses.
     """
     from . import metrics
-    from .grag.generate import generate_responses as generate, score_reference
+    from .grag.generate import generate_responses, score_reference
     from .grag.model import load_model
 
     if not system.checkpoint_dir or not Path(system.checkpoint_dir).exists():
@@ -151,7 +151,7 @@ def generate_responses(
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
         dialogues = [sample_to_dialogue(s) for s in chunk]
-        texts = generate(model, tokenizer, dialogues, decoding=decoding, batch_size=batch_size)
+        texts = generate_responses(model, tokenizer, dialogues, decoding=decoding, batch_size=batch_size)
         scores = score_reference(model, tokenizer, dialogues, batch_size=batch_size)
         with transaction.atomic():
             Response.objects.bulk_create([

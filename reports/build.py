@@ -14,7 +14,7 @@ from annotation.models import CONFIDENCE_MAX, CONFIDENCE_MIN, Item, Rating, Stud
 
 from . import agreement, audit, ppi, stats
 from .manifest import judge_runs_of, judge_runs_reliability, report_manifest
-from .quality import annotator_quality
+from .quality import annotator_agreement
 
 # Krippendorff's ordinal alpha needs the choices in order: the baseline better < similar < the
 # challenger better.
@@ -160,7 +160,7 @@ def _report_build(*, study: Study, min_confidence: int | None, aggregate: StudyA
                 audit=_judge_audit(name=name, question=key, human_valid=human_valid, llm_valid=llm_valid,
                                    extras=extras, seed=study.seed),
             )
-    annotators = annotator_quality(study=study, ratings=ratings, min_confidence=aggregate.min_confidence)
+    annotators = annotator_agreement(study=study, ratings=ratings, min_confidence=aggregate.min_confidence)
     manifest = report_manifest(study=study, ratings=ratings, min_confidence=aggregate.min_confidence)
     manifest["combined_labels"] = _combined_manifest(questions)
     return {

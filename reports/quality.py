@@ -24,7 +24,7 @@ CHANCE_AGREEMENT = 1 / len(LABELS)
 MIN_COMPARED_FOR_CHANCE_FLAG = 10
 
 
-def annotator_quality(*, study: Study, ratings: pd.DataFrame, min_confidence: int) -> list[dict]:
+def annotator_agreement(*, study: Study, ratings: pd.DataFrame, min_confidence: int) -> list[dict]:
     """One row per human rater: counts, leave-one-out agreement, confidence, speed, side preference, flags."""
     human = ratings[ratings["rater_kind"] == Rating.RaterKind.HUMAN]
     if human.empty:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from django.core.management import CommandError, call_command
 
-from modeling.grag_services import generate_responses, system_create, train_system
+from modeling.grag_services import system_create, system_generate, train_system
 from modeling.models import Conversation, Dataset, Response, Sample, System
 from tests.conftest import wait_for
 
@@ -57,7 +57,7 @@ def test_train_then_generate_stores_responses_with_the_nll_for_bpc_and_reruns_re
     assert result["steps"] == 2 and system.config["training"]["best_valid_l_p"] > 0
 
     progress = []
-    report = generate_responses(system=system, split="test", limit=3, progress=lambda d, t: progress.append((d, t)))
+    report = system_generate(system=system, split="test", limit=3, progress=lambda d, t: progress.append((d, t)))
     degenerate = report.pop("degenerate")
     assert report == {"system": "tiny-postgrag", "split": "test", "created": 3, "existing": 0, "responses": 3}
     assert progress[-1] == (3, 3)
@@ -74,7 +74,7 @@ def test_train_then_generate_stores_responses_with_the_nll_for_bpc_and_reruns_re
     system.refresh_from_db()
     assert system.status == System.Status.GENERATED and system.generation["decoding"] == "greedy"
 
-    again = generate_responses(system=system, split="test")  # only the missing sample is generated
+    again = system_generate(system=system, split="test")  # only the missing sample is generated
     assert again["created"] == 1 and again["existing"] == 3 and Response.objects.filter(system=system).count() == 4
     rerun = train_system(system=system)  # finished run: resumes at its end, trains nothing more
     assert rerun["resumed"] is True and rerun["steps"] == 2

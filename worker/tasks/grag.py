@@ -40,13 +40,13 @@ def train(job_id: int) -> dict:
 @shared_task(name="worker.generate")
 def generate(job_id: int) -> dict:
     """Generate a trained system's responses (params: system, split, limit, decoding)."""
-    from modeling.grag_services import generate_responses
+    from modeling.grag_services import system_generate
     from modeling.models import System
 
     with job_context(job_id) as handle:
         p = handle.job.params
         system = System.objects.get(name=p["system"])
-        result = generate_responses(
+        result = system_generate(
             system=system, split=p.get("split", "test"), limit=p.get("limit"), decoding=p.get("decoding"),
             progress=handle.progress,
         )

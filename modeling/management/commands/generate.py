@@ -20,11 +20,11 @@ class Command(BaseCommand):
         parser.add_argument("--decoding", choices=["greedy", "beam", "sample"])
 
     def handle(self, *args, **opts):
-        from modeling.grag_services import generate_responses
+        from modeling.grag_services import system_generate
 
         system = by_name_or_command_error(System.objects.all(), opts["system"], hint="Train one with `manage.py train` first.")
         try:
-            result = generate_responses(system=system, split=opts["split"], limit=opts["limit"], decoding=opts["decoding"])
+            result = system_generate(system=system, split=opts["split"], limit=opts["limit"], decoding=opts["decoding"])
         except (ValueError, FileNotFoundError) as exc:
-            raise CommandError(str(exc))
+            raise CommandError(str(exc)) from None
         self.stdout.write(json.dumps(result))

@@ -48,5 +48,5 @@ class Command(BaseCommand):
                                    config={k: v for k, v in config.items() if v is not None})
             result = train_system(system=system)
         except (ValueError, TypeError, ModelNotFound) as exc:
-            raise CommandError(str(exc))
+            raise CommandError(str(exc)) from None
         self.stdout.write(json.dumps(result))
