@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint venv migrate worker serve browser clean
+.PHONY: demo test test-fast lint venv migrate worker serve browser clean llm-server
 
 venv: $(STAMP)
 
@@ -22,13 +22,29 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else echo "browser tests need Debian's chromium: sudo apt-get install chromium"; fi; }
 
+# A local OpenAI-compatible LLM server (llama.cpp via llama-cpp-python; docs/llm.md "Serving
+# engines"). It compiles llama.cpp (~30 CPU-minutes), so the built wheel is cached in
+# $(WHEELS) and built with `pip wheel` only when absent. The tests need it; `make demo` does not.
+WHEELS ?= $(HOME)/.cache/grag/wheels
+LLM_SERVER_STAMP := $(VENV)/.llm-server
+LLAMA_CPP_VERSION := $(shell sed -n 's/^llama-cpp-python\[server\]==//p' requirements-server.txt)
+
+llm-server: $(LLM_SERVER_STAMP)
+
+$(LLM_SERVER_STAMP): requirements-server.txt | $(STAMP)
+	@mkdir -p $(WHEELS)
+	@ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
+	  $(PIP) wheel --no-deps --wheel-dir $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	$(PIP) install --quiet --find-links $(WHEELS) -r requirements-server.txt
+	touch $(LLM_SERVER_STAMP)
+
 migrate: venv
 	$(PY) manage.py migrate --noinput
 
 demo: venv migrate
 	$(PY) manage.py demo
 
-test: venv browser
+test: venv browser llm-server
 	$(VENV)/bin/pytest
 
 lint: venv
