@@ -69,6 +69,10 @@ def judge_run_create(
     existing run keeps its own (runs made before v2 became the default resume as v1) and a new
     run gets the default.
     """
+    from modeling.llm.backends import served_model_id
+
+    # Under LLM_SERVER_URL a local model name is served by that server: another judge, another id.
+    model_id = served_model_id(model_id)
     name = name or f"LLM-{study.slug}"
     existing = JudgeRun.objects.filter(name=name).first()
     if prompt_version is None:
