@@ -1,23 +1,16 @@
 """Verdicts from next-token probabilities, with no free-text parsing (plain Python).
 
 The forward passes, prefix caches and option probabilities are the LLM layer's
-(``modeling.llm.scoring``, ``Backend.score_options``; in-process or over a server); this module
-turns what a backend returns into verdicts. For each judge prompt (chat template with the
-generation prompt) the next-token distribution at the answer position (``encode_messages``) gives the
-probabilities of the
-option tokens (A / B / S, each with every token that spells it: case, a leading space, and the
-token the chat template's own preamble merges with the letter; ``option_token_ids``) are summed
-per option and renormalised over the three options. The choice is the most probable option, the
-confidence (1-5) comes from its probability by ``CONFIDENCE_THRESHOLDS``. Nothing is generated,
-so nothing can be unparseable. The summed probability before renormalising (the option mass)
-decides whether the verdict is an abstention (``option_score``, rule in ``judge.reliability``).
-
-Speed: the prompts of one item (four questions x two orders) share their start (instructions,
-persona, history, generic response; see ``judge.prompts``), and the four prompts of one order
-also share both responses. The shared prefix is encoded once, then each order's responses once
-on a copy of its key/value cache, which is then repeated along the batch so that only the
-questions are run, batched and right-padded. Backends whose cache cannot be reused fall back to batched full
-prompts sorted by length with left padding (``prefix_cache=False``); both give the same numbers.
+(``modeling.llm.scoring``, ``Backend.score_options``: in-process, or over a server from one
+output token's top log-probabilities); this module turns what a backend returns into verdicts.
+For each judge prompt (chat template with the generation prompt) the next-token probabilities of
+the option tokens at the answer position (A / B / S, each with every token that spells it:
+``OPTION_SPELLINGS``; in-process also the token the chat template's own preamble merges with the
+letter, ``option_token_ids``) are summed per option and renormalised over the three options. The
+choice is the most probable option, the confidence (1-5) comes from its probability by
+``CONFIDENCE_THRESHOLDS``. Nothing is generated, so nothing can be unparseable. The summed
+probability before renormalising (the option mass) decides whether the verdict is an abstention
+(``score_from_mass`` / ``option_score``, rule in ``judge.reliability``), for every backend alike.
 
 Position bias (section 5.5 of the paper reports the judge is more decisive than humans): every
 (item, question) is judged in both orders; ``pair_verdict`` keeps consistent verdicts and turns

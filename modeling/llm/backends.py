@@ -464,7 +464,7 @@ class OpenAICompatibleBackend(Backend):
 
     ``base_url`` is one base URL or several separated by commas (replicas of one model): requests
     go to them round-robin. At most ``concurrency`` requests are in flight (a thread pool); a
-    request answered 429 or 5xx, or timed out, or refused, is retried up to ``retries`` times,
+    request answered 429 or 5xx, or timed out (or refused by one of several replicas), is retried up to ``retries`` times,
     waiting the server's Retry-After or ``backoff * 2**attempt`` seconds. The API key comes from
     ``api_key`` or ``$OPENAI_API_KEY``. Every error names the server that failed. ``usage()``
     sums the servers' reported token usage (``usage`` of each response) over this backend's life.
@@ -525,7 +525,8 @@ class OpenAICompatibleBackend(Backend):
     def post(self, path: str, body: dict) -> tuple[str, dict]:
         """POST ``body`` as JSON to ``<next base url><path>`` and return (that url, the JSON answer).
 
-        Retries (429, 5xx, timeouts, refused connections) go to the next server in turn. Raises
+        Retries (429, 5xx, timeouts; a refused connection when there are several servers) go to
+        the next server in turn. Raises
         LLMBackendError naming the URL for an answer that stays an error, for a 4xx other than 429
         at once (the request itself is wrong: too long, unknown model), and for a body that is not JSON.
         """
@@ -543,7 +544,9 @@ class OpenAICompatibleBackend(Backend):
                 cause = exc
             except httpx.HTTPError as exc:
                 problem = f"Could not reach the LLM server at {url}: {exc}. Is it running?"
-                cause = exc
+                if len(self.base_urls) == 1:  # nothing listens: waiting will not start it
+                    raise LLMBackendError(problem) from exc
+                cause = exc  # a replica down: the next one takes the retry
             else:
                 self._count(requests=1)
                 if response.status_code == 200:

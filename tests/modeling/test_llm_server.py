@@ -114,11 +114,16 @@ def test_a_refused_request_is_not_retried_and_names_the_server(scripted):
     assert len(server.requests) == 1 and backend.waits == []
 
 
-def test_a_closed_port_is_retried_then_named():
+def test_a_closed_port_fails_at_once_naming_it_and_a_replica_that_is_down_is_skipped(scripted):
     url = f"http://127.0.0.1:{free_port()}/v1"
-    backend = _backend(url, retries=1)
-    with pytest.raises(LLMBackendError, match=rf"Could not reach the LLM server at {url}/chat/completions.*tried 2 times"):
+    backend = _backend(url)
+    with pytest.raises(LLMBackendError, match=rf"Could not reach the LLM server at {url}/chat/completions.*Is it running"):
         backend.generate([[{"role": "user", "content": "hi"}]], settings=SHORT)
+    assert backend.waits == []
+    up = scripted()
+    replicas = _backend(f"{url},{up.url}", concurrency=1)
+    assert replicas.generate([[{"role": "user", "content": f"hi {i}"}] for i in range(3)], settings=SHORT) == ["ok"] * 3
+    assert len(up.requests) == 3 and replicas.usage()["retries"] >= 1
 
 
 def test_requests_go_round_robin_over_the_servers_of_one_model_id(scripted, monkeypatch):
