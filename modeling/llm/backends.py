@@ -8,11 +8,16 @@ of ``{"role", "content"}`` messages) and returns one raw completion per prompt, 
   float32), the tokenizer's chat template, batched generation with left padding and batches
   sorted by prompt length (so a batch pads little). ``model_and_tokenizer()`` hands the loaded
   model to callers that score with their own forward passes (the LLM judge).
-- ``OpenAICompatibleBackend``: a vLLM or llama.cpp server someone runs, over HTTP
-  (``/v1/chat/completions``), with a timeout and errors that say what failed.
+- ``OpenAICompatibleBackend``: vLLM, SGLang, llama.cpp or hosted servers someone runs, over
+  HTTP (``/v1/chat/completions``): replicas round-robin, bounded concurrency, retries with
+  backoff honouring Retry-After, token usage, errors that name the server.
 
-``backend_for(model_id)`` picks one and keeps it per process: ``openai:<model>@<base url>``
-names a server, anything else a local model (see ``loading.resolve_model``).
+Both also score options (``score_options``: the next-token probability of each answer option,
+the LLM judge's capability; ``scoring.py``).
+
+``backend_for(model_id)`` picks one and keeps it per process: ``openai:<model>@<url>[,<url>]``
+names servers, anything else a local model (see ``loading.resolve_model``), or the servers of
+``$LLM_SERVER_URL`` when that is set.
 """
 from __future__ import annotations
 

@@ -39,3 +39,20 @@ def test_the_judge_over_a_llama_cpp_server_agrees_with_the_in_process_judge(llam
         assert theirs[key].option_mass == pytest.approx(ours[key].option_mass, abs=OPTION_MASS_TOLERANCE)
         # The same abstention rule on both: SmolLM2's options hold well under the default 0.5.
         assert theirs[key].abstained == (theirs[key].option_mass < server.min_option_mass)
+
+
+def test_llm_server_url_sends_a_run_of_a_local_model_name_to_the_server(llama_server, spc_pairs, monkeypatch):
+    from modeling.llm.backends import backend_for
+
+    monkeypatch.setenv("LLM_SERVER_URL", llama_server)
+    backend_for.cache_clear()
+    try:
+        study = study_make(spc_pairs[:1], slug="judge-served")
+        run = judge_run_create(study=study, model_id="smollm2", name="LLM-served")
+        # Another model id than the in-process judge's: its verdicts never mix with in-process ones.
+        assert run.model_id == f"openai:smollm2@{llama_server}"
+        summary = judge_run_execute(run=run)
+    finally:
+        backend_for.cache_clear()
+    assert JudgeVerdict.objects.filter(run=run, failed=False).count() == 8
+    assert summary["failed"] == 0 and summary["usage"]["requests"] == 8
