@@ -8,7 +8,7 @@ from tests.judge.conftest import study_make
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 
-# Measured on 6 SPC items x 4 questions x 2 orders (48 prompts, prompt v1): the choices agreed on
+# Measured on 6 SPC items x 4 questions x 2 orders (48 prompts, prompt v2): the choices agreed on
 # all 48, the renormalised probabilities differed by at most 0.047 (median 0.019) and the option
 # mass by at most 0.060 (docs/results.md). 4-bit weights against float32: the tolerance is twice that.
 PROBABILITY_TOLERANCE = 0.1
