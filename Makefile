@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint venv migrate worker serve browser screenshots clean
+.PHONY: demo test test-fast lint venv migrate worker serve browser screenshots clean llm-server
 
 venv: $(STAMP)
 
@@ -30,13 +30,29 @@ node_modules/.package-lock.json: package.json package-lock.json
 screenshots: venv browser
 	DOCS_SCREENSHOTS=1 $(VENV)/bin/pytest tests/e2e/test_browser_staff.py -q -p no:cacheprovider
 
+# A local OpenAI-compatible LLM server (llama.cpp via llama-cpp-python; docs/llm.md "Serving
+# engines"). It compiles llama.cpp (~30 CPU-minutes), so the built wheel is cached in
+# $(WHEELS) and built with `pip wheel` only when absent. The tests need it; `make demo` does not.
+WHEELS ?= $(HOME)/.cache/grag/wheels
+LLM_SERVER_STAMP := $(VENV)/.llm-server
+LLAMA_CPP_VERSION := $(shell sed -n 's/^llama-cpp-python\[server\]==//p' requirements-server.txt)
+
+llm-server: $(LLM_SERVER_STAMP)
+
+$(LLM_SERVER_STAMP): requirements-server.txt | $(STAMP)
+	@mkdir -p $(WHEELS)
+	@ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
+	  $(PIP) wheel --no-deps --wheel-dir $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	$(PIP) install --quiet --find-links $(WHEELS) -r requirements-server.txt
+	touch $(LLM_SERVER_STAMP)
+
 migrate: venv
 	$(PY) manage.py migrate --noinput
 
 demo: venv migrate
 	$(PY) manage.py demo
 
-test: venv browser
+test: venv browser llm-server
 	$(VENV)/bin/pytest
 
 lint: venv

@@ -10,10 +10,14 @@ the same agent) x the paper's four questions (Table 5), judged by the same model
 - ours (``judge.scoring``): BOTH orders, one forward pass per prompt with the item's shared prefix
   encoded once and the suffixes batched, verdict from the option-token probabilities.
 
+- server (``--server URL``, issue 19): ours over an OpenAI-compatible server (a llama.cpp server
+  with the same SmolLM2 GGUF, 4-bit Q4_1 weights), the same prompts, both orders, verdicts from
+  one output token's top log-probabilities; with its agreement with ours on the choice.
+
 A judgment is one (item, question) verdict; ours does twice the prompts (both orders) for it.
-The two ways alternate item by item so that both see the same load on a shared CPU.
+The ways alternate item by item so that all see the same load on a shared CPU.
 Prints one JSON line. Usage: python benchmarks/judge_throughput.py [--items 40] [--naive-items 40]
-    [--naive-prompt explain|letter] [--prompt-version v2]
+    [--naive-prompt explain|letter] [--prompt-version v2] [--server http://127.0.0.1:8080/v1]
 """
 from __future__ import annotations
 
@@ -89,6 +93,8 @@ def main() -> None:
     parser.add_argument("--naive-prompt", default="explain", choices=["explain", "letter"],
                         help="explain: the usual judge prompt (explanation, then [[A]]/[[B]]/[[S]]); "
                              "letter: our own one-letter prompt, generated instead of scored")
+    parser.add_argument("--server", default=None,
+                        help="base URL of an OpenAI-compatible server serving the same model (e.g. a llama.cpp server)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads for both ways (on a CPU shared with other jobs, 1 avoids oversubscription)")
     args = parser.parse_args()
@@ -103,7 +109,7 @@ def main() -> None:
     from annotation.models import DEFAULT_QUESTIONS
     from judge.devdata import spc_judge_pairs
     from judge.prompts import DEFAULT_PROMPT_VERSION, prompt_template
-    from judge.scoring import encode_messages, score_prompt_groups
+    from judge.scoring import OPTION_SPELLINGS, encode_messages, score_from_mass, score_prompt_groups
     from judge.services import judge_item_prompts
     from modeling.llm.loading import load_causal_lm, load_tokenizer
 
@@ -127,7 +133,14 @@ def main() -> None:
     score_prompt_groups(model, tokenizer, [[encode_messages(tokenizer, m) for _, _, m in prompts[0][:2]]])  # warm up
 
     # The two ways alternate item by item, so that both see the same load on a shared CPU.
-    naive_items = min(args.naive_items or len(items), len(items))
+    naive_items = min(len(items) if args.naive_items is None else args.naive_items, len(items))
+    server = None
+    if args.server:
+        from modeling.llm.backends import OpenAICompatibleBackend
+
+        server = OpenAICompatibleBackend(args.model, args.server)
+        server.score_options([[m for _, _, m in prompts[0][:2]]], OPTION_SPELLINGS)  # warm up
+    server_scores, server_seconds = [], 0.0
     ours_scores, ours_seconds = [], 0.0
     unparseable, naive_n, naive_seconds, new_tokens = 0, 0, 0.0, []
     examples = []
@@ -136,6 +149,11 @@ def main() -> None:
         t0 = time.monotonic()
         ours_scores += score_prompt_groups(model, tokenizer, [[encode_messages(tokenizer, m) for _, _, m in prompts[i]]])
         ours_seconds += time.monotonic() - t0
+        if server is not None:
+            t0 = time.monotonic()
+            masses = server.score_options([[m for _, _, m in prompts[i]]], OPTION_SPELLINGS)
+            server_scores += [[score_from_mass(m) for m in g] for g in masses]
+            server_seconds += time.monotonic() - t0
         if i >= naive_items:
             continue
         # Naive: one prompt at a time, greedy generation of up to max_new_tokens, then parse the text.
@@ -162,8 +180,8 @@ def main() -> None:
     naive_judgments = naive_n // len(args.naive_orders)
 
     ours_rate = judgments / ours_seconds
-    naive_rate = naive_judgments / naive_seconds
-    print(json.dumps({
+    naive_rate = naive_judgments / naive_seconds if naive_seconds else None
+    result = {
         "benchmark": "judge_throughput",
         "model": args.model,
         "device": str(model.device),
@@ -177,11 +195,26 @@ def main() -> None:
                  "failed": sum(s.failed for g in ours_scores for s in g)},
         "naive": {"prompt": naive_template.version, "judgments": naive_judgments, "orders": len(args.naive_orders),
                   "max_new_tokens": args.max_new_tokens,
-                  "mean_new_tokens": round(sum(new_tokens) / len(new_tokens), 1),
-                  "seconds": round(naive_seconds, 2), "judgments_per_s": round(naive_rate, 3),
-                  "unparseable_share": round(unparseable / naive_n, 4), "unparseable_examples": examples},
-        "ratio": round(ours_rate / naive_rate, 2),
-    }))
+                  "mean_new_tokens": round(sum(new_tokens) / len(new_tokens), 1) if new_tokens else None,
+                  "seconds": round(naive_seconds, 2), "judgments_per_s": round(naive_rate, 3) if naive_rate else None,
+                  "unparseable_share": round(unparseable / naive_n, 4) if naive_n else None,
+                  "unparseable_examples": examples},
+        "ratio": round(ours_rate / naive_rate, 2) if naive_rate else None,
+    }
+    if server is not None:
+        pairs = [(o, s) for go, gs in zip(ours_scores, server_scores) for o, s in zip(go, gs)
+                 if not o.failed and not s.failed]
+        result["server"] = {
+            "base_url": server.base_url, "judgments": judgments, "orders": 2, "seconds": round(server_seconds, 2),
+            "judgments_per_s": round(judgments / server_seconds, 3),
+            "failed": sum(s.failed for g in server_scores for s in g),
+            "choice_agreement_with_ours": round(sum(o.choice == s.choice for o, s in pairs) / len(pairs), 4),
+            "max_probability_difference": round(max(abs(o.probabilities[k] - s.probabilities[k])
+                                                    for o, s in pairs for k in o.probabilities), 4),
+            "usage": server.usage(),
+        }
+        result["server_over_ours"] = round(result["server"]["judgments_per_s"] / ours_rate, 2)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ JSON line with each rate and the best batched rate over the one-at-a-time rate (
 
 ``--single-prompts`` times one-at-a-time generation on the first N prompts only (a rate, so it
 compares with the batched ones), for machines where 64 unbatched generations take too long.
+
+``--server URL`` (issue 19) also generates the same prompts over an OpenAI-compatible server
+(e.g. ``python -m llama_cpp.server`` with the SmolLM2 GGUF: 4-bit Q4_1 weights) with
+``--server-concurrency`` requests in flight, and reports its rate next to the in-process ones.
 """
 from __future__ import annotations
 
@@ -59,6 +63,9 @@ def main() -> None:
                         help="model id or folder (on a GPU host e.g. meta-llama/Llama-3.1-8B-Instruct)")
     parser.add_argument("--quantization", default="auto", choices=["auto", "4bit", "bf16", "none"],
                         help="auto: 4-bit NF4 on CUDA for models other than smollm2, float32 on CPU")
+    parser.add_argument("--server", default=None, help="base URL of an OpenAI-compatible server (same prompts)")
+    parser.add_argument("--server-concurrency", type=int, default=4, help="requests in flight to the server")
+    parser.add_argument("--batches", default="8,16", help="in-process batch sizes to time (comma-separated)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -86,14 +93,28 @@ def main() -> None:
         "max_new_tokens": args.max_new_tokens, "load_s": round(load_seconds, 2),
         "one_at_a_time_rps": round(one_rps, 4), "one_at_a_time_s": round(one_s, 2),
     }
-    for batch_size in (8, 16):
+    batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    for batch_size in batches:
         rps, seconds = rate(backend, prompts, settings, batch_size)
         result[f"batch{batch_size}_rps"] = round(rps, 4)
         result[f"batch{batch_size}_s"] = round(seconds, 2)
-    best = max((8, 16), key=lambda b: result[f"batch{b}_rps"])
+    best = max(batches, key=lambda b: result[f"batch{b}_rps"])
     result["best_batch"] = best
     result["ratio"] = round(result[f"batch{best}_rps"] / one_rps, 2)
     result["target_ratio"] = 4.0
+    if args.server:
+        from modeling.llm.backends import OpenAICompatibleBackend
+
+        server = OpenAICompatibleBackend(args.model, args.server, concurrency=args.server_concurrency)
+        server.generate(prompts[:1], settings=GenerationSettings(max_new_tokens=4))  # warm-up
+        before = server.usage()
+        rps, seconds = rate(server, prompts, settings, args.server_concurrency)
+        after = server.usage()
+        result["server"] = {"base_url": server.base_url, "concurrency": args.server_concurrency,
+                            "rps": round(rps, 4), "s": round(seconds, 2),
+                            "completion_tokens": after["completion_tokens"] - before["completion_tokens"]}
+        result["server_over_best_batch"] = round(rps / result[f"batch{best}_rps"], 2)
+        result["server_over_one_at_a_time"] = round(rps / one_rps, 2)
     print(json.dumps(result))
 
 

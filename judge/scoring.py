@@ -1,20 +1,16 @@
-"""Verdicts from next-token probabilities, with no free-text parsing (plain Python + torch).
+"""Verdicts from next-token probabilities, with no free-text parsing (plain Python).
 
-For each judge prompt (chat template with the generation prompt) one forward pass gives the
-next-token distribution at the answer position (``encode_messages``); the probabilities of the
-option tokens (A / B / S, each with every token that spells it: case, a leading space, and the
-token the chat template's own preamble merges with the letter; ``option_token_ids``) are summed
-per option and renormalised over the three options. The choice is the most probable option, the
-confidence (1-5) comes from its probability by ``CONFIDENCE_THRESHOLDS``. Nothing is generated,
-so nothing can be unparseable. The summed probability before renormalising (the option mass)
-decides whether the verdict is an abstention (``option_score``, rule in ``judge.reliability``).
-
-Speed: the prompts of one item (four questions x two orders) share their start (instructions,
-persona, history, generic response; see ``judge.prompts``), and the four prompts of one order
-also share both responses. The shared prefix is encoded once, then each order's responses once
-on a copy of its key/value cache, which is then repeated along the batch so that only the
-questions are run, batched and right-padded. Backends whose cache cannot be reused fall back to batched full
-prompts sorted by length with left padding (``prefix_cache=False``); both give the same numbers.
+The forward passes, prefix caches and option probabilities are the LLM layer's
+(``modeling.llm.scoring``, ``Backend.score_options``: in-process, or over a server from one
+output token's top log-probabilities); this module turns what a backend returns into verdicts.
+For each judge prompt (chat template with the generation prompt) the next-token probabilities of
+the option tokens at the answer position (A / B / S, each with every token that spells it:
+``OPTION_SPELLINGS``; in-process also the token the chat template's own preamble merges with the
+letter, ``option_token_ids``) are summed per option and renormalised over the three options. The
+choice is the most probable option, the confidence (1-5) comes from its probability by
+``CONFIDENCE_THRESHOLDS``. Nothing is generated, so nothing can be unparseable. The summed
+probability before renormalising (the option mass) decides whether the verdict is an abstention
+(``score_from_mass`` / ``option_score``, rule in ``judge.reliability``), for every backend alike.
 
 Position bias (section 5.5 of the paper reports the judge is more decisive than humans): every
 (item, question) is judged in both orders; ``pair_verdict`` keeps consistent verdicts and turns
@@ -23,12 +19,22 @@ confidence (the lower of its two orders').
 """
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from modeling.llm.backends import common_prefix_length, left_pad
+# The scoring engine lives in the LLM layer (issue 19); these names stay importable from here.
+from modeling.llm.backends import common_prefix_length  # noqa: F401
+from modeling.llm.scoring import (  # noqa: F401
+    MIN_SUBPREFIX_TOKENS,
+    OptionMass,
+    answer_context_ids,
+    context_length,
+    prefix_clusters,
+    score_token_groups,
+)
+from modeling.llm.scoring import encode_messages as _encode_messages
+from modeling.llm.scoring import option_token_ids as _option_token_ids
 
 from .prompts import OPTIONS
 from .reliability import DEFAULT_MIN_OPTION_MASS, verdict_abstains
@@ -41,9 +47,6 @@ from .reliability import DEFAULT_MIN_OPTION_MASS, verdict_abstains
 OPTION_SPELLINGS: dict[str, tuple[str, ...]] = {
     option: (option, option.lower(), f" {option}", f" {option.lower()}") for option in OPTIONS
 }
-# A conversation rendered by the model's chat template to find the answer position's tokens.
-_PROBE_MESSAGES = ({"role": "system", "content": "Answer with a single letter: A, B or S."},
-                   {"role": "user", "content": "Which response is better?"})
 
 # Confidence 1-5 from the renormalised probability of the chosen option (with three options it
 # is at least 1/3): below 0.45 -> 1, below 0.6 -> 2, below 0.75 -> 3, below 0.9 -> 4, else 5.
@@ -168,206 +171,25 @@ def pair_verdict(*, baseline_as_a: Mapping[str, float], baseline_as_b: Mapping[s
     return PairVerdict("similar", min(order_confidences.values()), mean, True, orders, order_confidences)
 
 
-def _single_token(tokenizer, text: str) -> int | None:
-    encoded = tokenizer.encode(text, add_special_tokens=False)
-    return encoded[0] if len(encoded) == 1 else None
-
-
 def option_token_ids(tokenizer) -> dict[str, list[int]]:
-    """The token ids that spell each option as the model's answer; raise if an option has none.
-
-    Two sources, united: each spelling of ``OPTION_SPELLINGS`` encoded alone when it is one
-    token, and the token each spelling becomes right after the chat template's generation
-    prompt, found by rendering a probe conversation. The second catches the template's own
-    preamble: one that ends in a space or newline the tokenizer merges with the letter (an
-    "Assistant: " preamble answers with the token " A", a GPT-2 style tokenizer splits a
-    trailing "\n\n" differently once a letter follows) gives the answer token only in context.
-    """
-    context_ids: dict[str, int] = {}
-    try:
-        probe = tokenizer.apply_chat_template(list(_PROBE_MESSAGES), tokenize=False, add_generation_prompt=True)
-    except (ValueError, TypeError, AttributeError):  # no chat template: encode_messages will say so
-        probe = None
-    if probe is not None:
-        context = answer_context_ids(tokenizer, probe)
-        for option in OPTIONS:
-            for spelling in OPTION_SPELLINGS[option]:
-                ids = tokenizer(probe + spelling, add_special_tokens=False)["input_ids"]
-                if len(ids) == len(context) + 1 and ids[:len(context)] == context:
-                    context_ids.setdefault(spelling, ids[-1])
-    ids: dict[str, list[int]] = {}
-    seen: dict[int, str] = {}
-    for option in OPTIONS:
-        found = []
-        for spelling in OPTION_SPELLINGS[option]:
-            for token in (_single_token(tokenizer, spelling), context_ids.get(spelling)):
-                if token is None or token in found:
-                    continue
-                if token in seen:
-                    raise ValueError(f"token {token} encodes both {seen[token]!r} and {option!r}")
-                seen[token] = option
-                found.append(token)
-        if not found:
-            raise ValueError(f"the tokenizer has no single token for the judge option {option!r}")
-        ids[option] = found
-    return ids
-
-
-def answer_context_ids(tokenizer, text: str) -> list[int]:
-    """Token ids of a prompt ``text`` (ending with the generation prompt) as they stand before the answer.
-
-    Tokenizers split text differently when more follows: the answer's first token may swallow
-    the preamble's trailing space, or trailing newlines may split otherwise. The model's next
-    token is predicted from the tokens it would have seen with its answer written, so the prompt
-    is cut where ``text`` followed by the answer letter puts the boundary.
-    """
-    plain = tokenizer(text, add_special_tokens=False)["input_ids"]
-    answered = tokenizer(text + OPTIONS[0], add_special_tokens=False)["input_ids"]
-    if answered[:len(plain)] == plain:
-        return plain  # the common case: the letter starts a token of its own after the prompt
-    if len(answered) > 1 and tokenizer.decode(answered[-1:]).strip() == OPTIONS[0]:
-        return answered[:-1]  # the letter's token took the preamble's end with it
-    return plain  # the letter merged into a word: no clean answer position, keep the text's own split
+    """The token ids that spell each judge option (``OPTION_SPELLINGS``); see ``modeling.llm.scoring``."""
+    return _option_token_ids(tokenizer, OPTION_SPELLINGS)
 
 
 def encode_messages(tokenizer, messages: Sequence[Mapping[str, str]]) -> list[int]:
-    """Token ids of a chat prompt ending with the assistant's generation prompt, cut at the answer position."""
-    text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-    # The chat template already holds any special tokens the model needs (BOS, <|im_start|>).
-    return answer_context_ids(tokenizer, text)
+    """Token ids of a judge prompt cut at the answer position; see ``modeling.llm.scoring.encode_messages``."""
+    return _encode_messages(tokenizer, messages, answer=OPTIONS[0])
 
 
-def context_length(model) -> int | None:
-    """The longest sequence the model accepts, when its config says."""
-    config = getattr(model, "config", None)
-    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(config, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
+def score_from_mass(mass: OptionMass, *, min_option_mass: float = DEFAULT_MIN_OPTION_MASS) -> Score:
+    """The judge's Score of what a backend returned for one prompt: the abstention rule applied to its masses.
 
-
-def _scores_from_logits(logits, option_ids: Mapping[str, list[int]], lengths, prefix: int,
-                        min_option_mass: float) -> list[Score]:
-    import torch
-
-    probs = torch.softmax(logits.float(), dim=-1)
-    return [
-        option_score({o: float(row[ids].sum()) for o, ids in option_ids.items()}, min_option_mass=min_option_mass,
-                     n_tokens=n_tokens, cached_prefix_tokens=prefix)
-        for row, n_tokens in zip(probs, lengths)
-    ]
-
-
-# Prompts whose shared prefix extends this many tokens beyond the item's common prefix get a
-# second cached level (in practice: the four questions of one order share both responses).
-MIN_SUBPREFIX_TOKENS = 8
-
-
-def prefix_clusters(prompts: Sequence[Sequence[int]], *, beyond: int) -> list[list[int]]:
-    """Indices of prompts grouped so that each group shares at least ``beyond + MIN_SUBPREFIX_TOKENS`` tokens.
-
-    Sorting the token lists puts prompts with long common prefixes next to each other, so one pass
-    over neighbours finds the groups.
+    One rule for every backend: in-process and server masses both go through ``option_score``.
     """
-    order = sorted(range(len(prompts)), key=lambda i: list(prompts[i]))
-    clusters = [[order[0]]]
-    for previous, current in zip(order, order[1:]):
-        shared = common_prefix_length([prompts[previous], prompts[current]])
-        if shared >= beyond + MIN_SUBPREFIX_TOKENS:
-            clusters[-1].append(current)
-        else:
-            clusters.append([current])
-    return clusters
-
-
-# Items of one run share the start of their prompts too (system prompt, chat header, the first
-# panel's title: about 100 tokens): kept on the model between calls once two items agree on this many.
-MIN_TEMPLATE_TOKENS = 16
-_TEMPLATE_SLOT = "_judge_template_prefix"  # attribute on the model: (token ids, key/value cache)
-
-
-def _item_prefix_cache(model, base, tokens: list[int]):
-    """The key/value cache of an item's shared prefix, starting from the run's template prefix.
-
-    The first item's whole prefix is kept; the next item's cuts it down to what the two share,
-    the template part, which later items then copy instead of recomputing.
-    """
-    import torch
-
-    device = model.device
-    slot = getattr(model, _TEMPLATE_SLOT, None)
-    if slot is not None:
-        kept_tokens, kept_cache = slot
-        shared = min(common_prefix_length([kept_tokens, tokens]), len(tokens))
-        if shared >= MIN_TEMPLATE_TOKENS:
-            cache = copy.deepcopy(kept_cache)
-            if shared < len(kept_tokens):
-                cache.crop(shared - len(kept_tokens))  # a negative value drops that many tokens from the end
-                setattr(model, _TEMPLATE_SLOT, (kept_tokens[:shared], copy.deepcopy(cache)))
-            if shared < len(tokens):
-                base(input_ids=torch.tensor([tokens[shared:]], device=device), cache=cache, use_cache=True)
-            return cache
-    cache = base(input_ids=torch.tensor([tokens], device=device), use_cache=True).cache
-    setattr(model, _TEMPLATE_SLOT, (list(tokens), copy.deepcopy(cache)))
-    return cache
-
-
-def _score_with_prefix_cache(model, prompts: Sequence[Sequence[int]], option_ids, max_batch: int,
-                             min_option_mass: float) -> list[Score]:
-    """Encode the item's shared prefix once, then each order's shared part once on a copy of its
-    key/value cache, then run the remaining suffixes batched on copies of that cache."""
-    import torch
-
-    device = model.device
-    base = model.base_model  # the transformer without the LM head: hidden states only
-    head = model.get_output_embeddings()
-    # Keep at least one token per suffix: its hidden state gives the next-token distribution.
-    prefix = min(common_prefix_length(prompts), min(len(p) for p in prompts) - 1)
-    root_cache = _item_prefix_cache(model, base, list(prompts[0][:prefix]))
-    pad = 0
-    scores: dict[int, Score] = {}
-    clusters = prefix_clusters(prompts, beyond=prefix)
-    for c, cluster in enumerate(clusters):
-        members = [prompts[i] for i in cluster]
-        sub = min(common_prefix_length(members), min(len(p) for p in members) - 1) if len(members) > 1 else prefix
-        cluster_cache = copy.deepcopy(root_cache) if c < len(clusters) - 1 else root_cache
-        if sub > prefix:
-            base(input_ids=torch.tensor([list(members[0][prefix:sub])], device=device), cache=cluster_cache, use_cache=True)
-        for start in range(0, len(cluster), max_batch):
-            idx = cluster[start:start + max_batch]
-            suffixes = [list(prompts[i][sub:]) for i in idx]
-            width = max(len(x) for x in suffixes)
-            # Right padding: pads come after every real token, so causal attention never lets a real
-            # token see them and positions continue from the cached prefix unchanged.
-            input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in suffixes], device=device)
-            suffix_mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in suffixes], device=device)
-            mask = torch.cat([torch.ones(len(idx), sub, dtype=suffix_mask.dtype, device=device), suffix_mask], 1)
-            cache = copy.deepcopy(cluster_cache) if start + max_batch < len(cluster) else cluster_cache
-            cache.batch_repeat_interleave(len(idx))
-            hidden = base(input_ids=input_ids, attention_mask=mask, cache=cache, use_cache=True).last_hidden_state
-            last = hidden[torch.arange(len(idx), device=device), torch.tensor([len(x) - 1 for x in suffixes], device=device)]
-            for i, score in zip(idx, _scores_from_logits(head(last), option_ids, [len(prompts[i]) for i in idx], sub,
-                                                                min_option_mass)):
-                scores[i] = score
-    return [scores[i] for i in range(len(prompts))]
-
-
-def _score_full(model, prompts: Sequence[Sequence[int]], option_ids, max_batch: int, pad_id: int,
-                min_option_mass: float) -> list[Score]:
-    """Whole prompts, batched by similar length with left padding, one forward pass each batch."""
-    device = model.device
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
-    scores: dict[int, Score] = {}
-    for start in range(0, len(order), max_batch):
-        idx = order[start:start + max_batch]
-        input_ids, mask = (t.to(device) for t in left_pad([prompts[i] for i in idx], pad_id))
-        # Positions count real tokens only, as in generate(), so padding does not shift them.
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=1).logits[:, -1]
-        for i, s in zip(idx, _scores_from_logits(logits, option_ids, [len(prompts[i]) for i in idx], 0, min_option_mass)):
-            scores[i] = s
-    return [scores[i] for i in range(len(prompts))]
+    if mass.masses is None:
+        return Score(None, n_tokens=mass.n_tokens, cached_prefix_tokens=mass.cached_prefix_tokens, error=mass.error)
+    return option_score({o: mass.masses.get(o, 0.0) for o in OPTIONS}, min_option_mass=min_option_mass,
+                        n_tokens=mass.n_tokens, cached_prefix_tokens=mass.cached_prefix_tokens)
 
 
 def score_prompt_groups(
@@ -379,41 +201,12 @@ def score_prompt_groups(
     max_batch: int = 8,
     min_option_mass: float = DEFAULT_MIN_OPTION_MASS,
 ) -> list[list[Score]]:
-    """Score token-id prompts; each group (one item's prompts) shares a prefix encoded once.
+    """Score token-id prompts in-process; each group (one item's prompts) shares a prefix encoded once.
 
-    A prompt that cannot be scored (longer than the model's context, a backend error, no
-    probability on the options) gets a Score with ``error`` set: a failure, never a vote. A prompt
-    whose options got less than ``min_option_mass`` of the probability is scored as an
-    abstention (``Score.abstained``; see ``option_score``).
+    ``modeling.llm.scoring.score_token_groups`` with the judge's options, then ``score_from_mass``:
+    a prompt that cannot be scored gets a Score with ``error`` (a failure, never a vote); one whose
+    options got less than ``min_option_mass`` is an abstention.
     """
-    import torch
-
-    option_ids = option_token_ids(tokenizer)
-    limit = context_length(model)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    results: list[list[Score]] = []
-    with torch.inference_mode():
-        for group in groups:
-            scores: list[Score | None] = [None] * len(group)
-            runnable = []
-            for i, prompt in enumerate(group):
-                if limit is not None and len(prompt) > limit:
-                    scores[i] = Score(None, n_tokens=len(prompt), error=(
-                        f"the prompt has {len(prompt)} tokens, more than the model's context of {limit}"))
-                elif not prompt:
-                    scores[i] = Score(None, error="empty prompt")
-                else:
-                    runnable.append(i)
-            if runnable:
-                prompts = [group[i] for i in runnable]
-                try:
-                    if prefix_cache and len(prompts) > 1 and common_prefix_length(prompts) > 0:
-                        got = _score_with_prefix_cache(model, prompts, option_ids, max_batch, min_option_mass)
-                    else:
-                        got = _score_full(model, prompts, option_ids, max_batch, pad_id, min_option_mass)
-                except (RuntimeError, ValueError, IndexError) as exc:  # OOM, backend limits: record, go on
-                    got = [Score(None, n_tokens=len(p), error=f"{type(exc).__name__}: {exc}"[:2000]) for p in prompts]
-                for i, s in zip(runnable, got):
-                    scores[i] = s
-            results.append(scores)  # type: ignore[arg-type]
-    return results
+    masses = score_token_groups(model, tokenizer, groups, OPTION_SPELLINGS, prefix_cache=prefix_cache,
+                                max_batch=max_batch)
+    return [[score_from_mass(m, min_option_mass=min_option_mass) for m in group] for group in masses]

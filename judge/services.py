@@ -23,7 +23,7 @@ from modeling.progress import Cancelled, ProgressCallback, no_progress
 from .models import JudgeRun, JudgeVerdict
 from .prompts import DEFAULT_PROMPT_VERSION, prompt_hash, prompt_messages, prompt_template, responses_in_order
 from .reliability import DEFAULT_MIN_OPTION_MASS, min_option_mass_parse
-from .scoring import Score, encode_messages, pair_verdict, score_prompt_groups
+from .scoring import OPTION_SPELLINGS, Score, pair_verdict, score_from_mass
 from .selectors import judge_run_reliability, judge_run_summary
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,10 @@ def judge_run_create(
     existing run keeps its own (runs made before v2 became the default resume as v1) and a new
     run gets the default.
     """
+    from modeling.llm.backends import served_model_id
+
+    # Under LLM_SERVER_URL a local model name is served by that server: another judge, another id.
+    model_id = served_model_id(model_id)
     name = name or f"LLM-{study.slug}"
     existing = JudgeRun.objects.filter(name=name).first()
     if prompt_version is None:
@@ -126,7 +130,6 @@ class _Pending:
     question: str
     baseline_side: str
     messages: list[dict]
-    token_ids: list[int]
 
 
 def judge_run_execute(*, run: JudgeRun, limit: int | None = None, progress: ProgressCallback | None = None) -> dict:
@@ -137,7 +140,7 @@ def judge_run_execute(*, run: JudgeRun, limit: int | None = None, progress: Prog
     by the callback (or a killed process) loses at most the batch in flight. Failed verdicts are
     retried on the next execution. Returns the run's summary (also stored in ``run.summary``).
     """
-    from modeling.llm.loading import load_causal_lm, load_tokenizer
+    from modeling.llm.backends import backend_for
 
     progress = progress or no_progress
     started = time.monotonic()
@@ -159,18 +162,22 @@ def judge_run_execute(*, run: JudgeRun, limit: int | None = None, progress: Prog
     total = len(items) * len(questions) * len(SIDES)
     progress(len(done), total)
     batch_size = max(1, int(run.settings.get("items_per_batch") or DEFAULT_ITEMS_PER_BATCH))
+    usage_before: dict = {}
     try:
-        tokenizer = load_tokenizer(run.model_id)
-        model = load_causal_lm(run.model_id, quantization=run.settings.get("quantization", "auto"))
+        # The LLM layer: in-process (forward passes, prefix caches) or a server (top log-probabilities).
+        backend = backend_for(run.model_id, quantization=run.settings.get("quantization", "auto"))
+        usage_before = backend.usage()
         computed = 0
         for start in range(0, len(items), batch_size):
             batch = items[start:start + batch_size]
-            groups = [_pending_for_item(item, questions, done, template, tokenizer) for item in batch]
+            groups = [_pending_for_item(item, questions, done, template) for item in batch]
             groups = [g for g in groups if g]
-            scores = score_prompt_groups(
-                model, tokenizer, [[p.token_ids for p in g] for g in groups],
-                prefix_cache=bool(run.settings.get("prefix_cache", True)), min_option_mass=run.min_option_mass,
+            masses = backend.score_options(
+                [[p.messages for p in g] for g in groups], OPTION_SPELLINGS,
+                prefix_cache=bool(run.settings.get("prefix_cache", True)),
             ) if groups else []
+            # One abstention rule for every backend (judge.reliability), applied here.
+            scores = [[score_from_mass(m, min_option_mass=run.min_option_mass) for m in g] for g in masses]
             with transaction.atomic():
                 for group, group_scores in zip(groups, scores):
                     for pending, score in zip(group, group_scores):
@@ -191,6 +198,9 @@ def judge_run_execute(*, run: JudgeRun, limit: int | None = None, progress: Prog
     summary = judge_run_summary(run=run, items=items)
     summary["computed"] = computed
     summary["seconds"] = round(time.monotonic() - started, 2)
+    usage_after = backend.usage()
+    if usage_after:  # a server's token usage during this execution
+        summary["usage"] = {k: v - usage_before.get(k, 0) for k, v in usage_after.items()}
     # Assessed once, when the run finishes, and stored: pages and reports only read it.
     summary["reliability"] = judge_run_reliability(run=run, summary=summary)
     JudgeRun.objects.filter(pk=run.pk).update(
@@ -225,9 +235,9 @@ def judge_item_prompts(*, item: Item, questions, template) -> list[tuple[str, st
     return prompts
 
 
-def _pending_for_item(item: Item, questions, done: set, template, tokenizer) -> list[_Pending]:
+def _pending_for_item(item: Item, questions, done: set, template) -> list[_Pending]:
     return [
-        _Pending(item, key, side, messages, encode_messages(tokenizer, messages))
+        _Pending(item, key, side, messages)
         for key, side, messages in judge_item_prompts(item=item, questions=questions, template=template)
         if (item.pk, key, side) not in done
     ]

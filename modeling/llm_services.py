@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils.text import slugify
 
-from .llm.backends import Backend, GenerationSettings, backend_for, prompt_hash
+from .llm.backends import Backend, GenerationSettings, backend_for, prompt_hash, served_model_id
 from .llm.loading import SMOLLM2, SMOLLM2_ALIASES
 from .llm.postprocess import clean_generic_response, clean_response
 from .llm.prompts import ICLExample, augment_template, icl_template
@@ -45,7 +45,8 @@ def canonical_model_id(model_id: str) -> str:
     model_id = (model_id or "").strip()
     if not model_id:
         raise LLMServiceError("No model given; pass a hub id, a local folder, openai:<model>@<url> or 'smollm2'.")
-    return SMOLLM2 if model_id in SMOLLM2_ALIASES else model_id
+    # Under LLM_SERVER_URL a local name is served by that server: it is another model id.
+    return served_model_id(SMOLLM2 if model_id in SMOLLM2_ALIASES else model_id)
 
 
 @dataclass

@@ -109,3 +109,53 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.3):
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def llama_server():
+    """A real llama.cpp server (llama-cpp-python, installed by `make llm-server`) serving the SmolLM2
+    GGUF on a free loopback port; yields its base URL (``http://127.0.0.1:<port>/v1``), stopped after the session."""
+    import importlib.util
+
+    import httpx
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed: run `make llm-server` (make test does)")
+    from modeling.llm.loading import smollm2_gguf_path
+
+    port = free_port()
+    log = open(ROOT / "var" / f"llama-server-{port}.log", "w")  # noqa: SIM115 (closed below)
+    # One thread: the machine's cores are shared with other test processes. n_ctx: the judge's
+    # longest SPC prompts are ~1,000 tokens; SmolLM2 was trained to 8,192.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path()), "--model_alias", "smollm2",
+         "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--n_ctx", "4096", "--verbose", "False"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the llama.cpp server exited with {proc.returncode}; see {log.name}")
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the llama.cpp server did not answer within 120 s; see {log.name}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        stop_process_group(proc)
+        log.close()

@@ -8,18 +8,25 @@ of ``{"role", "content"}`` messages) and returns one raw completion per prompt, 
   float32), the tokenizer's chat template, batched generation with left padding and batches
   sorted by prompt length (so a batch pads little). ``model_and_tokenizer()`` hands the loaded
   model to callers that score with their own forward passes (the LLM judge).
-- ``OpenAICompatibleBackend``: a vLLM or llama.cpp server someone runs, over HTTP
-  (``/v1/chat/completions``), with a timeout and errors that say what failed.
+- ``OpenAICompatibleBackend``: vLLM, SGLang, llama.cpp or hosted servers someone runs, over
+  HTTP (``/v1/chat/completions``): replicas round-robin, bounded concurrency, retries with
+  backoff honouring Retry-After, token usage, errors that name the server.
 
-``backend_for(model_id)`` picks one and keeps it per process: ``openai:<model>@<base url>``
-names a server, anything else a local model (see ``loading.resolve_model``).
+Both also score options (``score_options``: the next-token probability of each answer option,
+the LLM judge's capability; ``scoring.py``).
+
+``backend_for(model_id)`` picks one and keeps it per process: ``openai:<model>@<url>[,<url>]``
+names servers, anything else a local model (see ``loading.resolve_model``), or the servers of
+``$LLM_SERVER_URL`` when that is set.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
 import json
+import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -84,6 +91,10 @@ class LLMBackendError(RuntimeError):
     """A backend could not produce a generation; the message says which server or model and why."""
 
 
+class LLMRequestRefused(LLMBackendError):
+    """A server refused one request as wrong (HTTP 4xx other than 429: too long, unknown model); not retried."""
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     """How to decode. Greedy by default, as in the paper's augmentation and ICL runs."""
@@ -119,6 +130,22 @@ class Backend:
     ) -> list[str]:
         raise NotImplementedError
 
+    def score_options(self, groups: Sequence[Sequence[Messages]], options, *, prefix_cache: bool = True,
+                      max_batch: int = 8) -> list[list]:
+        """Per chat prompt, the next-token probability each option got (``scoring.OptionMass``).
+
+        ``groups``: lists of chat prompts (each a list of messages); prompts of one group share a
+        long prefix (the judge: one item), which a backend may encode once. ``options``: option ->
+        the texts that spell it (``{"A": ("A", "a", " A", " a"), ...}``). Returns, in the shape of
+        ``groups``, one ``OptionMass`` per prompt (per-option masses before renormalising, or an
+        error for a prompt that could not be scored). See ``modeling.llm.scoring``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot score options")
+
+    def usage(self) -> dict[str, int]:
+        """Token usage reported by a server so far (empty in-process)."""
+        return {}
+
     def describe(self) -> dict:
         return {"model_id": self.model_id, "backend": type(self).__name__}
 
@@ -153,6 +180,19 @@ class TransformersBackend(Backend):
     def model_and_tokenizer(self):
         """The loaded model and tokenizer, for callers that run their own forward passes."""
         return self.model, self.tokenizer
+
+    def score_options(self, groups, options, *, prefix_cache: bool = True, max_batch: int = 8):
+        """In-process option scoring: one forward pass per prompt, each group's shared prefix encoded once.
+
+        See ``Backend.score_options``; the engine is ``scoring.score_token_groups``. Prompts are
+        cut at the answer position (``scoring.encode_messages``) with the first option's first spelling.
+        """
+        from .scoring import encode_messages, first_answer, score_token_groups
+
+        answer = first_answer(options)
+        encoded = [[encode_messages(self.tokenizer, m, answer=answer) for m in group] for group in groups]
+        return score_token_groups(self.model, self.tokenizer, encoded, options, prefix_cache=prefix_cache,
+                                  max_batch=max_batch)
 
     def describe(self) -> dict:
         return {**super().describe(), "device": str(self.device), "dtype": str(self.model.dtype).removeprefix("torch."),
@@ -400,61 +440,237 @@ def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     return n
 
 
-class OpenAICompatibleBackend(Backend):
-    """A chat-completions server (vLLM ``serve``, llama.cpp ``llama-server``) that someone runs."""
+# Statuses a server answers when it is busy or briefly down: the request is tried again.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
-    def __init__(self, model: str, base_url: str, *, api_key: str | None = None, timeout: float = 120.0):
+
+def retry_delay(attempt: int, *, retry_after: str | None, backoff: float, max_delay: float = 60.0) -> float:
+    """Seconds to wait before retry number ``attempt`` (0-based): the server's Retry-After when it
+    sent one (seconds; an HTTP date counts as the backoff), else ``backoff * 2**attempt``; at most ``max_delay``."""
+    if retry_after:
+        try:
+            return min(max(0.0, float(retry_after)), max_delay)
+        except ValueError:
+            pass
+    return min(backoff * (2 ** attempt), max_delay)
+
+
+def server_urls(text: str) -> list[str]:
+    """Base URLs from ``url1,url2`` (spaces allowed); raise LLMBackendError for one that is not http(s)."""
+    urls = [u.strip().rstrip("/") for u in text.split(",") if u.strip()]
+    bad = [u for u in urls if not u.startswith(("http://", "https://"))]
+    if not urls or bad:
+        raise LLMBackendError(f"not a list of server base URLs: {text!r} (write http://host:port/v1[,http://...])")
+    return urls
+
+
+class OpenAICompatibleBackend(Backend):
+    """Chat-completions servers (vLLM, SGLang, llama.cpp, a hosted API) that someone runs.
+
+    ``base_url`` is one base URL or several separated by commas (replicas of one model): requests
+    go to them round-robin. At most ``concurrency`` requests are in flight (a thread pool); a
+    request answered 429 or 5xx, or timed out (or refused by one of several replicas), is retried up to ``retries`` times,
+    waiting the server's Retry-After or ``backoff * 2**attempt`` seconds. The API key comes from
+    ``api_key`` or ``$OPENAI_API_KEY``. Every error names the server that failed. ``usage()``
+    sums the servers' reported token usage (``usage`` of each response) over this backend's life.
+    """
+
+    def __init__(self, model: str, base_url: str, *, api_key: str | None = None, timeout: float = 120.0,
+                 concurrency: int | None = None, retries: int | None = None, backoff: float = 1.0,
+                 top_logprobs: int = 20):
+        import threading
+
         self.model = model
-        self.base_url = base_url.rstrip("/")
+        self.base_urls = server_urls(base_url)
+        self.base_url = ",".join(self.base_urls)
         self.model_id = f"openai:{model}@{self.base_url}"
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY", "")
         self.timeout = timeout
+        self.concurrency = max(1, concurrency or int(os.environ.get("LLM_SERVER_CONCURRENCY", "0") or 0)
+                               or 4 * len(self.base_urls))
+        self.retries = retries if retries is not None else int(os.environ.get("LLM_SERVER_RETRIES", "5") or 5)
+        self.backoff = backoff
+        # OpenAI's API allows up to 20; vLLM's default --max-logprobs is 20 too.
+        self.top_logprobs = top_logprobs
+        self._lock = threading.Lock()
+        self._next = 0
+        self._usage = {"requests": 0, "retries": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        self._client = None
+        self.sleep: Callable[[float], None] = time.sleep  # how a retry waits (a test records the waits)
 
     def describe(self) -> dict:
         return {**super().describe(), "base_url": self.base_url}
 
-    def complete(self, messages: Messages, settings: GenerationSettings) -> Completion:
+    def usage(self) -> dict[str, int]:
+        """Requests, retries and tokens (prompt, completion, total) so far; subtract two readings for one run."""
+        with self._lock:
+            return dict(self._usage)
+
+    def _count(self, **amounts: int) -> None:
+        with self._lock:
+            for key, amount in amounts.items():
+                self._usage[key] = self._usage.get(key, 0) + int(amount or 0)
+
+    def _next_url(self) -> str:
+        with self._lock:
+            url = self.base_urls[self._next % len(self.base_urls)]
+            self._next += 1
+        return url
+
+    def _http(self):
         import httpx
 
-        url = f"{self.base_url}/chat/completions"
-        body = {"model": self.model, "messages": messages, "max_tokens": settings.max_new_tokens,
-                "temperature": settings.temperature if settings.do_sample else 0.0, "seed": settings.seed}
+        with self._lock:
+            if self._client is None:
+                # One pooled client per backend: connections are reused across requests and threads.
+                limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+                self._client = httpx.Client(timeout=self.timeout, limits=limits)
+            return self._client
+
+    def post(self, path: str, body: dict) -> tuple[str, dict]:
+        """POST ``body`` as JSON to ``<next base url><path>`` and return (that url, the JSON answer).
+
+        Retries (429, 5xx, timeouts; a refused connection when there are several servers) go to
+        the next server in turn. Raises
+        LLMBackendError naming the URL for an answer that stays an error, for a 4xx other than 429
+        at once (the request itself is wrong: too long, unknown model), and for a body that is not JSON.
+        """
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        client = self._http()
+        for attempt in range(self.retries + 1):
+            url = f"{self._next_url()}{path}"
+            retry_after = None
+            try:
+                response = client.post(url, json=body, headers=headers)
+            except httpx.TimeoutException as exc:
+                problem = f"The LLM server at {url} did not answer within {self.timeout:g} s."
+                cause = exc
+            except httpx.HTTPError as exc:
+                problem = f"Could not reach the LLM server at {url}: {exc}. Is it running?"
+                if len(self.base_urls) == 1:  # nothing listens: waiting will not start it
+                    raise LLMBackendError(problem) from exc
+                cause = exc  # a replica down: the next one takes the retry
+            else:
+                self._count(requests=1)
+                if response.status_code == 200:
+                    try:
+                        return url, response.json()
+                    except ValueError as exc:
+                        raise LLMBackendError(f"The LLM server at {url} sent no JSON: {response.text[:300]}") from exc
+                problem = f"The LLM server at {url} answered HTTP {response.status_code}: {response.text[:300]}"
+                cause = None
+                if response.status_code not in RETRY_STATUSES:
+                    raise (LLMRequestRefused if 400 <= response.status_code < 500 else LLMBackendError)(problem)
+                retry_after = response.headers.get("Retry-After")
+            if attempt == self.retries:
+                raise LLMBackendError(f"{problem} (tried {attempt + 1} times)") from cause
+            self._count(retries=1)
+            self.sleep(retry_delay(attempt, retry_after=retry_after, backoff=self.backoff))
+        raise AssertionError("unreachable")
+
+    def _chat(self, messages: Messages, **fields) -> tuple[str, dict]:
+        url, answer = self.post("/chat/completions", {"model": self.model, "messages": messages, **fields})
+        usage = answer.get("usage") if isinstance(answer, dict) else None
+        if isinstance(usage, dict):
+            self._count(**{k: usage.get(k) or 0 for k in ("prompt_tokens", "completion_tokens", "total_tokens")})
+        return url, answer
+
+    def complete(self, messages: Messages, settings: GenerationSettings) -> Completion:
+        body = {"max_tokens": settings.max_new_tokens, "seed": settings.seed,
+                "temperature": settings.temperature if settings.do_sample else 0.0}
         if settings.do_sample:
             body["top_p"] = settings.top_p
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        url, answer = self._chat(messages, **body)
         try:
-            response = httpx.post(url, json=body, headers=headers, timeout=self.timeout)
-        except httpx.TimeoutException as exc:
-            raise LLMBackendError(f"The LLM server at {url} did not answer within {self.timeout:g} s.") from exc
-        except httpx.HTTPError as exc:
-            raise LLMBackendError(f"Could not reach the LLM server at {url}: {exc}. Is it running?") from exc
-        if response.status_code != 200:
-            raise LLMBackendError(
-                f"The LLM server at {url} answered HTTP {response.status_code}: {response.text[:300]}"
-            )
-        try:
-            choice = response.json()["choices"][0]
+            choice = answer["choices"][0]
             finish = choice.get("finish_reason")
             return Completion(choice["message"]["content"] or "", hit_limit=None if finish is None else finish == "length")
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise LLMBackendError(f"The LLM server at {url} sent no chat completion: {response.text[:300]}") from exc
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise LLMBackendError(f"The LLM server at {url} sent no chat completion: {str(answer)[:300]}") from exc
+
+    def _in_pool(self, work: Callable, items: Sequence, *, window: int, on_window: Callable | None = None) -> list:
+        """``work(item)`` for every item, at most ``concurrency`` at once, in windows of ``window`` items.
+
+        ``on_window(indices, results)`` runs after each window; an exception it raises (``Cancelled``
+        from a job's progress callback) or one from ``work`` stops the rest: requests not yet sent
+        are dropped, the ones in flight finish.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        results: list = []
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            for start in range(0, len(items), window):
+                chunk = list(items[start:start + window])
+                futures = [pool.submit(work, item) for item in chunk]
+                try:
+                    got = [f.result() for f in futures]
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+                results.extend(got)
+                if on_window is not None:
+                    on_window(list(range(start, start + len(chunk))), got)
+        return results
 
     def generate(
         self, prompts: Sequence[Messages], *, settings: GenerationSettings = GenerationSettings(),
         batch_size: int = 8, on_batch: BatchCallback | None = None,
     ) -> list[str]:
-        from concurrent.futures import ThreadPoolExecutor
+        # The servers batch concurrent requests themselves; on_batch (progress, cancel) runs
+        # every max(batch_size, concurrency) prompts.
+        return self._in_pool(lambda m: self.complete(m, settings), prompts,
+                             window=max(1, batch_size, self.concurrency), on_window=on_batch)
 
-        outputs: list[str] = []
-        # The server batches concurrent requests itself; batch_size bounds how many are in flight.
-        with ThreadPoolExecutor(max_workers=max(1, batch_size)) as pool:
-            for start in range(0, len(prompts), batch_size):
-                chunk = list(prompts[start:start + batch_size])
-                texts = list(pool.map(lambda m: self.complete(m, settings), chunk))
-                outputs.extend(texts)
-                if on_batch is not None:
-                    on_batch(list(range(start, start + len(chunk))), texts)
-        return outputs
+    def score_options(self, groups, options, *, prefix_cache: bool = True, max_batch: int = 8):
+        """Option masses of chat prompts from one output token's top log-probabilities.
+
+        ``groups`` / ``options`` / result as ``TransformersBackend.score_options``. Each prompt is
+        one chat completion with ``max_tokens=1``, ``temperature=0``, ``logprobs=true`` and
+        ``top_logprobs``; an option's mass is the summed probability of the returned top tokens
+        that spell it (exact text, so " A" and "a" count, "Apple" does not). An option outside
+        the top ones counts 0: with 20 returned, a missed option holds less than the 20th token's
+        probability, so the mass is low by at most that much per spelling. The prefix cache is
+        the server's own (vLLM ``--enable-prefix-caching``, llama.cpp's slot cache);
+        ``prefix_cache`` and ``max_batch`` are accepted for the same call and ignored.
+        A 4xx answer (a prompt too long for the server) is that prompt's error; a server that
+        stays unreachable or busy after the retries raises LLMBackendError.
+        """
+        from .scoring import OptionMass
+
+        spelled = {spelling: option for option, spellings in options.items() for spelling in spellings}
+
+        def one(messages: Messages) -> OptionMass:
+            try:
+                url, answer = self._chat(messages, max_tokens=1, temperature=0.0, logprobs=True,
+                                         top_logprobs=self.top_logprobs)
+            except LLMRequestRefused as exc:  # this prompt (too long?), not the server: record, go on
+                return OptionMass(None, error=str(exc)[:2000])
+            n_tokens = int((answer.get("usage") or {}).get("prompt_tokens") or 0)
+            try:
+                top = answer["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+                masses = dict.fromkeys(options, 0.0)
+                seen = set()
+                for entry in top:
+                    token = entry["token"]
+                    if token in spelled and token not in seen:
+                        seen.add(token)
+                        masses[spelled[token]] += math.exp(float(entry["logprob"]))
+            except (KeyError, IndexError, TypeError, ValueError):
+                return OptionMass(None, n_tokens=n_tokens, error=(
+                    f"The LLM server at {url} sent no top log-probabilities (does it support logprobs?): "
+                    f"{str(answer)[:300]}"))
+            return OptionMass(masses, n_tokens=n_tokens)
+
+        flat = [messages for group in groups for messages in group]
+        got = self._in_pool(one, flat, window=max(1, len(flat)))
+        results, at = [], 0
+        for group in groups:
+            results.append(got[at:at + len(group)])
+            at += len(group)
+        return results
 
 
 def parse_openai_model_id(model_id: str) -> tuple[str, str] | None:
@@ -470,10 +686,35 @@ def parse_openai_model_id(model_id: str) -> tuple[str, str] | None:
     return model, base_url
 
 
-@functools.lru_cache(maxsize=2)
 def backend_for(model_id: str, *, quantization: str = "auto") -> Backend:
-    """The backend for ``model_id``, created once per process (a model load is the slow part)."""
+    """The backend for ``model_id``, created once per process (a model load is the slow part).
+
+    ``openai:<model>@<url>[,<url>...]`` is a server (replicas round-robin). With
+    ``$LLM_SERVER_URL`` set (one base URL or several, comma-separated), every other model id is
+    served there too: augmentation, ICL and the judge all go to that server, which must serve
+    that model (llama.cpp serves the one GGUF it was started with, whatever the name).
+    """
+    return _backend_for(model_id, quantization, os.environ.get("LLM_SERVER_URL", "").strip())
+
+
+def served_model_id(model_id: str) -> str:
+    """The model id ``backend_for(model_id)`` answers as: under ``$LLM_SERVER_URL`` a local name
+    becomes ``openai:<name>@<url>``, so caches and stored results never mix a server's (e.g.
+    4-bit) outputs with in-process ones."""
+    server_url = os.environ.get("LLM_SERVER_URL", "").strip()
+    if server_url and parse_openai_model_id(model_id) is None:
+        return f"openai:{model_id}@{','.join(server_urls(server_url))}"
+    return model_id
+
+
+@functools.lru_cache(maxsize=4)
+def _backend_for(model_id: str, quantization: str, server_url: str) -> Backend:
     server = parse_openai_model_id(model_id)
     if server is not None:
         return OpenAICompatibleBackend(*server)
+    if server_url:
+        return OpenAICompatibleBackend(model_id, server_url)
     return TransformersBackend(model_id, quantization=quantization)
+
+
+backend_for.cache_clear = _backend_for.cache_clear  # type: ignore[attr-defined]
