@@ -159,7 +159,7 @@ def main() -> None:
         # Naive: one prompt at a time, greedy generation of up to max_new_tokens, then parse the text.
         t0 = time.monotonic()
         with torch.inference_mode():
-            for key, side, messages in naive_prompts[i]:
+            for _key, side, messages in naive_prompts[i]:
                 if side not in args.naive_orders:
                     continue
                 ids = torch.tensor([encode_messages(tokenizer, messages)], device=model.device)

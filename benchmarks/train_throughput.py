@@ -137,10 +137,10 @@ def main() -> None:
         phases = {"encode": 0.0, "decode": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
 
         def timed(fn, key, phases=phases):
-            def wrapper(*a, **k):
+            def wrapper(*a, **kw):
                 sync()
                 start = time.perf_counter()
-                out = fn(*a, **k)
+                out = fn(*a, **kw)
                 sync()
                 phases[key] += time.perf_counter() - start
                 return out

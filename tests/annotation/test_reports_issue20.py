@@ -163,7 +163,10 @@ def test_prediction_powered_shares_and_win_rate_match_ppi_py():
     # Win rate: delta method; its interval is ppi_mean_ci of the linearisation at the PPI shares.
     p_c, p_b = combined["share"]["challenger"], combined["share"]["baseline"]
     assert combined["win_rate"]["challenger"] == pytest.approx(p_c / (p_c + p_b))
-    psi = lambda a: (p_b * a[:, 1] - p_c * a[:, 0]) / (p_c + p_b) ** 2
+
+    def psi(a):
+        return (p_b * a[:, 1] - p_c * a[:, 0]) / (p_c + p_b) ** 2
+
     w_low, w_high = ppi_mean_ci(psi(y), psi(yhat), psi(yhat_unl), alpha=0.05)
     width = combined["win_rate"]["ci95"][1] - combined["win_rate"]["ci95"][0]
     assert width == pytest.approx(float(w_high[0] - w_low[0]))

@@ -14,7 +14,7 @@ LAYERS = ["common", "modeling", "annotation", "judge", "reports", "worker", "gra
 # The ML core: plain Python on torch/transformers, runnable on a GPU host without Django. It may also
 # read dataset files with the importers' parsers, which are Django-free (only importers/service.py is not).
 ML_CORE = ["modeling/grag", "modeling/llm", "modeling/metrics.py", "modeling/text.py"]
-DJANGO_FREE = ML_CORE + ["modeling/progress", "modeling/importers/base", "modeling/importers/spc", "modeling/importers/pfg",
+DJANGO_FREE = ML_CORE + ["modeling/progress", "common/threads", "common/processes", "common/latex", "modeling/importers/base", "modeling/importers/spc", "modeling/importers/pfg",
                          "modeling/importers/ed", "modeling/importers/convai2", "modeling/importers/jsonl"]
 
 
@@ -62,7 +62,8 @@ def test_the_ml_core_and_the_parsers_import_no_django_and_no_app(part):
         f"{path.relative_to(ROOT)}:{line} imports {module}"
         for path in _sources(part)
         for line, module in _imports(path)
-        if module.split(".")[0] in {"django", "rest_framework", "celery", *LAYERS} - {"modeling"}
+        if module.split(".")[0] in {"django", "rest_framework", "celery", *LAYERS} - {"modeling", "common"}
+        or (module.startswith("common") and not any(module.startswith(c.replace("/", ".")) for c in DJANGO_FREE))
         or (module.startswith("modeling.") and not any(module.startswith(c.replace("/", ".").removesuffix(".py"))
                                                         for c in DJANGO_FREE))
     ]

@@ -154,7 +154,7 @@ def test_annotator_rates_one_item_with_the_mouse_and_one_with_the_keyboard(live_
     # Item 2 with the keyboard only: 1/2/3 pick A/B/Similar, then 1-5 the confidence; Enter submits.
     second = Assignment.objects.get(annotator=annotator, status=Assignment.Status.RESERVED)
     assert second.item_id != first.item_id
-    for q, (shown, confidence) in KEYBOARD_ANSWERS.items():
+    for _q, (shown, confidence) in KEYBOARD_ANSWERS.items():
         page.keyboard.press(KEY_FOR_CHOICE[shown])
         page.keyboard.press(str(confidence))
     for q, (shown, confidence) in KEYBOARD_ANSWERS.items():

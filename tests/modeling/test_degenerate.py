@@ -110,9 +110,9 @@ def test_the_backend_says_which_generation_hit_max_new_tokens(smollm2):
     long = smollm2.generate(prompts, settings=GenerationSettings(max_new_tokens=48), batch_size=2)
     # Greedy: the short generation is the start of the long one; it hit the limit exactly when the
     # long one goes on past it.
-    for s, l in zip(short, long):
-        assert l.startswith(s)
-        assert s.hit_limit is (len(l) > len(s))
+    for s, longer in zip(short, long):
+        assert longer.startswith(s)
+        assert s.hit_limit is (len(longer) > len(s))
     assert long[0] == "The capital of France is Paris." and long[0].hit_limit is False
     assert short[1].hit_limit is True and long[1].hit_limit is True
 
