@@ -8,7 +8,13 @@ class AnnotationConfig(AppConfig):
     def ready(self) -> None:
         from django.core import checks
 
+        from django.contrib.auth.signals import user_logged_in
+
+        from common.security import login_failures_clear
+
         from . import tokens  # noqa: F401 (connects the receivers that revoke tokens)
+
+        user_logged_in.connect(login_failures_clear, dispatch_uid="login_failures_clear")
         from .giveaways import giveaway_checks
 
         # `manage.py check --database default` flags open studies whose responses give their author away.

@@ -58,3 +58,17 @@ def login_locked_response(request: HttpRequest, original_response=None, credenti
         response = render(request, "registration/locked_out.html", {"message": _lockout_text()}, status=429)
     response["Retry-After"] = retry
     return response
+
+
+def login_failures_clear(sender, request, user, **kwargs) -> None:
+    """``user_logged_in`` receiver: a success forgives that account's own failures from that address only.
+
+    Failures of other usernames from the same address keep counting, so a client that holds one
+    working account cannot reset the count of its guesses at another (the address lock still holds),
+    and guesses at this account from other addresses keep counting too.
+    """
+    from axes.models import AccessAttempt
+
+    if request is None:
+        return
+    AccessAttempt.objects.filter(username=user.get_username(), ip_address=client_ip(request)).delete()

@@ -119,7 +119,9 @@ AUTH_PASSWORD_VALIDATORS = [
 # Login throttling on every login path (HTML login, /admin/login/, POST /api/token/) with
 # django-axes: AxesBackend refuses a login once LOGIN_FAILURE_LIMIT failures were counted for
 # the username OR for the client address (each on its own), until LOGIN_COOLOFF_MINUTES after the
-# last failure; a successful login clears that username's and address's count. Attempts are
+# last failure; a successful login clears only the failures of that username from that address
+# (common.security.login_failures_clear; axes' own reset on success would also clear other accounts'
+# failures from the address, letting one working account unlock guessing of any other). Attempts are
 # kept in the database, so every gunicorn worker sees the same counts. docs/security.md.
 AUTHENTICATION_BACKENDS = [
     "common.security.LoginThrottleBackend",
@@ -130,7 +132,7 @@ LOGIN_COOLOFF_MINUTES = env.int("LOGIN_COOLOFF_MINUTES", default=15)
 AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES)
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
-AXES_RESET_ON_SUCCESS = True
+AXES_RESET_ON_SUCCESS = False  # see login_failures_clear above
 AXES_CLIENT_IP_CALLABLE = "common.security.client_ip"
 AXES_LOCKOUT_CALLABLE = "common.security.login_locked_response"
 AXES_HTTP_RESPONSE_CODE = 429

@@ -169,6 +169,19 @@ def test_the_lockout_is_configurable_and_a_success_clears_the_count(world, setti
     assert _html_login(Client(), "ann-y", "pw-ann-y-123", REMOTE_ADDR="10.3.0.1").status_code == 302
 
 
+@pytest.mark.parametrize("login", [_html_login, _admin_login, _token_login], ids=["html", "admin", "token"])
+def test_a_success_with_one_account_never_unlocks_guessing_at_another(world, settings, login):
+    """Review finding: interleaving logins of a working account reset the address's count of guesses at another."""
+    limit = settings.LOGIN_FAILURE_LIMIT
+    victim = world.staff
+    for _round in range(3):
+        for i in range(limit - 1):
+            login(Client(), victim.username, f"wrong-{_round}-{i}", REMOTE_ADDR="10.7.0.1")
+        _html_login(Client(), "ann-y", "pw-ann-y-123", REMOTE_ADDR="10.7.0.1")  # the attacker's own account
+    r = login(Client(), victim.username, "pw-staff-123", REMOTE_ADDR="10.7.0.2")
+    assert r.status_code == 429, "12 guesses at one account must lock it, whatever else logged in meanwhile"
+
+
 # --------------------------------------------------------------------------- finding 4: tokens
 
 
