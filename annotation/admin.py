@@ -95,3 +95,43 @@ class AccountAdmin(UserAdmin):
 if admin.site.is_registered(User):
     admin.site.unregister(User)
 admin.site.register(User, AccountAdmin)
+
+
+# Credentials and privileges: only superusers reach them in the admin. A staff user holding Django's
+# model permissions for groups or DRF's tokens could otherwise give a group (their own) every
+# permission, or create and read another account's API token, superuser included (review of issue 17).
+from django.contrib.auth.admin import GroupAdmin  # noqa: E402
+from django.contrib.auth.models import Group  # noqa: E402
+from rest_framework.authtoken.admin import TokenAdmin  # noqa: E402
+from rest_framework.authtoken.models import TokenProxy  # noqa: E402
+
+
+class SuperuserOnly:
+    """Admin mixin: the model's pages exist for superusers only; staff do not even see them listed."""
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+    has_add_permission = has_module_permission
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+    has_delete_permission = has_change_permission
+
+
+class GroupSuperuserAdmin(SuperuserOnly, GroupAdmin):
+    pass
+
+
+class TokenSuperuserAdmin(SuperuserOnly, TokenAdmin):
+    pass
+
+
+for model, model_admin in ((Group, GroupSuperuserAdmin), (TokenProxy, TokenSuperuserAdmin)):
+    if admin.site.is_registered(model):
+        admin.site.unregister(model)
+    admin.site.register(model, model_admin)

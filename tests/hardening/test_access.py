@@ -111,6 +111,9 @@ ADMIN_404 = {"admin/r/<path:content_type_id>/<path:object_id>/", "admin/(?P<url>
 # are not superusers get 403 on changing it (GET still shows the account read-only; the world's
 # user row is annotator X's, not the staff's).
 ADMIN_403 = {"admin/auth/user/<id>/password/", "admin/auth/user/<path:object_id>/change/"}
+# Groups (permissions) and API tokens (credentials) are superuser-only admin pages: staff get 403 on
+# every one of them (review of issue 17: a staff group gained every permission; staff read tokens).
+ADMIN_SUPERUSER_PREFIXES = ("admin/auth/group/", "admin/authtoken/tokenproxy/")
 
 # Views found broken are listed here with the reason, so their checks are strict xfails (a
 # visible task) until their owners fix them; the mark must go once fixed (strict).
@@ -136,7 +139,7 @@ class Route:
         if self.route in RULES:
             return RULES[self.route]
         if self.is_admin:
-            if self.route in ADMIN_403:
+            if self.route in ADMIN_403 or self.route.startswith(ADMIN_SUPERUSER_PREFIXES):
                 return Rule(STAFF, ADMIN_RULE.why, (403,))
             return Rule(STAFF, ADMIN_RULE.why, (404,)) if self.route in ADMIN_404 else ADMIN_RULE
         return None

@@ -264,3 +264,28 @@ def test_staff_cannot_change_another_accounts_password_or_flags_in_the_admin(wor
     assert r.status_code == 302
     world.ann_y.refresh_from_db()
     assert world.ann_y.check_password("boss-set-pass-661")
+
+
+def test_staff_reach_neither_groups_nor_api_tokens_in_the_admin(world):
+    """Review finding: staff with every model permission gave their group all permissions and read others' tokens."""
+    from django.contrib.auth.models import Group, Permission
+    from rest_framework.authtoken.models import Token
+
+    boss = User.objects.create_superuser("boss2", password="boss-pass-9872")
+    group = Group.objects.create(name="staffgrp")
+    group.permissions.set(Permission.objects.filter(codename__in=["change_group", "view_group"]))
+    world.staff.groups.add(group)
+    web = Client()
+    web.force_login(world.staff)
+    r = web.post(f"/admin/auth/group/{group.pk}/change/",
+                 {"name": "staffgrp", "permissions": list(Permission.objects.values_list("pk", flat=True))})
+    assert r.status_code == 403
+    assert group.permissions.count() == 2
+    assert web.get("/admin/authtoken/tokenproxy/").status_code == 403
+    r = web.post("/admin/authtoken/tokenproxy/add/", {"user": boss.pk})
+    assert r.status_code == 403 and not Token.objects.filter(user=boss).exists()
+    # Superusers keep both pages.
+    admin = Client()
+    admin.force_login(boss)
+    assert admin.get(f"/admin/auth/group/{group.pk}/change/").status_code == 200
+    assert admin.get("/admin/authtoken/tokenproxy/").status_code == 200
