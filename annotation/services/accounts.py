@@ -1,7 +1,9 @@
 """Annotator accounts: who staff may add to a study, and who may set a password (docs/security.md)."""
 
 
-from django.db import transaction
+from django.contrib.auth.validators import UnicodeUsernameValidator
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 
 from ..models import Study
 from .base import User
@@ -62,13 +64,21 @@ def annotator_add(*, username: str, password: str | None, study: Study | None) -
     ValueError). Passwords are changed by their owner or a superuser (``account_password_set``,
     the admin, ``manage.py changepassword``).
     """
-    username = (username or "").strip()
+    username = User.normalize_username((username or "").strip())  # NFKC, as Django's login form reads it
     if not username:
         raise AccountRefused("username must not be empty")
     if len(username) > 150:
         raise AccountRefused("username must be at most 150 characters")
+    try:
+        UnicodeUsernameValidator()(username)
+    except ValidationError as exc:
+        raise AccountRefused(f"{username!r}: {' '.join(exc.messages)}") from None
     # Locked: two staff adding the same new name at once must not both create it.
     user = User.objects.select_for_update().filter(username=username).first()
+    if user is None and (twin := User.objects.filter(username__iexact=username).first()) is not None:
+        # "ALICE" beside "alice" would be two raters an export cannot tell apart.
+        raise AccountRefused(f"{username!r} differs only in case from the existing account {twin.username!r}; "
+                             "use that name")
     if user is not None:
         if user.is_staff or user.is_superuser:
             raise AccountRefused(
@@ -87,7 +97,14 @@ def annotator_add(*, username: str, password: str | None, study: Study | None) -
         else:
             password_validate(password=password, user=user)
             user.set_password(password)
-        user.save()
+        try:
+            with transaction.atomic():  # a savepoint: the caller's transaction survives a lost race
+                user.save()
+        except IntegrityError:
+            # Another request created the same name between our look-up and this insert (a row
+            # that does not exist yet cannot be locked): the same answer as for an existing account.
+            raise AccountRefused(f"{username!r} was just created by another request; add it again without "
+                                 "a password to give it the study") from None
     if study is not None:
         study.annotators.add(user)
     return user

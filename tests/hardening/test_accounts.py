@@ -289,3 +289,55 @@ def test_staff_reach_neither_groups_nor_api_tokens_in_the_admin(world):
     admin.force_login(boss)
     assert admin.get(f"/admin/auth/group/{group.pk}/change/").status_code == 200
     assert admin.get("/admin/authtoken/tokenproxy/").status_code == 200
+
+
+@pytest.mark.parametrize("name,message", [
+    ("bob\u200b", "Enter a valid username"),            # zero-width space
+    ("\u202eevil", "Enter a valid username"),           # right-to-left override
+    ("<script>x</script>", "Enter a valid username"),
+    ("=HYPERLINK(1)", "Enter a valid username"),
+    ("ANN-Y", "differs only in case"),                   # beside the existing ann-y
+])
+def test_usernames_that_look_like_others_or_carry_hidden_characters_are_refused(world, name, message):
+    """Review finding: look-alike, invisible-character and case-twin usernames became separate raters."""
+    with pytest.raises(services.AccountRefused, match=message):
+        services.annotator_add(username=name, password="a-fine-passphrase-42", study=world.study_x)
+
+
+def test_usernames_are_stored_in_nfkc_as_the_login_form_reads_them(world):
+    user = services.annotator_add(username="\uff4aose\u0301", password="a-fine-passphrase-42", study=world.study_x)
+    assert user.username == "jos\u00e9"  # full-width j and NFD é become what a login form sends
+    assert Client().post("/accounts/login/", {"username": "jos\u00e9", "password": "a-fine-passphrase-42"},
+                         REMOTE_ADDR="10.8.0.1").status_code == 302
+
+
+@pytest.mark.django_db(transaction=True)
+def test_twenty_parallel_adds_of_one_new_name_give_one_account_and_no_error(world):
+    """Review finding (PostgreSQL): a lost race on the insert was an IntegrityError, a 500 on the API."""
+    import threading
+
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite serialises writers: the race needs PostgreSQL (CI runs it)")
+    barrier, outcomes = threading.Barrier(20), []
+
+    def add():
+        try:
+            barrier.wait()
+            services.annotator_add(username="racer", password="Very-Long-Pw-123x", study=world.study_x)
+            outcomes.append("created")
+        except services.AccountRefused:
+            outcomes.append("refused")
+        except Exception as exc:  # noqa: BLE001 - what the API would have turned into a 500
+            outcomes.append(f"error: {exc!r}")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=add) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(set(outcomes)) <= ["created", "refused"], outcomes
+    assert outcomes.count("created") == 1 and User.objects.filter(username="racer").count() == 1
