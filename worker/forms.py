@@ -5,7 +5,6 @@ from django import forms
 from django.utils.text import slugify
 
 from annotation.models import Study
-from judge.reliability import DEFAULT_MIN_OPTION_MASS
 from modeling.grag.config import GRAGConfig, launch_fields
 from modeling.models import Dataset, System
 
@@ -210,11 +209,7 @@ class JudgeForm(LaunchForm):
     model = forms.CharField(initial="smollm2", help_text="e.g. Qwen/Qwen2.5-32B-Instruct on a GPU worker")
     name = forms.CharField(required=False, help_text="Rater name, e.g. LLM-145.")
     limit = forms.IntegerField(min_value=1, required=False)
-    min_option_mass = forms.FloatField(
-        min_value=0.0, max_value=1.0, required=False,
-        help_text=f"A verdict whose option letters get less of the next-token probability abstains "
-                  f"(default {DEFAULT_MIN_OPTION_MASS} for a new run; docs/judge.md).",
-    )
+    min_option_mass = forms.FloatField(min_value=0.0, max_value=1.0, required=False)  # label, help: worker/labels.py
 
 
 LAUNCH_FORMS: dict[str, type[LaunchForm]] = {

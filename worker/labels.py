@@ -6,6 +6,7 @@ stored params and results with the same words. A key with no entry is shown huma
 """
 from dataclasses import dataclass
 
+from judge.reliability import DEFAULT_MIN_OPTION_MASS
 from modeling.grag.config import launch_fields
 
 
@@ -116,7 +117,10 @@ KIND_TERMS: dict[str, dict[str, Term]] = {
                  "challenger": Term("Challenger", show="method", help="The method being evaluated."),
                  "dataset": Term("Dataset", show="dataset", help="The imported dataset the whole pipeline runs on.")},
     "judge": {"name": Term("Rater name", help="Name of the judge in reports, e.g. LLM-145."),
-              "model": Term("Judge model", help=TERMS["judge_model"].help)},
+              "model": Term("Judge model", help=TERMS["judge_model"].help),
+              "min_option_mass": Term("Minimum option mass", show="number",
+                                      help=f"A verdict whose option letters get less of the next-token probability "
+                                           f"abstains (default {DEFAULT_MIN_OPTION_MASS} for a new run; docs/judge.md).")},
     "icl": {"model": Term("LLM", help="The model prompted in context; 'smollm2' works offline.")},
     "augment": {"model": Term("Generic-response LLM", help=TERMS["llm"].help), "batch_size": TERMS["batch_size"]},
 }
