@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils.text import slugify
 
-from .llm.backends import Backend, GenerationSettings, backend_for, prompt_hash, served_model_id
+from .llm.backends import Backend, GenerationSettings, backend_for, generation_cache_key, served_model_id
 from .llm.loading import SMOLLM2, SMOLLM2_ALIASES
 from .llm.postprocess import clean_generic_response, clean_response
 from .llm.prompts import ICLExample, augment_template, icl_template
@@ -174,7 +174,7 @@ def augment_dataset(
     prompts = []
     for sample in todo:
         messages = template.messages(history=sample.history)
-        prompts.append(_Prompt(key=sample, messages=messages, hash=prompt_hash(messages=messages, settings=settings)))
+        prompts.append(_Prompt(key=sample, messages=messages, hash=generation_cache_key(messages=messages, settings=settings)))
 
     def store(results: list[_Result]) -> None:
         changed = []
@@ -285,7 +285,7 @@ def icl_generate(
         for sample in targets:
             messages = template.messages(persona=sample.agent_persona, history=sample.history,
                                          generic_response=sample.generic_response, examples=examples)
-            prompts.append(_Prompt(key=sample, messages=messages, hash=prompt_hash(messages=messages, settings=settings)))
+            prompts.append(_Prompt(key=sample, messages=messages, hash=generation_cache_key(messages=messages, settings=settings)))
 
         def store(results: list[_Result], system=system):
             for result in results:

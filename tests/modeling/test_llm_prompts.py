@@ -9,8 +9,8 @@ from modeling.llm.backends import (
     GenerationSettings,
     LLMBackendError,
     OpenAICompatibleBackend,
+    generation_cache_key,
     parse_openai_model_id,
-    prompt_hash,
 )
 from modeling.llm.loading import ModelNotFound, load_causal_lm, resolve_model
 from modeling.llm.postprocess import clean_response
@@ -161,12 +161,12 @@ def test_openai_compatible_backend_reports_an_unreachable_server():
         parse_openai_model_id("openai:no-url")
 
 
-def test_prompt_hash_changes_with_prompt_and_settings():
+def test_generation_cache_key_changes_with_prompt_and_settings():
     messages = [{"role": "user", "content": "hi"}]
-    base = prompt_hash(messages=messages, settings=GenerationSettings())
-    assert base == prompt_hash(messages=[dict(m) for m in messages], settings=GenerationSettings())
-    assert base != prompt_hash(messages=[{"role": "user", "content": "hi!"}], settings=GenerationSettings())
-    assert base != prompt_hash(messages=messages, settings=GenerationSettings(max_new_tokens=65))
+    base = generation_cache_key(messages=messages, settings=GenerationSettings())
+    assert base == generation_cache_key(messages=[dict(m) for m in messages], settings=GenerationSettings())
+    assert base != generation_cache_key(messages=[{"role": "user", "content": "hi!"}], settings=GenerationSettings())
+    assert base != generation_cache_key(messages=messages, settings=GenerationSettings(max_new_tokens=65))
 
 
 def test_icl_metrics_average_over_the_seeds_of_one_setting():
