@@ -1,8 +1,8 @@
 """Fixtures shared by every test: real services, a real Celery worker process, real data paths."""
 import os
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 from pathlib import Path
 

@@ -1,5 +1,4 @@
 """One launch form per job kind. A form that does not validate queues nothing."""
-from pathlib import Path
 
 from django import forms
 from django.utils.text import slugify
