@@ -23,6 +23,7 @@ from .base import (
     Answer,
     RatingInvalid,
     ReservationLost,
+    StudyFieldError,
     StudyFileError,
     User,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "ReservationLost",
     "SIDE_BALANCE_BOUND",
     "STUDY_EDITABLE",
+    "StudyFieldError",
     "StudyFileError",
     "User",
     "VOTE_COLUMNS",

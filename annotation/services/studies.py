@@ -8,21 +8,19 @@ import re
 from pathlib import Path
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from ..giveaways import study_check_flagged, text_giveaways
 from ..keys import key_normalise
 from ..models import (
-    CONFIDENCE_MAX,
-    CONFIDENCE_MIN,
     DEFAULT_QUESTIONS,
     Item,
     Question,
     Rating,
     Study,
-    confidence_in_scale,
 )
-from .base import StudyFileError
+from .base import StudyFieldError, StudyFileError
 from .study_files import item_row_parse, study_file_read
 
 
@@ -89,18 +87,25 @@ def study_items_add(*, study: Study, rows: list[tuple[str, dict[str, Any]]]) -> 
     return len(new)
 
 
+# The numeric settings whose bounds live on the Study model's fields (annotation/models.py).
+STUDY_BOUNDED_SETTINGS = ("overlap", "min_confidence", "reservation_minutes", "too_fast_seconds", "trap_rate")
+
+
 def _study_settings_check(**fields: Any) -> None:
-    """Refuse settings that would make a study unusable (no rater per item, a trap rate of 1)."""
-    checks = {
-        "overlap": (lambda v: int(v) >= 1, "overlap must be at least 1"),
-        "trap_rate": (lambda v: 0 <= float(v) < 1, "trap_rate must be at least 0 and below 1"),
-        "min_confidence": (lambda v: confidence_in_scale(int(v)),
-                           f"min_confidence must be from {CONFIDENCE_MIN} to {CONFIDENCE_MAX}"),
-        "reservation_minutes": (lambda v: int(v) >= 1, "reservation_minutes must be at least 1"),
-    }
-    for name, (ok, message) in checks.items():
-        if name in fields and not ok(fields[name]):
-            raise ValueError(message)
+    """Refuse settings that would make a study unusable (no rater per item, a trap rate of 1, a
+    reservation so long its expiry overflows): runs the Study model fields' own validators, so the
+    bounds are stated once, on the model. Raises StudyFieldError naming the field."""
+    for name in STUDY_BOUNDED_SETTINGS:
+        if name not in fields:
+            continue
+        field = Study._meta.get_field(name)
+        value = fields[name]
+        try:
+            if isinstance(value, bool):  # True is an int to Python, not a setting
+                raise ValidationError("Enter a number.")
+            field.run_validators(field.to_python(value))
+        except ValidationError as exc:
+            raise StudyFieldError(name, f"{name} {value!r}: {' '.join(exc.messages)}") from None
 
 
 def study_create(
