@@ -112,8 +112,16 @@ def study_create(
     *, slug: str, baseline_name: str, challenger_name: str, overlap: int = 3, seed: int = 0, trap_rate: float = 0.0,
     title: str = "", meta: dict | None = None, **fields: Any,
 ) -> Study:
-    """Create an empty study with the paper's four questions."""
+    """Create an empty study with the paper's four questions.
+
+    Raises StudyFieldError for a setting out of its bounds or a slug or title that names either
+    system, a linked system's model or run, or a method (``study_names_check``; annotators see both).
+    """
     _study_settings_check(overlap=overlap, trap_rate=trap_rate, **fields)
+    study_names_check(texts={"slug": slug, "title": title}, words=study_own_words(
+        baseline_name=baseline_name, challenger_name=challenger_name,
+        systems=[fields.get("baseline_system"), fields.get("challenger_system")],
+    ))
     study = Study.objects.create(
         slug=slug, title=title or slug, baseline_name=baseline_name, challenger_name=challenger_name,
         overlap=overlap, seed=seed, trap_rate=trap_rate, meta=meta or {}, **fields,
@@ -147,6 +155,12 @@ def study_system_words(*, systems: list[Any] = (), names: list[str] = ()) -> lis
     return [w for w in words if w]
 
 
+def study_own_words(*, baseline_name: str, challenger_name: str, systems: list[Any] = ()) -> list[str]:
+    """``study_system_words`` for one study: its baseline and challenger names, its linked systems
+    (None where not linked) and every method; what its slug and title must not contain."""
+    return study_system_words(systems=[s for s in systems if s is not None], names=[baseline_name, challenger_name])
+
+
 def study_names_check(*, texts: dict[str, str], words: list[str]) -> None:
     """Refuse a study slug or title that names a system, method or model (annotators see both).
 
@@ -163,8 +177,8 @@ def study_names_check(*, texts: dict[str, str], words: list[str]) -> None:
             if g.rule in ("system_name", "model_name")
         ]
         if found:
-            raise ValueError(
-                f"{field} {text!r} names {found[0]!r}, which annotators would see; leave it out to get a neutral one"
+            raise StudyFieldError(
+                field, f"{field} {text!r} names {found[0]!r}, which annotators would see; leave it out to get a neutral one"
             )
 
 
@@ -299,6 +313,11 @@ def study_update(*, study: Study, questions: list[dict[str, str]] | None = None,
     if unknown:
         raise ValueError(f"cannot change {', '.join(sorted(unknown))} (editable: {', '.join(STUDY_EDITABLE)})")
     _study_settings_check(**fields)
+    if "title" in fields:
+        study_names_check(texts={"title": fields["title"]}, words=study_own_words(
+            baseline_name=study.baseline_name, challenger_name=study.challenger_name,
+            systems=[study.baseline_system, study.challenger_system],
+        ))
     if "instructions" in fields and fields["instructions"] != study.instructions:
         study.instructions_version += 1
     for name, value in fields.items():

@@ -65,3 +65,50 @@ def test_the_services_check_the_same_bounds_as_the_model(tmp_path):
         with pytest.raises(services.StudyFieldError):
             services.study_create(slug="svc", baseline_name="a", challenger_name="b", **{field: value})
     assert not Study.objects.filter(slug="svc").exists()
+
+
+# --- finding 7: titles and slugs name no system, model or method, however they are set ---
+
+BODY = {"baseline_name": "presft-hist-spc", "challenger_name": "vanilla-chat", "overlap": 1,
+        "items": [{"key": "k1", "persona": "p", "history": "User: hi",
+                   "responses": {"presft-hist-spc": "a", "vanilla-chat": "b"}}]}
+
+
+@pytest.mark.parametrize("field, value, word", [
+    ("slug", "postgrag-vs-presft", "postgrag"),  # a method
+    ("slug", "vanilla-chat-round-2", "vanilla-chat"),  # the study's own challenger name
+    ("title", "presft-hist-spc vs vanilla-chat (PostGRAG)", "presft-hist-spc"),
+    ("title", "Round 2 with Llama 3", "Llama"),  # a model name
+])
+def test_creating_a_study_whose_slug_or_title_names_a_system_is_a_400(staff_api, field, value, word):
+    body = {**BODY, "slug": "neutral-1", field: value}
+    response = staff_api.post("/api/staff/studies/", body, format="json")
+    assert response.status_code == 400, response.content
+    message = response.json()["errors"][field]
+    assert word.lower() in message.lower() and "annotators would see" in message
+    assert Study.objects.count() == 0
+    assert staff_api.post("/api/staff/studies/", dict(BODY, slug="neutral-1", title="Round 2"),
+                          format="json").status_code == 201
+
+
+def test_renaming_a_study_to_a_system_name_is_a_400_and_a_neutral_title_is_kept(tmp_path, staff_api):
+    study = make_study(tmp_path, n=2, overlap=1, slug="round")  # baseline PreSFT(Hist), challenger PostGRAG
+    for title, word in [("PreSFT(Hist) vs PostGRAG", "PreSFT(Hist)"), ("the grag study", "grag"),
+                        ("presft_tst again", "presft_tst")]:
+        response = staff_api.patch("/api/staff/studies/round/", {"title": title}, format="json")
+        assert response.status_code == 400, (title, response.content)
+        assert word.lower() in response.json()["errors"]["title"].lower()
+    study.refresh_from_db()
+    assert study.title == "round"
+    response = staff_api.patch("/api/staff/studies/round/", {"title": "Round two"}, format="json")
+    assert response.status_code == 200 and response.json()["title"] == "Round two"
+
+
+def test_the_services_refuse_the_same_names(tmp_path):
+    study = make_study(tmp_path, n=2, overlap=1, slug="round")
+    with pytest.raises(services.StudyFieldError) as caught:
+        services.study_update(study=study, title="PostGRAG wins?")
+    assert caught.value.field == "title"
+    with pytest.raises(services.StudyFieldError) as caught:
+        services.study_create(slug="sysa-vs-sysb", baseline_name="sysA", challenger_name="sysB")
+    assert caught.value.field == "slug" and "sysa" in str(caught.value)
