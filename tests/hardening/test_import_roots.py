@@ -67,3 +67,16 @@ def test_a_missing_column_error_quotes_short_column_names_only(tmp_path):
     assert "'conv_id'" in message and "10 more" in message
     assert "c0_" + "x" * 37 + "..." in message and "x" * 41 not in message
     assert "c19_" in message and "c20_" not in message
+
+
+@pytest.mark.slow
+def test_an_import_job_outside_the_roots_fails_on_the_real_worker_without_reading_the_file(celery_worker_process):
+    # A job's params need not come from the launch form: the worker checks the roots again.
+    from tests.conftest import wait_for
+    from worker.services import job_launch
+
+    job = job_launch(kind=Job.Kind.IMPORT, task="worker.import_dataset", params={"kind": "ed", "path": "/etc/passwd"})
+    done = wait_for(lambda: Job.objects.filter(pk=job.pk).exclude(
+        status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).first(), timeout=120)
+    assert done.status == Job.Status.FAILED
+    assert "outside the folders imports may read" in done.error and "root:" not in done.error
