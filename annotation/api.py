@@ -278,7 +278,7 @@ class StaffStudyListView(APIView):
                 if questions:
                     services.study_update(study=study, questions=questions)
         except ValueError as exc:
-            return _error({"items" if "items[" in str(exc) else "study": str(exc)})
+            return _error({getattr(exc, "field", "items" if "items[" in str(exc) else "study"): str(exc)})
         return Response(StudySerializer(study).data, status=status.HTTP_201_CREATED)
 
 
@@ -300,7 +300,7 @@ class StaffStudyDetailView(APIView):
         try:
             study = services.study_update(study=study, questions=questions, **data)
         except ValueError as exc:
-            return _error({"study": str(exc)})
+            return _error({getattr(exc, "field", "study"): str(exc)})
         return Response(StudySerializer(study).data)
 
 

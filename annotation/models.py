@@ -6,6 +6,7 @@ rater saw, so that blinding and position bias can be audited.
 import secrets
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
@@ -29,6 +30,21 @@ CONFIDENCE_MIN = 1
 CONFIDENCE_MAX = 5
 
 
+# Bounds of a study's numeric settings: the one place they are stated (security review, finding 6).
+# The model fields carry them as validators; ModelSerializers, ModelForms and the services'
+# settings check (annotation.services.studies) all run those validators. Without an upper bound a
+# reservation of 10**12 minutes overflowed the expiry datetime and every `next` request failed.
+STUDY_OVERLAP_MAX = 50  # annotators per item
+STUDY_RESERVATION_MINUTES_MAX = 7 * 24 * 60  # a week
+STUDY_TOO_FAST_SECONDS_MAX = 3600
+
+
+def below_one(value) -> None:
+    """Validator: ``value`` < 1 (a trap rate of 1 would leave no real item to rate)."""
+    if not value < 1:
+        raise ValidationError("Ensure this value is less than 1.", code="max_value")
+
+
 def confidence_in_scale(value) -> bool:
     """Whether ``value`` is a whole number on the confidence scale (a bool is not)."""
     return isinstance(value, int) and not isinstance(value, bool) and CONFIDENCE_MIN <= value <= CONFIDENCE_MAX
@@ -45,7 +61,9 @@ class Study(models.Model):
     challenger_system = models.ForeignKey(
         "modeling.System", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    overlap = models.PositiveSmallIntegerField(default=3, help_text="Annotators per item.")
+    overlap = models.PositiveSmallIntegerField(
+        default=3, validators=[MinValueValidator(1), MaxValueValidator(STUDY_OVERLAP_MAX)], help_text="Annotators per item.",
+    )
     seed = models.IntegerField(default=0)
     min_confidence = models.PositiveSmallIntegerField(
         default=2, validators=[MinValueValidator(CONFIDENCE_MIN), MaxValueValidator(CONFIDENCE_MAX)],
@@ -53,9 +71,16 @@ class Study(models.Model):
     )
     instructions = models.TextField(blank=True, help_text="Markdown shown before the first item.")
     instructions_version = models.PositiveIntegerField(default=1)
-    reservation_minutes = models.PositiveIntegerField(default=30)
-    too_fast_seconds = models.PositiveIntegerField(default=5, help_text="Items rated faster are flagged.")
-    trap_rate = models.FloatField(default=0.0, help_text="Share of gold/trap items mixed in.")
+    reservation_minutes = models.PositiveIntegerField(
+        default=30, validators=[MinValueValidator(1), MaxValueValidator(STUDY_RESERVATION_MINUTES_MAX)],
+    )
+    too_fast_seconds = models.PositiveIntegerField(
+        default=5, validators=[MinValueValidator(0), MaxValueValidator(STUDY_TOO_FAST_SECONDS_MAX)],
+        help_text="Items rated faster are flagged.",
+    )
+    trap_rate = models.FloatField(
+        default=0.0, validators=[MinValueValidator(0.0), below_one], help_text="Share of gold/trap items mixed in.",
+    )
     is_open = models.BooleanField(default=True)
     annotators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="studies")
     meta = models.JSONField(default=dict, blank=True, help_text="Source file, import settings.")

@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,6 +78,10 @@ def start_celery_worker(*, pool: str = "solo"):
     env["CELERY_BROKER_URL"] = app.conf.broker_url
     env["CELERY_RESULT_BACKEND"] = str(app.conf.result_backend)
     env["DJANGO_SETTINGS_MODULE"] = "grag_site.settings.test"
+    # Import jobs read only IMPORT_ROOTS; tests write their files under the temp folder.
+    from django.conf import settings
+
+    env["IMPORT_ROOTS"] = ",".join([*map(str, settings.IMPORT_ROOTS), tempfile.gettempdir()])
     env.pop("TEST_DATABASE_NAME", None)
     app.control.purge()
     log = ROOT / "var" / f"test-worker-{os.getpid()}.log"

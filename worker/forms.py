@@ -1,11 +1,11 @@
 """One launch form per job kind. A form that does not validate queues nothing."""
-from pathlib import Path
 
 from django import forms
 from django.utils.text import slugify
 
 from annotation.models import Study
 from modeling.grag.config import GRAGConfig, launch_fields
+from modeling.importers.service import DatasetImportError, path_within_roots
 from modeling.models import Dataset, System
 
 from .labels import term
@@ -96,7 +96,12 @@ class ImportForm(LaunchForm):
     limit = forms.IntegerField(min_value=1, required=False)
 
     def clean_path(self):
-        path = Path(self.cleaned_data["path"]).expanduser()
+        try:
+            # Checked before existence, so a path outside IMPORT_ROOTS is refused alike whether
+            # or not it exists (the job checks again: a job's params may not come from this form).
+            path = path_within_roots(self.cleaned_data["path"])
+        except DatasetImportError as exc:
+            raise forms.ValidationError(str(exc)) from None
         if not path.exists():
             raise forms.ValidationError(f"{path} does not exist on this host.")
         return str(path)

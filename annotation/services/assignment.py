@@ -8,7 +8,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from ..models import Assignment, Item, Study
+from ..models import STUDY_RESERVATION_MINUTES_MAX, Assignment, Item, Study
 from ..selectors import live_sql, sql_params
 from .base import CANDIDATES_LOCKED, User
 
@@ -209,7 +209,8 @@ def _assignment_next_once(*, study: Study, annotator) -> tuple[Assignment | None
         side = _repeat_side(chosen, rows)
     else:
         side = _side_choose(study=study, annotator=annotator, item=chosen, mine=mine, others=others)
-    expires = now + timedelta(minutes=study.reservation_minutes)
+    # Clamped as well as validated: a row stored before the bound existed must not overflow the datetime.
+    expires = now + timedelta(minutes=min(study.reservation_minutes, STUDY_RESERVATION_MINUTES_MAX))
     old = previous.get(chosen.pk)
     if old is not None:
         # An expired reservation of the same item comes back with the order it had: the

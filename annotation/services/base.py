@@ -35,3 +35,11 @@ class ReservationLost(RatingInvalid):
 
 class StudyFileError(ValueError):
     """A study file that cannot be imported; the message names the file and line."""
+
+
+class StudyFieldError(ValueError):
+    """A study setting, title or slug that cannot be stored; ``field`` names it (the API's error key)."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(message)

@@ -8,21 +8,19 @@ import re
 from pathlib import Path
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from ..giveaways import study_check_flagged, text_giveaways
 from ..keys import key_normalise
 from ..models import (
-    CONFIDENCE_MAX,
-    CONFIDENCE_MIN,
     DEFAULT_QUESTIONS,
     Item,
     Question,
     Rating,
     Study,
-    confidence_in_scale,
 )
-from .base import StudyFileError
+from .base import StudyFieldError, StudyFileError
 from .study_files import item_row_parse, study_file_read
 
 
@@ -89,26 +87,41 @@ def study_items_add(*, study: Study, rows: list[tuple[str, dict[str, Any]]]) -> 
     return len(new)
 
 
+# The numeric settings whose bounds live on the Study model's fields (annotation/models.py).
+STUDY_BOUNDED_SETTINGS = ("overlap", "min_confidence", "reservation_minutes", "too_fast_seconds", "trap_rate")
+
+
 def _study_settings_check(**fields: Any) -> None:
-    """Refuse settings that would make a study unusable (no rater per item, a trap rate of 1)."""
-    checks = {
-        "overlap": (lambda v: int(v) >= 1, "overlap must be at least 1"),
-        "trap_rate": (lambda v: 0 <= float(v) < 1, "trap_rate must be at least 0 and below 1"),
-        "min_confidence": (lambda v: confidence_in_scale(int(v)),
-                           f"min_confidence must be from {CONFIDENCE_MIN} to {CONFIDENCE_MAX}"),
-        "reservation_minutes": (lambda v: int(v) >= 1, "reservation_minutes must be at least 1"),
-    }
-    for name, (ok, message) in checks.items():
-        if name in fields and not ok(fields[name]):
-            raise ValueError(message)
+    """Refuse settings that would make a study unusable (no rater per item, a trap rate of 1, a
+    reservation so long its expiry overflows): runs the Study model fields' own validators, so the
+    bounds are stated once, on the model. Raises StudyFieldError naming the field."""
+    for name in STUDY_BOUNDED_SETTINGS:
+        if name not in fields:
+            continue
+        field = Study._meta.get_field(name)
+        value = fields[name]
+        try:
+            if isinstance(value, bool):  # True is an int to Python, not a setting
+                raise ValidationError("Enter a number.")
+            field.run_validators(field.to_python(value))
+        except ValidationError as exc:
+            raise StudyFieldError(name, f"{name} {value!r}: {' '.join(exc.messages)}") from None
 
 
 def study_create(
     *, slug: str, baseline_name: str, challenger_name: str, overlap: int = 3, seed: int = 0, trap_rate: float = 0.0,
     title: str = "", meta: dict | None = None, **fields: Any,
 ) -> Study:
-    """Create an empty study with the paper's four questions."""
+    """Create an empty study with the paper's four questions.
+
+    Raises StudyFieldError for a setting out of its bounds or a slug or title that names either
+    system, a linked system's model or run, or a method (``study_names_check``; annotators see both).
+    """
     _study_settings_check(overlap=overlap, trap_rate=trap_rate, **fields)
+    study_names_check(texts={"slug": slug, "title": title}, words=study_own_words(
+        baseline_name=baseline_name, challenger_name=challenger_name,
+        systems=[fields.get("baseline_system"), fields.get("challenger_system")],
+    ))
     study = Study.objects.create(
         slug=slug, title=title or slug, baseline_name=baseline_name, challenger_name=challenger_name,
         overlap=overlap, seed=seed, trap_rate=trap_rate, meta=meta or {}, **fields,
@@ -142,6 +155,12 @@ def study_system_words(*, systems: list[Any] = (), names: list[str] = ()) -> lis
     return [w for w in words if w]
 
 
+def study_own_words(*, baseline_name: str, challenger_name: str, systems: list[Any] = ()) -> list[str]:
+    """``study_system_words`` for one study: its baseline and challenger names, its linked systems
+    (None where not linked) and every method; what its slug and title must not contain."""
+    return study_system_words(systems=[s for s in systems if s is not None], names=[baseline_name, challenger_name])
+
+
 def study_names_check(*, texts: dict[str, str], words: list[str]) -> None:
     """Refuse a study slug or title that names a system, method or model (annotators see both).
 
@@ -158,8 +177,8 @@ def study_names_check(*, texts: dict[str, str], words: list[str]) -> None:
             if g.rule in ("system_name", "model_name")
         ]
         if found:
-            raise ValueError(
-                f"{field} {text!r} names {found[0]!r}, which annotators would see; leave it out to get a neutral one"
+            raise StudyFieldError(
+                field, f"{field} {text!r} names {found[0]!r}, which annotators would see; leave it out to get a neutral one"
             )
 
 
@@ -294,6 +313,11 @@ def study_update(*, study: Study, questions: list[dict[str, str]] | None = None,
     if unknown:
         raise ValueError(f"cannot change {', '.join(sorted(unknown))} (editable: {', '.join(STUDY_EDITABLE)})")
     _study_settings_check(**fields)
+    if "title" in fields:
+        study_names_check(texts={"title": fields["title"]}, words=study_own_words(
+            baseline_name=study.baseline_name, challenger_name=study.challenger_name,
+            systems=[study.baseline_system, study.challenger_system],
+        ))
     if "instructions" in fields and fields["instructions"] != study.instructions:
         study.instructions_version += 1
     for name, value in fields.items():

@@ -162,6 +162,10 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = env.int("FILE_UPLOAD_MAX_MEMORY_SIZE", default=10 
 # Where datasets, checkpoints, reports and figures go. On several GPU hosts this is a shared folder.
 ARTIFACTS_DIR = Path(env("ARTIFACTS_DIR", default=str(BASE_DIR / "var" / "artifacts")))
 DATA_DIR = Path(env("DATA_DIR", default=str(BASE_DIR / "var" / "data")))
+# Folders a web-launched import (jobs/launch/import/, the import job) may read, comma-separated.
+# A path is resolved (symlinks followed) before the check, so a link out of a root is refused too.
+# The import_dataset command, run by someone with a shell, is not limited.
+IMPORT_ROOTS = [Path(p).expanduser() for p in env.list("IMPORT_ROOTS", default=[str(DATA_DIR), str(BASE_DIR / "data")])]
 # Local folder holding models by name (e.g. MODELS_DIR/facebook/bart-base); the Hugging Face
 # cache (HF_HOME) is searched too.
 MODELS_DIR = Path(env("MODELS_DIR", default=str(BASE_DIR / "var" / "models")))

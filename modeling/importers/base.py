@@ -100,6 +100,22 @@ class CsvRow(NamedTuple):
         return self.fields[header[column]]
 
 
+# An error quotes at most this much of a header: enough to spot a misnamed column, too little to
+# turn the importer into a reader of arbitrary files (security review, finding 4).
+HEADER_SHOWN_COLUMNS = 20
+HEADER_SHOWN_CHARS = 40
+
+
+def header_names(header) -> str:
+    """The first HEADER_SHOWN_COLUMNS column names of ``header``, each cut to HEADER_SHOWN_CHARS
+    characters ("..." marks a cut), as a list for an error message."""
+    names = [n if len(n) <= HEADER_SHOWN_CHARS else n[:HEADER_SHOWN_CHARS] + "..." for n in list(header)]
+    shown = repr(names[:HEADER_SHOWN_COLUMNS])
+    if len(names) > HEADER_SHOWN_COLUMNS:
+        shown = shown[:-1] + f", ... {len(names) - HEADER_SHOWN_COLUMNS} more]"
+    return shown
+
+
 def read_csv(path: str | Path, required: list[str]) -> tuple[dict[str, int], Iterator[CsvRow]]:
     """Parse a CSV file strictly: the header must hold ``required`` columns, every record as many
     fields as the header, and a quoted cell must be closed (a truncated file is an error)."""
@@ -116,7 +132,7 @@ def read_csv(path: str | Path, required: list[str]) -> tuple[dict[str, int], Ite
     missing = [column for column in required if column not in header]
     if missing:
         raise ImportFileError(
-            path, 1, f"missing column(s) {', '.join(repr(c) for c in missing)}; the header has {list(header)}"
+            path, 1, f"missing column(s) {', '.join(repr(c) for c in missing)}; the header has {header_names(header)}"
         )
     return header, _csv_rows(path, reader, len(header_fields))
 

@@ -41,6 +41,29 @@ class DatasetImportError(ValueError):
     """Options that cannot be honoured (unknown kind or split, a name taken by another kind)."""
 
 
+def import_roots() -> list[Path]:
+    """The folders a web-launched import may read: settings.IMPORT_ROOTS, resolved."""
+    from django.conf import settings
+
+    return [Path(root).expanduser().resolve() for root in settings.IMPORT_ROOTS]
+
+
+def path_within_roots(path: str | Path, roots: list[Path] | None = None) -> Path:
+    """``path`` resolved (``~`` expanded, symlinks followed) when it lies inside one of ``roots``
+    (default: :func:`import_roots`); else DatasetImportError.
+
+    The refusal reads the same whether or not the path exists, so a staff user who can launch
+    imports cannot use it to probe the worker's file system (security review, finding 4).
+    """
+    roots = import_roots() if roots is None else [Path(root).resolve() for root in roots]
+    resolved = Path(path).expanduser().resolve()
+    if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
+        raise DatasetImportError(
+            f"{path} is outside the folders imports may read from (IMPORT_ROOTS: {', '.join(map(str, roots))})"
+        )
+    return resolved
+
+
 @dataclass
 class ImportReport:
     dataset: str
@@ -72,12 +95,16 @@ def dataset_import(
     name: str | None = None,
     limit: int | None = None,
     progress: ProgressCallback = no_progress,
+    roots: list[Path] | None = None,
 ) -> ImportReport:
     """Import the dataset file (PFG: folder) at ``path`` into the dataset ``name``.
 
     ``split`` forces every conversation into one split; without it the split comes from the
     file (a jsonl ``split`` field, or the file name such as ``..._test.csv``), else a seeded
     90/10 train/valid split of conversations. ``limit`` imports only the first N conversations.
+    ``roots``: when given (a web-launched import), ``path`` must resolve inside one of these
+    folders (see :func:`path_within_roots`); the import_dataset command passes none.
+    Raises DatasetImportError for bad options, ImportFileError for a bad file.
     """
     if kind not in PARSERS:
         raise DatasetImportError(f"unknown dataset kind {kind!r}; choose one of {', '.join(PARSERS)}")
@@ -85,7 +112,7 @@ def dataset_import(
         raise DatasetImportError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if limit is not None and limit < 1:
         raise DatasetImportError(f"--limit must be at least 1, got {limit}")
-    path = Path(path).expanduser()
+    path = Path(path).expanduser() if roots is None else path_within_roots(path, roots)
     name = name or _default_name(kind, path)
     if not NAME_PATTERN.match(name):
         raise DatasetImportError(f"dataset name {name!r} must be 1-100 letters, digits, '-' or '_'")

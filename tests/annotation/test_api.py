@@ -201,7 +201,7 @@ def test_staff_create_edit_list_export_and_check_quality(study):
     assert response.status_code == 400 and "items[0]" in response.json()["detail"]
     assert not Study.objects.filter(slug="api-bad").exists()
     response = client.post("/api/staff/studies/", dict(body, slug="api-zero", overlap=0), format="json")
-    assert response.status_code == 400 and "overlap must be at least 1" in response.json()["detail"]
+    assert response.status_code == 400 and "greater than or equal to 1" in response.json()["errors"]["overlap"][0]
     assert not Study.objects.filter(slug="api-zero").exists()
     patched = client.patch("/api/staff/studies/api-study/", {"instructions": "**Read**", "questions": [
         {"key": "q1", "label": "Fluency", "text": "Which is more fluent?"}]}, format="json")

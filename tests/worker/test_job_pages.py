@@ -25,8 +25,10 @@ def test_job_pages_are_staff_only(client):
         assert client.get(url).status_code == 403
 
 
-def test_bad_launch_parameters_show_form_errors_and_queue_nothing(staff_client):
-    response = staff_client.post(reverse("worker:job_launch", args=["import"]), {"kind": "spc", "path": "/no/such/file.csv"})
+def test_bad_launch_parameters_show_form_errors_and_queue_nothing(staff_client, settings, tmp_path):
+    settings.IMPORT_ROOTS = [tmp_path]
+    response = staff_client.post(reverse("worker:job_launch", args=["import"]),
+                                 {"kind": "spc", "path": str(tmp_path / "no" / "such" / "file.csv")})
     assert response.status_code == 200
     assert "does not exist on this host" in response.content.decode()
     response = staff_client.post(reverse("worker:job_launch", args=["train"]), {"method": "postgrag", "epochs": 0})

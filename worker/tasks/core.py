@@ -24,13 +24,14 @@ def ping(job_id: int) -> dict:
 @shared_task(name="worker.import_dataset")
 def import_dataset(job_id: int) -> dict:
     """Import a dataset file named in the job's parameters (see worker.forms.ImportForm)."""
-    from modeling.importers.service import dataset_import
+    from modeling.importers.service import dataset_import, import_roots
 
     with job_context(job_id) as handle:
         p = handle.job.params
         report = dataset_import(
             kind=p["kind"], path=p["path"], split=p.get("split"), name=p.get("name"), limit=p.get("limit"),
             progress=handle.progress,  # a cancel rolls the whole import back
+            roots=import_roots(),  # launched from the web: only IMPORT_ROOTS (security review, finding 4)
         )
         handle.job.result = report.as_dict()
         handle.log(f"imported {handle.job.result}")
