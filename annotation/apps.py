@@ -6,9 +6,8 @@ class AnnotationConfig(AppConfig):
     verbose_name = "Blinded A/B annotation"
 
     def ready(self) -> None:
-        from django.core import checks
-
         from django.contrib.auth.signals import user_logged_in
+        from django.core import checks
 
         from common.security import login_failures_clear
 
