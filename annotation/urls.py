@@ -17,4 +17,5 @@ urlpatterns = [
     path("studies/<slug:slug>/manage/instructions/", views.study_instructions_edit, name="study_instructions_edit"),
     path("studies/<slug:slug>/manage/questions/", views.study_questions_edit, name="study_questions_edit"),
     path("studies/<slug:slug>/manage/annotators/", views.study_annotator_add, name="study_annotator_add"),
+    path("studies/<slug:slug>/manage/open/", views.study_open_set, name="study_open_set"),
 ]

@@ -9,7 +9,7 @@ HTML, URLs or attributes.
 """
 
 from django.contrib import messages
-from django.http import Http404
+from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -237,6 +237,19 @@ def study_questions_edit(request, slug: str):
         messages.success(request, "Questions saved.")
         return redirect("annotation:study_manage", slug=study.slug)
     return _render_manage(request, study, question_formset=formset, status=422)
+
+
+@require_POST
+@staff_required
+def study_open_set(request, slug: str):
+    """Open the study to its annotators, or close it (POST ``is_open`` = "1" or "0"); staff decide after review."""
+    study = get_object_or_404(Study, slug=slug)
+    if request.POST.get("is_open") not in ("0", "1"):
+        return HttpResponseBadRequest("is_open must be 0 or 1")
+    is_open = request.POST["is_open"] == "1"
+    study_update(study=study, is_open=is_open)
+    messages.success(request, "The study is open to its annotators." if is_open else "The study is closed to annotators.")
+    return redirect("annotation:study_manage", slug=study.slug)
 
 
 @require_POST

@@ -75,6 +75,7 @@ RULES: dict[str, Rule] = {
     "studies/<slug:slug>/manage/instructions/": Rule(STAFF),
     "studies/<slug:slug>/manage/questions/": Rule(STAFF),
     "studies/<slug:slug>/manage/annotators/": Rule(STAFF),
+    "studies/<slug:slug>/manage/open/": Rule(STAFF),
     "studies/<slug:slug>/report/": Rule(STAFF),
     "studies/<slug:slug>/report/download/<str:fmt>/": Rule(STAFF),
     "api/studies/<slug:slug>/report/": Rule(STAFF),

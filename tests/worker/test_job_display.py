@@ -126,3 +126,18 @@ def test_eta_follows_the_recent_rate_within_50_percent_on_a_steady_job(db, start
             assert abs(job.eta_seconds - true_eta) <= 0.5 * true_eta, (second, job.eta_seconds, true_eta)
             checked += 1
     assert checked == 5
+
+
+@pytest.mark.django_db
+def test_a_generation_job_with_degenerate_outputs_finishes_with_warnings_not_a_plain_success():
+    """Review finding: 39 of 46 generic responses flagged, and the job page said a green "Succeeded"."""
+    from django.template.loader import render_to_string
+
+    from worker.models import Job
+
+    flagged = Job(kind=Job.Kind.AUGMENT, status=Job.Status.SUCCEEDED,
+                  result={"degenerate": {"checked": 46, "flagged": 39, "loop": 13}})
+    html = render_to_string("worker/_status.html", {"job": flagged})
+    assert "Finished: with warnings (39 of 46 outputs flagged)" in html and "Succeeded" not in html
+    clean = Job(kind=Job.Kind.AUGMENT, status=Job.Status.SUCCEEDED, result={"degenerate": {"checked": 46, "flagged": 0}})
+    assert "Succeeded" in render_to_string("worker/_status.html", {"job": clean})

@@ -55,11 +55,11 @@ class Command(BaseCommand):
         parser.add_argument("--no-serve", action="store_true", help="Run in the foreground and print a JSON summary.")
         parser.add_argument("--data", type=Path, help="Dataset file or folder (default: the bundled demo data).")
         parser.add_argument("--limit", type=int, default=None, help="Import at most N conversations.")
-        parser.add_argument("--train-limit", type=int, default=48)
-        parser.add_argument("--eval-limit", type=int, default=8)
-        parser.add_argument("--max-steps", type=int, default=6)
-        parser.add_argument("--port", type=int, default=8000)
-        parser.add_argument("--no-judge", action="store_true")
+        parser.add_argument("--train-limit", type=int, default=48, help="Training samples (default 48).")
+        parser.add_argument("--eval-limit", type=int, default=8, help="Test samples generated, scored and rated (default 8).")
+        parser.add_argument("--max-steps", type=int, default=6, help="Optimiser steps per trained method (default 6).")
+        parser.add_argument("--port", type=int, default=8000, help="Port of the web server (default 8000).")
+        parser.add_argument("--no-judge", action="store_true", help="Leave out the LLM-judge stage.")
 
     def handle(self, *args, **opts):
         from modeling.importers.service import dataset_import
@@ -207,6 +207,10 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             pass
         finally:
+            # `make` passes its SIGTERM on, so a second one can arrive while we stop: ignore it, or it
+            # would interrupt the clean-up and leave the worker running.
+            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+                signal.signal(sig, signal.SIG_IGN)
             self.stdout.write("Stopping the web server and the worker…")
             for proc in (web, worker):
                 stop_process_group(proc, timeout=10)
