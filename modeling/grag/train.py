@@ -217,15 +217,30 @@ def save_checkpoint(state: TrainState, output_dir: Path) -> Path | None:
         "step": state.step, "epoch": state.epoch, "micro": state.micro, "best_valid": state.best_valid,
         "total_steps": state.total_steps, "log": state.log, "config": state.config.to_dict(),
     }))
-    shutil.rmtree(path, ignore_errors=True)
+    # Swap by renames only, never delete-then-rename: a kill between the two steps leaves a complete
+    # checkpoint at last.old or last.tmp, and load_checkpoint finds it (a worker killed mid-save once
+    # restarted from scratch this way).
+    old = output_dir / (LAST + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        path.rename(old)
     tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
     return path
 
 
+def _checkpoint_dir(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint: ``last``, else one a kill left mid-swap (``state.json`` is written last)."""
+    for name in (LAST, LAST + ".tmp", LAST + ".old"):
+        if (output_dir / name / "state.json").exists():
+            return output_dir / name
+    return None
+
+
 def load_checkpoint(state: TrainState, output_dir: Path) -> bool:
-    """Restore a run from ``output_dir/last``; False when there is none."""
-    path = output_dir / LAST
-    if not (path / "state.json").exists():
+    """Restore a run from ``output_dir/last`` (or the checkpoint a kill left mid-swap); False when there is none."""
+    path = _checkpoint_dir(output_dir)
+    if path is None:
         return False
     meta = json.loads((path / "state.json").read_text())
     state.model.load_state_dict(torch.load(path / "model.pt", map_location=state.device), strict=not state.config.qlora)
