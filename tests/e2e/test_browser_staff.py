@@ -172,6 +172,8 @@ def _staff_pages(world) -> dict[str, str]:
         "ablation": "results/ablation/?param=beta&metric=rouge2&split=test",
         "studies": "studies/",
         "study manage": f"studies/{study.slug}/manage/",
+        "study planner": "planner/",
+        "systems ranking": "systems/ranking/",
     }
 
 
