@@ -3,6 +3,7 @@ from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from annotation.forms import StudyPlanForm
 from common.permissions import staff_required
 
 from .display import JobLinks, made_links, param_rows, result_rows, stage_neighbours, stage_subject
@@ -93,4 +94,7 @@ def job_launch_view(request, kind: str):
         else:
             messages.success(request, f"Launched {job}.")
             return redirect("worker:job_detail", pk=job.pk)
-    return render(request, "worker/launch.html", {"form": form, "kind": Job.Kind(kind), "launchable": _launchable()})
+    context = {"form": form, "kind": Job.Kind(kind), "launchable": _launchable()}
+    if kind == Job.Kind.STUDY:  # size the study before launching it (the planner, issue 20)
+        context["plan_form"] = StudyPlanForm(initial={"overlap": 3})
+    return render(request, "worker/launch.html", context)

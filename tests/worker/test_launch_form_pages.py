@@ -60,3 +60,13 @@ def test_errors_sit_in_their_fields_group(staff_client):
     group = group[:group.index('<div class="field')] if '<div class="field' in group else group
     assert "greater than or equal to 1" in group and 'name="epochs"' in group
     assert Job.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_the_study_launch_form_holds_the_study_planner(client):
+    """Issue 20: the planner sits on the study creation form, not only behind a link."""
+    from django.contrib.auth.models import User
+
+    client.force_login(User.objects.create_user("planner-staff", password="pw-x-12345", is_staff=True))
+    page = client.get("/jobs/launch/study/").content.decode()
+    assert "Study size" in page and 'aria-label="Study planner"' in page and 'name="gap"' in page
