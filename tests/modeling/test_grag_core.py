@@ -262,35 +262,32 @@ def test_seeded_cpu_runs_repeat_and_a_killed_run_resumes_to_the_same_result(tmp_
     assert other["best_valid_l_p"] != first["best_valid_l_p"]
 
 
-@pytest.mark.parametrize("left", ["last.tmp", "last.old"])
-def test_a_kill_in_the_middle_of_a_checkpoint_swap_still_resumes(tmp_path, left):
-    """A worker killed between the renames of save_checkpoint leaves last.tmp or last.old, never nothing."""
-    from modeling.progress import Cancelled
+CANCEL_CONFIG = GRAGConfig(method="presft_hist", backbone="tiny:llama", epochs=3, batch_size=2, checkpoint_every=0)
 
-    config = GRAGConfig(method="presft_hist", backbone="tiny:llama", epochs=3, batch_size=2, checkpoint_every=0)
+
+def _train_cancelled_at_step_2(output_dir) -> None:
+    """Train CANCEL_CONFIG on 4 samples and cancel it after its second optimiser step."""
+    from modeling.progress import Cancelled
 
     def cancel(done, total):
         if done == 2:
             raise Cancelled("stop")
 
     with pytest.raises(Cancelled):
-        train(config, [RUN, COOK] * 2, [], tmp_path, progress=cancel)
+        train(CANCEL_CONFIG, [RUN, COOK] * 2, [], output_dir, progress=cancel)
+
+
+@pytest.mark.parametrize("left", ["last.tmp", "last.old"])
+def test_a_kill_in_the_middle_of_a_checkpoint_swap_still_resumes(tmp_path, left):
+    """A worker killed between the renames of save_checkpoint leaves last.tmp or last.old, never nothing."""
+    _train_cancelled_at_step_2(tmp_path)
     (tmp_path / "last").rename(tmp_path / left)  # the state a kill between the two renames leaves
-    summary = train(config, [RUN, COOK] * 2, [], tmp_path)
+    summary = train(CANCEL_CONFIG, [RUN, COOK] * 2, [], tmp_path)
     assert summary["resumed"] is True and summary["steps"] == 6
 
 
 def test_cancel_saves_a_checkpoint_and_stops(tmp_path):
-    from modeling.progress import Cancelled
-
-    config = GRAGConfig(method="presft_hist", backbone="tiny:llama", epochs=3, batch_size=2, checkpoint_every=0)
-
-    def cancel(done, total):
-        if done == 2:
-            raise Cancelled("stop")
-
-    with pytest.raises(Cancelled):
-        train(config, [RUN, COOK] * 2, [], tmp_path, progress=cancel)
+    _train_cancelled_at_step_2(tmp_path)
     state = json.loads((tmp_path / "last" / "state.json").read_text())
     assert state["step"] == 2
 
