@@ -1,6 +1,6 @@
 """Staff pages for model runs: systems with their metrics, the Table 3 builder, ablation plots.
 
-Every view parses a GET form, calls modeling/tables.py and renders; the table and the plot
+Every view parses a GET form, calls modeling/tables/ and renders; the table and the plot
 are the same code the `results_table` command exports.
 """
 from urllib.parse import urlencode
