@@ -4,6 +4,7 @@ from django import forms
 from common.forms import SingleValueFieldsMixin
 
 from .models import CONFIDENCE_MAX, CONFIDENCE_MIN, Question
+from .services import Answer
 
 # What an annotator picks per question (paper section 5.5, Table 5). The values are the sides
 # as shown; the service maps them to baseline / challenger with the stored side.
@@ -45,8 +46,6 @@ class RatingForm(SingleValueFieldsMixin, forms.Form):
 
     def answers(self) -> list:
         """The cleaned answers in question order, as the rating service takes them."""
-        from .services import Answer
-
         return [
             Answer(
                 question=q["key"],
@@ -136,6 +135,7 @@ class StudyPlanForm(forms.Form):
 
     def plan(self) -> dict:
         """The plan for the cleaned inputs (call after ``is_valid()``)."""
+        # lazy: statsmodels takes seconds to import; only the planner form uses it
         from .planner import study_plan
 
         return study_plan(**self.cleaned_data)

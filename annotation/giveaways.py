@@ -26,6 +26,8 @@ from typing import Any
 
 from django.core import checks
 
+from .models import Item, Study
+
 # Unambiguous in any dialogue: brand and model-family names nobody's persona uses otherwise.
 # Case-sensitive where the word has a common meaning in another case (a llama, the mistral);
 # names that are also ordinary words in chit-chat (Gemini the sign, a vicuna, the Bard) are left out.
@@ -156,8 +158,6 @@ def study_degenerate(*, study) -> list[dict[str, Any]]:
     ("baseline" / "challenger"), ``system``, ``kind`` (a ``DEGENERATE`` key) and ``excerpt``.
 
     Only the items annotators rate (normal and gold): trap items copy their texts."""
-    from .models import Item
-
     rows: list[dict[str, Any]] = []
     items = study.items.filter(kind__in=[Item.Kind.NORMAL, Item.Kind.GOLD]).order_by("key")
     for key, baseline, challenger in items.values_list("key", "baseline_response", "challenger_response"):
@@ -225,8 +225,6 @@ def giveaway_checks(app_configs=None, databases=None, **kwargs) -> list[checks.C
     if not databases:
         return []
     from django.db import DatabaseError, connection
-
-    from .models import Study
 
     out: list[checks.CheckMessage] = []
     # `migrate` runs database checks before it creates the tables: skip them then, rather than

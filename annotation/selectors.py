@@ -12,6 +12,7 @@ from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
+from .giveaways import study_giveaways
 from .keys import key_normalise
 from .models import Assignment, Item, Rating, Study
 
@@ -265,8 +266,6 @@ def study_author_tells(*, study: Study) -> list[dict[str, str]]:
     Returns one row per flagged response, its first finding: {"item" (key), "response"
     (baseline|challenger), "match"}. Staff fix or drop these items before the study opens.
     """
-    from .giveaways import study_giveaways
-
     found: dict[tuple[str, str], dict[str, str]] = {}
     for row in study_giveaways(study=study):
         if row["item"] is not None and row["side"] in ("baseline", "challenger"):

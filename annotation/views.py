@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from common.permissions import login_required_htmx, staff_required
 
 from .forms import AnnotatorAddForm, InstructionsForm, QuestionFormSet, RatingForm, StudyPlanForm
+from .giveaways import study_giveaway_report
 from .models import Assignment, Study
 from .selectors import (
     annotator_progress,
@@ -171,7 +172,6 @@ def _study_overview(study: Study) -> dict:
         {"user": user, "progress": annotator_progress(study=study, annotator=user), "quality": quality.get(user.username)}
         for user in study.annotators.order_by("username")
     ]
-    from .giveaways import study_giveaway_report
 
     return {
         "items": items, "annotators": annotators, "items_done": sum(1 for i in items if i["state"] == "done"),

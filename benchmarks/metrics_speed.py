@@ -1,4 +1,4 @@
-"""Throughput of the Table 3 metrics (modeling/metrics.py) on real SPC text, and what reusing one BERTScorer saves.
+"""Throughput of the Table 3 metrics (modeling/metrics/) on real SPC text, and what reusing one BERTScorer saves.
 
 Pairs come from ../shared/data/spc/Synthetic-Persona-Chat_test.csv: each utterance is scored as
 the "hypothesis" for the next one (the reference), a stand-in for a system's responses with

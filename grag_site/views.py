@@ -6,14 +6,14 @@ from django.http import FileResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from worker.forms import LAUNCH_FORMS
+from worker.models import Job
+
 
 @require_GET
 @login_required
 def home(request):
     """Annotators see their studies; staff also see datasets, systems and jobs."""
-    from worker.forms import LAUNCH_FORMS
-    from worker.models import Job
-
     # Closed studies too: their annotators see "being prepared" instead of nothing at all.
     studies = request.user.studies.order_by("-is_open", "-created_at") if not request.user.is_staff else None
     launchable = [(kind, Job.Kind(kind).label) for kind in LAUNCH_FORMS if kind != "pipeline"]

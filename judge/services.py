@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from annotation.models import Item, Rating, Study
 from annotation.services import ratings_append, ratings_retire
+from modeling.llm.backends import backend_for, served_model_id
 from modeling.progress import Cancelled, ProgressCallback, no_progress
 
 from .models import JudgeRun, JudgeVerdict
@@ -70,8 +71,6 @@ def judge_run_create(
     existing run keeps its own (runs made before v2 became the default resume as v1) and a new
     run gets the default.
     """
-    from modeling.llm.backends import served_model_id
-
     # Under LLM_SERVER_URL a local model name is served by that server: another judge, another id.
     model_id = served_model_id(model_id)
     name = name or f"LLM-{study.slug}"
@@ -140,8 +139,6 @@ def judge_run_execute(*, run: JudgeRun, limit: int | None = None, progress: Prog
     by the callback (or a killed process) loses at most the batch in flight. Failed verdicts are
     retried on the next execution. Returns the run's summary (also stored in ``run.summary``).
     """
-    from modeling.llm.backends import backend_for
-
     progress = progress or no_progress
     started = time.monotonic()
     limit = limit if limit is not None else run.settings.get("limit")

@@ -16,6 +16,7 @@ from django.utils.text import slugify
 
 from modeling.progress import Cancelled, ProgressCallback, no_progress
 
+from . import metrics
 from .grag.config import GRAGConfig
 from .grag.inputs import DialogueSample
 from .models import Dataset, Response, Sample, System
@@ -75,6 +76,7 @@ def train_system(
     *, system: System, progress: ProgressCallback = no_progress, log: Callable[[str], None] = lambda line: None
 ) -> dict:
     """Train the system's model on its dataset split; resume from its checkpoint if one exists."""
+    # lazy: imports torch and transformers, which only a training worker needs
     from .grag.train import train
 
     if system.dataset is None:
@@ -130,7 +132,7 @@ def system_generate(
     degenerate-output flags (loop, cut mid-sentence, max_new_tokens hit, empty; the text is kept
     as generated) and the summary's "degenerate" counts them over the split's responses.
     """
-    from . import metrics
+    # lazy: imports torch and transformers, which only a generating worker needs
     from .grag.generate import generate_responses, score_reference
     from .grag.model import load_model
 

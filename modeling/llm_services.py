@@ -21,7 +21,7 @@ from .llm.backends import Backend, GenerationSettings, backend_for, generation_c
 from .llm.loading import SMOLLM2, SMOLLM2_ALIASES
 from .llm.postprocess import clean_generic_response, clean_response
 from .llm.prompts import ICLExample, augment_template, icl_template
-from .models import Dataset, LLMCache, Response, Sample, System
+from .models import Dataset, LLMCache, MetricResult, Response, Sample, System
 from .progress import ProgressCallback, no_progress
 from .text import degenerate_flags, flag_counts
 
@@ -315,8 +315,6 @@ def icl_seed_group_metrics(*, seed_group: str, split: str = "test") -> dict:
     only the seeds that have it, and ``seeds`` says how many that was.
     """
     from django.db.models import Avg, Count
-
-    from .models import MetricResult
 
     systems = list(System.objects.filter(config__seed_group=seed_group).order_by("name"))
     if not systems:

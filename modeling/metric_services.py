@@ -1,6 +1,6 @@
 """Score a system's responses and store the figures as MetricResult rows (per sample and per run).
 
-The maths lives in modeling/metrics.py (no Django); this module loads the responses, calls it,
+The maths lives in modeling/metrics/ (no Django); this module loads the responses, calls it,
 and writes every row of a run in one transaction, so a table never shows half a run.
 """
 from __future__ import annotations

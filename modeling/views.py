@@ -1,6 +1,6 @@
 """Staff pages for model runs: systems with their metrics, the Table 3 builder, ablation plots.
 
-Every view parses a GET form, calls modeling/tables.py and renders; the table and the plot
+Every view parses a GET form, calls modeling/tables/ and renders; the table and the plot
 are the same code the `results_table` command exports.
 """
 from urllib.parse import urlencode
@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET
 
 from common.permissions import staff_required
 
-from .grag.config import methods_with
+from .grag.config import launch_fields, methods_with
 from .metrics import METRICS
 from .models import Dataset, MetricResult, System
 from .tables import (
@@ -213,8 +213,6 @@ def system_detail(request, pk: int):
 
 def config_rows(config: dict) -> list[tuple[str, str]]:
     """(label, value) of a System's config: GRAGConfig's launch labels where it has one, paths as names."""
-    from .grag.config import launch_fields
-
     labels = {f.name: f.metadata["label"] for f in launch_fields()}
     rows = []
     for key, value in (config or {}).items():

@@ -7,6 +7,7 @@ from annotation.models import Study
 from common.permissions import staff_required
 
 from .build import min_confidence_parse, report_build
+from .ranking_build import RANKING_CONTENT_TYPES, RANKING_FORMATS, ranking_render, systems_ranking_build
 from .render import CONTENT_TYPES, EXTENSIONS, FORMATS, report_context, report_render
 
 DOWNLOAD_LABELS = [("json", "JSON"), ("csv", "CSV"), ("html", "HTML"), ("tex", "LaTeX"), ("svg", "Figure 2 (SVG)"),
@@ -50,16 +51,12 @@ def study_report_download(request, slug: str, fmt: str):
 @require_GET
 @staff_required
 def systems_ranking(request):
-    from .ranking_build import systems_ranking_build
-
     return render(request, "reports/ranking_page.html", {"ranking": systems_ranking_build()})
 
 
 @require_GET
 @staff_required
 def systems_ranking_download(request, fmt: str):
-    from .ranking_build import RANKING_CONTENT_TYPES, RANKING_FORMATS, ranking_render, systems_ranking_build
-
     if fmt not in RANKING_FORMATS:
         raise Http404(f"Unknown ranking format {fmt!r}; choose one of {', '.join(RANKING_FORMATS)}.")
     response = HttpResponse(ranking_render(ranking=systems_ranking_build(), fmt=fmt), content_type=RANKING_CONTENT_TYPES[fmt])

@@ -15,8 +15,13 @@ from urllib.parse import urlencode
 from django.urls import reverse
 from django.utils import timezone
 
+from annotation.models import Study
+from modeling.models import System
+from modeling.tables import HEADERS
+
 from .labels import term
 from .models import Job
+from .pipeline import PipelinePlan
 
 
 @dataclass
@@ -83,9 +88,6 @@ class JobLinks:
         self._studies: set[str] = set()
 
     def prefetch(self, jobs: list[Job]) -> None:
-        from annotation.models import Study
-        from modeling.models import System
-
         names, slugs = set(), set()
         for job in jobs:
             for blob in (job.params, job.result):
@@ -141,14 +143,10 @@ def _row(key: str, value, kind: str, links: JobLinks) -> Row | None:
     elif t.show == "systems" and isinstance(value, list):
         row.items = [(str(v), links.system(v)) for v in value]
     elif t.show in ("method", "methods"):
-        from modeling.models import System
-
         names = dict(System.Method.choices)
         values = value if isinstance(value, list) else [value]
         row.value = ", ".join(names.get(v, str(v)) for v in values)
     elif isinstance(value, dict):
-        from modeling.tables import HEADERS
-
         row.items = [(f"{HEADERS.get(k, k)}: {_number(v) if isinstance(v, int | float) else v}", "")
                      for k, v in value.items()]
     elif isinstance(value, list):
@@ -214,8 +212,6 @@ def made_links(job: Job, children: list[Job] = (), links: JobLinks | None = None
                                                       or (job.params or {}).get("split") or "test")]
         plan = job.params if job.kind == Job.Kind.PIPELINE else {}
         if plan.get("baseline") and plan.get("challenger") and len(scored) > 1:
-            from .pipeline import PipelinePlan
-
             try:
                 names = PipelinePlan(**plan)
             except TypeError:  # a plan stored by an older version: no baseline row then

@@ -4,11 +4,13 @@ from django import forms
 from django.utils.text import slugify
 
 from annotation.models import Study
+from annotation.services import study_names_check, study_system_words
 from modeling.grag.config import GRAGConfig, launch_fields
 from modeling.importers.service import DatasetImportError, path_within_roots
 from modeling.models import Dataset, System
 
 from .labels import term
+from .pipeline import PipelinePlan
 
 SPLITS = [("test", "test"), ("valid", "valid"), ("train", "train")]
 TRAINABLE = [
@@ -198,8 +200,6 @@ class StudyForm(LaunchForm):
         if data.get("slug") and Study.objects.filter(slug=data["slug"]).exists():
             self.add_error("slug", f"A study {data['slug']!r} exists already.")
         if data.get("slug") and data.get("baseline") and data.get("challenger"):
-            from annotation.services import study_names_check, study_system_words
-
             try:
                 study_names_check(texts={"slug": data["slug"]},
                                   words=study_system_words(systems=[data["baseline"], data["challenger"]]))
@@ -269,8 +269,6 @@ class PipelineForm(LaunchForm):
             self.add_error("challenger", "The challenger must differ from the baseline.")
         check_config(self, data)
         if data.get("study_slug") and data.get("dataset"):
-            from annotation.services import study_names_check, study_system_words
-
             dataset = getattr(data["dataset"], "name", data["dataset"])
             try:
                 study_names_check(texts={"study_slug": data["study_slug"]}, words=study_system_words(
@@ -280,8 +278,6 @@ class PipelineForm(LaunchForm):
         return data
 
     def plan(self):
-        from .pipeline import PipelinePlan
-
         params = self.job_params()
         params["methods"] = list(params.get("methods", []))
         params.setdefault("augment", False)

@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django.utils.text import slugify
 
+from annotation.services import study_neutral_slug
 from modeling.grag.config import DEFAULTS as GRAG_DEFAULTS
 
 from .models import Job
 from .registry import task_for_kind
+from .services import broker_check
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,6 @@ class PipelinePlan:
     def slug(self) -> str:
         """The study's slug: the one given, or a neutral one (annotators see it, so it never names
         a method, system or model); fixed by the plan so the judge stage finds the study."""
-        from annotation.services import study_neutral_slug
-
         return self.study_slug or study_neutral_slug(
             "pipeline", self.dataset, self.baseline, self.challenger, self.eval_split, self.eval_limit, self.seed
         )
@@ -114,8 +114,6 @@ def pipeline_canvas(*, parent: Job, children: list[Job]):
 
 def pipeline_launch(*, plan: PipelinePlan, user=None) -> Job:
     """Check the broker, create the pipeline's jobs and send its chain once they are committed."""
-    from .services import broker_check
-
     broker_check()
     parent, children = pipeline_create(plan=plan, user=user)
     transaction.on_commit(lambda: pipeline_canvas(parent=parent, children=children).apply_async())

@@ -6,6 +6,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .models import Job
+from .registry import task_for_kind
 
 
 class BrokerUnavailable(RuntimeError):
@@ -75,7 +76,6 @@ def job_retry(*, job: Job) -> Job:
     if job.status not in (Job.Status.FAILED, Job.Status.CANCELLED):
         raise ValueError(f"Only failed or cancelled jobs can be retried; job {job.pk} is {job.status}.")
     broker_check()
-    from .registry import task_for_kind
 
     Job.objects.filter(pk=job.pk).update(
         status=Job.Status.QUEUED, cancel_requested=False, error="", traceback="", finished_at=None

@@ -11,6 +11,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from modeling.models import Response, Sample, System
+
 from ..giveaways import study_check_flagged, text_giveaways
 from ..keys import key_normalise
 from ..models import (
@@ -144,8 +146,6 @@ def study_neutral_slug(*parts: Any) -> str:
 def study_system_words(*, systems: list[Any] = (), names: list[str] = ()) -> list[str]:
     """Words an annotator-facing study text must not contain: the systems' names, backbones and
     run folders, ``names``, and every method's value and label (``postgrag``, ``PreSFT(Hist)``)."""
-    from modeling.models import System
-
     words = list(names) + ["GRAG"]
     for system in systems:
         words += [system.name, system.backbone, (system.checkpoint_dir or "").rstrip("/").rsplit("/", 1)[-1]]
@@ -220,8 +220,6 @@ def study_create_from_systems(
     (``is_open`` False) while its giveaway or degenerate-response checks flag anything; staff
     open it after review. ``meta["check"]`` holds the counts (``annotation.giveaways``).
     """
-    from modeling.models import Response
-
 
 
     if baseline.pk == challenger.pk:
@@ -237,7 +235,6 @@ def study_create_from_systems(
         raise ValueError(f"{baseline.name} and {challenger.name} have no responses to the same {split!r} samples")
     if limit is not None and limit < len(common):
         common = sorted(random.Random(seed).sample(common, limit))
-    from modeling.models import Sample
 
     study = study_create(
         slug=slug, title=title, baseline_name=baseline.name, challenger_name=challenger.name, overlap=overlap, seed=seed,

@@ -7,6 +7,9 @@ from typing import Any
 
 from django.db import transaction
 
+from common.csv_safe import QUOTE, cell_restore
+from modeling.importers.base import ImportFileError, read_text
+
 from ..keys import key_normalise
 from ..models import CONFIDENCE_MAX, CONFIDENCE_MIN, Rating, Study, confidence_in_scale
 from .base import User
@@ -26,8 +29,6 @@ def _votes_cell(text: str) -> str:
     (``common.csv_safe``): its one added quote is dropped and the rest kept exactly (a key may
     begin with a tab). Any other cell is stripped of surrounding blanks, as typed by hand.
     """
-    from common.csv_safe import QUOTE, cell_restore
-
     return cell_restore(text) if text.startswith(QUOTE) else text.strip()
 
 
@@ -42,7 +43,6 @@ def _votes_read(*, study: Study, path: Path) -> list[tuple[int, dict[str, Any]]]
     items = {key_normalise(key): pk for key, pk in study.items.values_list("key", "id")}
     questions = {key_normalise(q): q for q in study.questions.values_list("key", flat=True)}
     rows, seen = [], {}
-    from modeling.importers.base import ImportFileError, read_text
 
     try:
         # The dataset importers' reader: UTF-8 check, NUL bytes and over-long lines, each named by line.

@@ -12,6 +12,8 @@ import os
 import torch
 from torch import nn
 
+from modeling.llm.loading import load_tokenizer, resolve_model, unquantised_source
+
 from .config import GRAGConfig
 from .inputs import AGENT, add_tag_tokens
 
@@ -77,8 +79,6 @@ def load_backbone(config: GRAGConfig, *, path: str | None = None, adapters: bool
     ModelNotFound with instructions when the model is not on this machine (never downloads).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-
-    from modeling.llm.loading import load_tokenizer, resolve_model, unquantised_source
 
     if path is None and config.backbone.startswith("tiny:"):
         tokenizer = copy.deepcopy(load_tokenizer(config.tokenizer))  # never mutate the shared one

@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from modeling.llm.loading import ModelNotFound
+
 from .config import GRAGConfig, sweep_configs
 from .inputs import DialogueSample
 
@@ -72,6 +74,7 @@ def _config(args) -> GRAGConfig:
 
 
 def cmd_train(args) -> dict:
+    # lazy: imports torch and transformers; `python -m modeling.grag --help` stays instant
     from .train import train
 
     config = _config(args)
@@ -83,6 +86,7 @@ def cmd_train(args) -> dict:
 
 
 def cmd_generate(args) -> dict:
+    # lazy: imports torch and transformers; `python -m modeling.grag --help` stays instant
     from .generate import generate_responses, score_reference
     from .model import load_model
 
@@ -145,8 +149,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from modeling.llm.loading import ModelNotFound
-
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)

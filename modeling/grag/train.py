@@ -29,6 +29,7 @@ from .backbone import resolve_device
 from .config import GRAGConfig
 from .inputs import DialogueSample, InputBuilder
 from .model import GRAGModel, build_model, save_model
+from .modules import decoder_layers
 
 LAST, BEST = "last", "best"
 
@@ -77,8 +78,6 @@ class TrainState:
 
 def freeze_lower_layers(model: GRAGModel, n: int) -> None:
     """Leave only the top ``n`` decoder layers, the decoder's final norm and the non-backbone layers trainable."""
-    from .modules import decoder_layers
-
     for p in model.backbone.parameters():
         p.requires_grad_(False)
     decoder = model.backbone.get_decoder()

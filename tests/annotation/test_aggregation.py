@@ -13,34 +13,10 @@ from annotation.aggregation import (
     ratings_frame,
     study_aggregate,
 )
-from annotation.models import DEFAULT_QUESTIONS, Item, Question, Rating, Study
+from annotation.models import Item, Rating, Study
+from tests.factories import ratings_create, study_create
 
 B, C, S = "baseline", "challenger", "similar"
-
-
-def study_create(slug: str = "s", *, overlap: int = 3, min_confidence: int = 2, seed: int = 0) -> Study:
-    study = Study.objects.create(slug=slug, baseline_name="PreSFT(Hist)", challenger_name="PostGRAG", overlap=overlap,
-                                 min_confidence=min_confidence, seed=seed)
-    Question.objects.bulk_create(
-        [Question(study=study, key=k, label=label, text=text, order=i) for i, (k, label, text) in enumerate(DEFAULT_QUESTIONS)]
-    )
-    return study
-
-
-def ratings_add(study: Study, rows, *, kind: str = Item.Kind.NORMAL) -> None:
-    """rows: (item_key, rater, question, choice, confidence[, rater_kind]); items are created as needed."""
-    keys = sorted({row[0] for row in rows})
-    existing = {i.key: i for i in Item.objects.filter(study=study, key__in=keys)}
-    new = [Item(study=study, key=k, baseline_response=f"b {k}", challenger_response=f"c {k}", kind=kind)
-           for k in keys if k not in existing]
-    Item.objects.bulk_create(new)
-    items = {i.key: i for i in Item.objects.filter(study=study, key__in=keys)}
-    Rating.objects.bulk_create([
-        Rating(item=items[row[0]], rater=row[1], question=row[2], choice=row[3], confidence=row[4],
-               rater_kind=row[5] if len(row) > 5 else Rating.RaterKind.HUMAN,
-               baseline_side="A" if (hash(row[0]) + hash(row[1])) % 2 else "B")
-        for row in rows
-    ])
 
 
 def label_of(votes: pd.DataFrame, question: str, study: Study, key: str):
@@ -52,7 +28,7 @@ def label_of(votes: pd.DataFrame, question: str, study: Study, key: str):
 @pytest.mark.django_db
 def test_hand_worked_majority_and_confidence_cases():
     study = study_create()
-    ratings_add(study, [
+    ratings_create(study, [
         # plain majority: two of three say baseline (one of them at confidence 2 = the minimum, kept)
         ("majority", "ann", "q1", B, 5), ("majority", "bob", "q1", B, 2), ("majority", "cat", "q1", C, 4),
         # all disagree: no label, whatever the confidences
@@ -84,7 +60,7 @@ def test_hand_worked_majority_and_confidence_cases():
 @pytest.mark.django_db
 def test_ties_after_filtering_give_no_label():
     study = study_create(overlap=5)
-    ratings_add(study, [
+    ratings_create(study, [
         # 3 challenger vs 2 baseline, but one challenger is unsure: 2-2 after filtering, a tie, no label
         ("tie", "r1", "q2", B, 5), ("tie", "r2", "q2", B, 5), ("tie", "r3", "q2", C, 5), ("tie", "r4", "q2", C, 4),
         ("tie", "r5", "q2", C, 1),
@@ -100,7 +76,7 @@ def test_ties_after_filtering_give_no_label():
 def test_llm_rater_label_is_its_own_choice_after_the_filter_and_groups_stay_apart():
     study = study_create()
     llm = Rating.RaterKind.LLM
-    ratings_add(study, [
+    ratings_create(study, [
         ("i1", "ann", "q1", B, 5), ("i1", "bob", "q1", B, 5), ("i1", "cat", "q1", C, 5),
         ("i1", "LLM-145", "q1", C, 4, llm),
         ("i2", "LLM-145", "q1", S, 1, llm),  # below the minimum: dropped
@@ -119,15 +95,15 @@ def test_llm_rater_label_is_its_own_choice_after_the_filter_and_groups_stay_apar
 @pytest.mark.django_db
 def test_only_current_ratings_of_normal_items_count():
     study = study_create()
-    ratings_add(study, [("i1", "ann", "q1", C, 5), ("i1", "bob", "q1", C, 5), ("i1", "cat", "q1", B, 5)])
+    ratings_create(study, [("i1", "ann", "q1", C, 5), ("i1", "bob", "q1", C, 5), ("i1", "cat", "q1", B, 5)])
     # ann changed her mind: the old row stays, no longer current, and the label flips to no majority.
     old = Rating.objects.get(item__key="i1", rater="ann")
     old.is_current = False
     old.save()
-    ratings_add(study, [("i1", "ann", "q1", S, 5)])
+    ratings_create(study, [("i1", "ann", "q1", S, 5)])
     # Gold and trap items measure annotators, not systems.
-    ratings_add(study, [("gold", "ann", "q1", C, 5), ("gold", "bob", "q1", C, 5)], kind=Item.Kind.GOLD)
-    ratings_add(study, [("trap", "ann", "q1", S, 5), ("trap", "bob", "q1", S, 5)], kind=Item.Kind.TRAP_IDENTICAL)
+    ratings_create(study, [("gold", "ann", "q1", C, 5), ("gold", "bob", "q1", C, 5)], kind=Item.Kind.GOLD)
+    ratings_create(study, [("trap", "ann", "q1", S, 5), ("trap", "bob", "q1", S, 5)], kind=Item.Kind.TRAP_IDENTICAL)
     summary = study_aggregate(study=study).summary()
     assert summary["q1"]["items"] == 1
     assert summary["q1"]["valid"] == 0 and summary["q1"]["dropped_no_majority"] == 1
@@ -136,7 +112,7 @@ def test_only_current_ratings_of_normal_items_count():
 @pytest.mark.django_db
 def test_ratings_load_with_one_query(django_assert_num_queries):
     study = study_create()
-    ratings_add(study, [(f"i{n}", r, q, B, 3) for n in range(20) for r in ("ann", "bob", "cat") for q in ("q1", "q2")])
+    ratings_create(study, [(f"i{n}", r, q, B, 3) for n in range(20) for r in ("ann", "bob", "cat") for q in ("q1", "q2")])
     with django_assert_num_queries(1):
         aggregate = study_aggregate(study=study)
     assert aggregate.summary()["q2"]["valid"] == 20

@@ -8,7 +8,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from annotation.models import Assignment, Rating, Study
-from tests.annotation.test_services import QKEYS, annotators, make_study
+from tests.factories import QKEYS, annotators_create, toy_study
 
 pytestmark = pytest.mark.django_db
 
@@ -28,16 +28,16 @@ def token_client(username: str, password: str = "pw-12345678") -> APIClient:
 
 @pytest.fixture
 def study(tmp_path):
-    return make_study(tmp_path, n=3, overlap=2, slug="mine")
+    return toy_study(tmp_path, n=3, overlap=2, slug="mine")
 
 
 @pytest.fixture
 def other_study(tmp_path):
-    return make_study(tmp_path, n=2, overlap=1, slug="theirs")
+    return toy_study(tmp_path, n=2, overlap=1, slug="theirs")
 
 
 def test_token_for_a_good_password_and_400_for_a_bad_one(study):
-    annotators(study, 1)
+    annotators_create(study, 1)
     assert token_client("ann0")
     response = APIClient().post("/api/token/", {"username": "ann0", "password": "wrong"}, format="json")
     assert response.status_code == 400 and "password" in response.json()["errors"]
@@ -47,7 +47,7 @@ def test_token_for_a_good_password_and_400_for_a_bad_one(study):
 def test_the_token_endpoint_allows_10_logins_a_minute_per_address_and_no_other_route_is_limited(study, settings,
                                                                                                    monkeypatch):
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"token": "10/minute"}}
-    annotators(study, 1)
+    annotators_create(study, 1)
     good, bad = {"username": "ann0", "password": "pw-12345678"}, {"username": "ann0", "password": "wrong"}
     anon = APIClient()
     codes = [anon.post("/api/token/", bad if i % 2 else good, format="json").status_code for i in range(10)]
@@ -81,7 +81,7 @@ def test_anonymous_requests_get_401(study):
 
 
 def test_an_annotator_rates_items_until_204(study):
-    annotators(study, 1)
+    annotators_create(study, 1)
     client = token_client("ann0")
     listed = client.get("/api/studies/").json()
     assert [s["slug"] for s in listed] == ["mine"] and listed[0]["progress"] == {"done": 0, "total": 3}
@@ -106,7 +106,7 @@ def test_an_annotator_rates_items_until_204(study):
 
 
 def test_a_bad_answer_gets_400_naming_the_field_and_nothing_is_stored(study):
-    annotators(study, 1)
+    annotators_create(study, 1)
     client = token_client("ann0")
     item = client.post("/api/studies/mine/next/").json()["item"]
     url = f"/api/studies/mine/items/{item}/ratings/"
@@ -129,7 +129,7 @@ def test_a_bad_answer_gets_400_naming_the_field_and_nothing_is_stored(study):
 
 
 def test_a_repeated_submit_stores_nothing_twice(study):
-    annotators(study, 1)
+    annotators_create(study, 1)
     client = token_client("ann0")
     item = client.post("/api/studies/mine/next/").json()["item"]
     url = f"/api/studies/mine/items/{item}/ratings/"
@@ -143,8 +143,8 @@ def test_a_repeated_submit_stores_nothing_twice(study):
 
 
 def test_annotators_cannot_reach_other_studies_or_other_peoples_items(study, other_study):
-    annotators(study, 2)
-    annotators(other_study, 1, prefix="other")
+    annotators_create(study, 2)
+    annotators_create(other_study, 1, prefix="other")
     mine, neighbour, outsider = token_client("ann0"), token_client("ann1"), token_client("other0")
     item = mine.post("/api/studies/mine/next/").json()["item"]
     for client in (outsider,):
@@ -164,7 +164,7 @@ def test_annotators_cannot_reach_other_studies_or_other_peoples_items(study, oth
 
 
 def test_payloads_reveal_no_system_name_key_or_side(study):
-    annotators(study, 1)
+    annotators_create(study, 1)
     client = token_client("ann0")
     texts = []
     while (r := client.post("/api/studies/mine/next/")).status_code == 200:
@@ -177,7 +177,7 @@ def test_payloads_reveal_no_system_name_key_or_side(study):
 
 
 def test_session_requests_need_a_csrf_token(study):
-    annotators(study, 1)
+    annotators_create(study, 1)
     client = APIClient(enforce_csrf_checks=True)
     assert client.login(username="ann0", password="pw-12345678")
     assert client.get("/api/studies/").status_code == 200

@@ -7,7 +7,7 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
 from annotation.models import Item, Rating, Study
-from tests.annotation.test_services import make_study, study_lines, write_jsonl
+from tests.factories import jsonl_write, toy_study, toy_study_lines
 
 pytestmark = pytest.mark.django_db
 HEADER = "item_key,rater,rater_kind,question,choice,confidence"
@@ -20,7 +20,7 @@ def run(*args) -> str:
 
 
 def test_import_study_prints_json_and_a_second_import_changes_nothing(tmp_path):
-    path = write_jsonl(tmp_path / "s.jsonl", study_lines(4))
+    path = jsonl_write(tmp_path / "s.jsonl", toy_study_lines(4))
     args = ("import_study", path, "--slug", "cmd", "--baseline", "PreSFT(Hist)", "--challenger", "PostGRAG", "--overlap", "2")
     assert json.loads(run(*args)) == {"study": "cmd", "items": 4}
     ids = sorted(Item.objects.values_list("public_id", flat=True))
@@ -30,9 +30,9 @@ def test_import_study_prints_json_and_a_second_import_changes_nothing(tmp_path):
 
 
 def test_import_study_bad_line_is_a_command_error_and_writes_nothing(tmp_path):
-    lines = [json.dumps(x) for x in study_lines(3)]
+    lines = [json.dumps(x) for x in toy_study_lines(3)]
     lines[1] = lines[1][:40]  # truncated
-    path = write_jsonl(tmp_path / "t.jsonl", lines)
+    path = jsonl_write(tmp_path / "t.jsonl", lines)
     with pytest.raises(CommandError, match=r"t.jsonl:2: not valid JSON"):
         run("import_study", path, "--slug", "t", "--baseline", "PreSFT(Hist)", "--challenger", "PostGRAG")
     with pytest.raises(CommandError, match="no such file"):
@@ -41,7 +41,7 @@ def test_import_study_bad_line_is_a_command_error_and_writes_nothing(tmp_path):
 
 
 def test_add_annotator_creates_then_updates_and_refuses_an_unknown_study(tmp_path):
-    study = make_study(tmp_path, n=1, slug="aa")
+    study = toy_study(tmp_path, n=1, slug="aa")
     assert json.loads(run("add_annotator", "ann", "--password", "pw-12345678", "--study", "aa")) == {
         "annotator": "ann", "study": "aa"}
     user = User.objects.get(username="ann")
@@ -63,7 +63,7 @@ def votes_file(tmp_path, rows, name="votes.csv", header=HEADER) -> str:
 
 
 def test_import_votes_then_export_gives_the_same_rows_and_reimport_changes_nothing(tmp_path):
-    make_study(tmp_path, n=2, slug="v")
+    toy_study(tmp_path, n=2, slug="v")
     rows = [
         f"spc/test/{i},{rater},{kind},{q},{choice},{conf}"
         for i in range(2)
@@ -99,7 +99,7 @@ def test_import_votes_then_export_gives_the_same_rows_and_reimport_changes_nothi
     ],
 )
 def test_a_bad_vote_line_names_the_line_and_nothing_is_written(tmp_path, bad_row, message):
-    make_study(tmp_path, n=2, slug="v")
+    toy_study(tmp_path, n=2, slug="v")
     path = votes_file(tmp_path, ["spc/test/0,alice,human,q1,baseline,4", "spc/test/1,alice,human,q1,baseline,4", bad_row])
     with pytest.raises(CommandError) as exc:
         run("import_votes", "v", path)
@@ -108,7 +108,7 @@ def test_a_bad_vote_line_names_the_line_and_nothing_is_written(tmp_path, bad_row
 
 
 def test_vote_files_with_missing_columns_or_wrong_encoding_are_refused(tmp_path):
-    make_study(tmp_path, n=1, slug="v")
+    toy_study(tmp_path, n=1, slug="v")
     path = votes_file(tmp_path, ["spc/test/0,alice,q1,baseline,4"], header="item_key,rater,question,choice,confidence")
     with pytest.raises(CommandError, match="missing column.*rater_kind"):
         run("import_votes", "v", path)

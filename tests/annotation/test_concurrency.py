@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 
 from annotation import services
 from annotation.models import Assignment, Rating
-from tests.annotation.test_services import QKEYS, annotators, answer_all, make_study
+from tests.factories import QKEYS, annotators_create, answer_all, toy_study
 
 
 @pytest.fixture
@@ -41,8 +41,8 @@ def run_threads(target, args_list):
 
 
 def test_concurrent_annotators_over_the_api_never_exceed_the_overlap(pg, tmp_path):
-    study = make_study(tmp_path, n=12, overlap=3, slug="race")
-    users = annotators(study, 10)
+    study = toy_study(tmp_path, n=12, overlap=3, slug="race")
+    users = annotators_create(study, 10)
     start = threading.Barrier(len(users))
     body = {"answers": [{"question": q, "choice": "B", "confidence": 4} for q in QKEYS]}
 
@@ -73,8 +73,8 @@ def test_concurrent_annotators_over_the_api_never_exceed_the_overlap(pg, tmp_pat
 
 
 def test_simultaneous_double_submit_and_double_next_store_once(pg, tmp_path):
-    study = make_study(tmp_path, n=3, overlap=1, slug="dbl")
-    (user,) = annotators(study, 1)
+    study = toy_study(tmp_path, n=3, overlap=1, slug="dbl")
+    (user,) = annotators_create(study, 1)
     barrier = threading.Barrier(4)
     got = []
 

@@ -21,7 +21,8 @@ from annotation.models import Assignment, Item, Rating
 from judge.models import JudgeRun
 from reports import report_build, report_render
 from reports.stats import cohen_kappa, fleiss_kappa, krippendorff_alpha, win_rate
-from tests.annotation.test_aggregation import B, C, S, ratings_add, study_create
+from tests.annotation.test_aggregation import B, C, S
+from tests.factories import ratings_create, study_create
 
 nan = np.nan
 
@@ -62,7 +63,7 @@ def test_win_rate_sign_test_and_seeded_bootstrap():
 def small_study():
     """Five items rated on q1 (confidence 5 unless said), worked by hand in the tests below."""
     study = study_create("small", overlap=3, min_confidence=2, seed=3)
-    ratings_add(study, [
+    ratings_create(study, [
         ("i1", "ann", "q1", B, 5), ("i1", "bob", "q1", B, 5), ("i1", "cat", "q1", B, 5),
         ("i2", "ann", "q1", B, 5), ("i2", "bob", "q1", B, 5), ("i2", "cat", "q1", C, 5),
         ("i3", "ann", "q1", C, 5), ("i3", "bob", "q1", C, 5), ("i3", "cat", "q1", S, 5),
@@ -133,7 +134,7 @@ def test_cohen_kappa_of_an_llm_rater_matches_the_textbook_example():
     for n, (human, llm) in enumerate(plan):
         rows += [(f"i{n}", rater, "q3", human, 4) for rater in ("ann", "bob", "cat")]
         rows.append((f"i{n}", "LLM-2000", "q3", llm, 4, Rating.RaterKind.LLM))
-    ratings_add(study, rows)
+    ratings_create(study, rows)
     llm = report_build(study=study)["questions"]["q3"]["llm"]["LLM-2000"]
     assert llm["compared"] == 50
     assert llm["confusion"] == [[20, 5, 0], [10, 15, 0], [0, 0, 0]]

@@ -37,7 +37,7 @@ from reports.agreement import (
     krippendorff_alpha_weighted,
 )
 from reports.figures import figure2_intervals
-from tests.annotation.test_aggregation import ratings_add, study_create
+from tests.factories import ratings_create, study_create
 
 HUMANS = ("ann", "bob", "cat")
 JUDGE = "LLM-2000"
@@ -59,8 +59,8 @@ def dominant_similar_study(*, judge_model="HuggingFaceTB/SmolLM2-135M-Instruct",
         for rater in HUMANS:
             code = truth[i] if rng.random() < 0.85 else rng.choice(3)
             rows.append((f"i{i:03d}", rater, "q1", LABELS[code], int(rng.integers(2, 6))))
-    ratings_add(study, rows)
-    ratings_add(study, [(f"i{i:03d}", "placeholder", "q2", "similar", 5) for i in range(80, 200)])
+    ratings_create(study, rows)
+    ratings_create(study, [(f"i{i:03d}", "placeholder", "q2", "similar", 5) for i in range(80, 200)])
     Rating.objects.filter(item__study=study, question="q2").delete()
     items = {i.key: i for i in Item.objects.filter(study=study)}
     for n, item in enumerate(items.values()):
@@ -316,9 +316,9 @@ def ranked_studies():
         study.baseline_name, study.challenger_name = baseline, challenger
         study.save()
         labels = ["baseline"] * bw + ["challenger"] * cw + ["similar"] * ties
-        ratings_add(study, [(f"i{i}", rater, "q1", label, 4) for i, label in enumerate(labels) for rater in HUMANS])
+        ratings_create(study, [(f"i{i}", rater, "q1", label, 4) for i, label in enumerate(labels) for rater in HUMANS])
         # The judge sees each study the other way round on decisive items: its ranking is its own.
-        ratings_add(study, [(f"i{i}", f"judge-{n}", "q1", {"baseline": "challenger", "challenger": "baseline"}.get(label, label),
+        ratings_create(study, [(f"i{i}", f"judge-{n}", "q1", {"baseline": "challenger", "challenger": "baseline"}.get(label, label),
                              4, Rating.RaterKind.LLM) for i, label in enumerate(labels)])
         JudgeRun.objects.create(name=f"judge-{n}", study=study, model_id="qwen2.5-7b", prompt_version="v1")
     return plan
@@ -411,7 +411,7 @@ def test_gwet_ac1_prevalence_and_bias_of_the_hand_worked_small_study():
 @pytest.mark.django_db
 def test_a_study_rated_only_by_a_judge_renders_every_format_without_nan():
     study = study_create("judge-only")
-    ratings_add(study, [(f"i{i}", JUDGE, "q1", LABELS[i % 3], 4, Rating.RaterKind.LLM) for i in range(12)])
+    ratings_create(study, [(f"i{i}", JUDGE, "q1", LABELS[i % 3], 4, Rating.RaterKind.LLM) for i in range(12)])
     JudgeRun.objects.create(name=JUDGE, study=study, model_id="qwen2.5-7b", prompt_version="v1")
     report = report_build(study=study)
     llm = report["questions"]["q1"]["llm"][JUDGE]

@@ -9,45 +9,9 @@ from django.utils import timezone
 from annotation import selectors, services
 from annotation.models import DEFAULT_QUESTIONS, Assignment, Item, Rating, Study
 from annotation.services import Answer, RatingInvalid, ReservationLost, StudyFileError
+from tests.factories import annotators_create, answer_all, jsonl_write, toy_study, toy_study_lines
 
 pytestmark = pytest.mark.django_db
-QKEYS = [q[0] for q in DEFAULT_QUESTIONS]
-
-
-def study_lines(n: int, baseline: str = "PreSFT(Hist)", challenger: str = "PostGRAG") -> list[dict]:
-    return [
-        {
-            "key": f"spc/test/{i}",
-            "persona": f"I have {i} dogs.\nI live in Ohio.",
-            "history": [{"role": "user", "text": f"How many pets do you have? ({i})"}],
-            "generic_response": "I have some pets.",
-            "responses": {baseline: f"base says {i}", challenger: f"chal says I have {i} dogs", "other": "x"},
-        }
-        for i in range(n)
-    ]
-
-
-def write_jsonl(path, lines) -> str:
-    path.write_text("\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n", encoding="utf-8")
-    return str(path)
-
-
-def make_study(tmp_path, n=6, overlap=3, slug="s", trap_rate=0.0, seed=0) -> Study:
-    path = write_jsonl(tmp_path / f"{slug}.jsonl", study_lines(n))
-    study, count = services.study_import_jsonl(
-        path=path, slug=slug, baseline="PreSFT(Hist)", challenger="PostGRAG", overlap=overlap, seed=seed,
-        trap_rate=trap_rate,
-    )
-    assert count == n
-    return study
-
-
-def annotators(study: Study, n: int, prefix: str = "ann") -> list[User]:
-    return [services.annotator_add(username=f"{prefix}{i}", password="pw-12345678", study=study) for i in range(n)]
-
-
-def answer_all(choice="A", confidence=4, **override) -> list[Answer]:
-    return [Answer(q, override.get(q, choice), confidence) for q in QKEYS]
 
 
 def rate_until_done(study: Study, users: list[User], choice="A") -> int:
@@ -68,10 +32,10 @@ def rate_until_done(study: Study, users: list[User], choice="A") -> int:
 
 
 def test_import_creates_items_with_the_papers_four_questions_and_reimport_changes_nothing(tmp_path):
-    lines = study_lines(3)
+    lines = toy_study_lines(3)
     lines[1]["history"] = "User: hi there\nAgent: hello!\nUser: any pets?"
     lines[2]["generic_response"] = ""
-    path = write_jsonl(tmp_path / "a.jsonl", lines + [""])
+    path = jsonl_write(tmp_path / "a.jsonl", lines + [""])
     study, n = services.study_import_jsonl(path=path, slug="x", baseline="PreSFT(Hist)", challenger="PostGRAG")
     assert n == 3 and study.overlap == 3
     assert [(q.key, q.label, q.text) for q in study.questions.all()] == DEFAULT_QUESTIONS
@@ -104,8 +68,8 @@ def test_import_creates_items_with_the_papers_four_questions_and_reimport_change
     ],
 )
 def test_a_bad_line_names_file_and_line_and_writes_nothing(tmp_path, bad_line, message):
-    good = [json.dumps(x) for x in study_lines(2)]
-    path = write_jsonl(tmp_path / "bad.jsonl", [good[0], good[1], bad_line])
+    good = [json.dumps(x) for x in toy_study_lines(2)]
+    path = jsonl_write(tmp_path / "bad.jsonl", [good[0], good[1], bad_line])
     with pytest.raises(StudyFileError) as exc:
         services.study_import_jsonl(path=path, slug="bad", baseline="PreSFT(Hist)", challenger="PostGRAG")
     assert f"{path}:3:" in str(exc.value) and message in str(exc.value)
@@ -114,23 +78,23 @@ def test_a_bad_line_names_file_and_line_and_writes_nothing(tmp_path, bad_line, m
 
 def test_wrong_encoding_and_overlong_lines_are_refused(tmp_path, monkeypatch):
     path = tmp_path / "latin1.jsonl"
-    path.write_bytes(json.dumps(study_lines(1)[0]).encode() + b"\n" + '{"key": "caf\xe9"}'.encode("latin-1") + b"\n")
+    path.write_bytes(json.dumps(toy_study_lines(1)[0]).encode() + b"\n" + '{"key": "caf\xe9"}'.encode("latin-1") + b"\n")
     with pytest.raises(StudyFileError, match=r"latin1.jsonl:2: not UTF-8"):
         services.study_import_jsonl(path=path, slug="enc", baseline="PreSFT(Hist)", challenger="PostGRAG")
     monkeypatch.setattr(services.study_files, "MAX_LINE_BYTES", 300)  # the module that reads study files
-    lines = study_lines(2)
+    lines = toy_study_lines(2)
     lines[1]["persona"] = "very long " * 100
-    path = write_jsonl(tmp_path / "long.jsonl", lines)
+    path = jsonl_write(tmp_path / "long.jsonl", lines)
     with pytest.raises(StudyFileError, match=r"long.jsonl:2: line is longer than 300 bytes"):
         services.study_import_jsonl(path=path, slug="long", baseline="PreSFT(Hist)", challenger="PostGRAG")
     assert not Study.objects.exists()
 
 
 def test_reimport_with_a_changed_item_is_refused_and_adds_nothing(tmp_path):
-    make_study(tmp_path, n=2, slug="c")
-    lines = study_lines(3)
+    toy_study(tmp_path, n=2, slug="c")
+    lines = toy_study_lines(3)
     lines[0]["responses"]["PostGRAG"] = "edited"
-    path = write_jsonl(tmp_path / "c2.jsonl", lines)
+    path = jsonl_write(tmp_path / "c2.jsonl", lines)
     with pytest.raises(StudyFileError, match="differs from the one already in study 'c'"):
         services.study_import_jsonl(path=path, slug="c", baseline="PreSFT(Hist)", challenger="PostGRAG")
     assert Item.objects.count() == 2
@@ -190,8 +154,8 @@ def test_create_study_task_makes_the_study_from_a_job(db):
 
 
 def test_each_item_gets_exactly_overlap_ratings_and_nobody_rates_an_item_twice(tmp_path):
-    study = make_study(tmp_path, n=7, overlap=3)
-    users = annotators(study, 5)
+    study = toy_study(tmp_path, n=7, overlap=3)
+    users = annotators_create(study, 5)
     assert rate_until_done(study, users) == 21
     for item in study.items.all():
         assert item.assignments.filter(status=Assignment.Status.COMPLETED).count() == 3
@@ -201,8 +165,8 @@ def test_each_item_gets_exactly_overlap_ratings_and_nobody_rates_an_item_twice(t
 
 
 def test_sides_are_balanced_per_annotator_and_each_items_raters_see_both_orders(tmp_path):
-    study = make_study(tmp_path, n=12, overlap=3, seed=7)
-    users = annotators(study, 6)
+    study = toy_study(tmp_path, n=12, overlap=3, seed=7)
+    users = annotators_create(study, 6)
     active = list(users)
     while active:
         for u in list(active):
@@ -219,8 +183,8 @@ def test_sides_are_balanced_per_annotator_and_each_items_raters_see_both_orders(
 
 
 def test_a_side_is_stored_not_reshuffled_and_the_payload_reveals_no_system(tmp_path):
-    study = make_study(tmp_path, n=3, overlap=1)
-    (u,) = annotators(study, 1)
+    study = toy_study(tmp_path, n=3, overlap=1)
+    (u,) = annotators_create(study, 1)
     a = services.assignment_next(study=study, annotator=u)
     assert services.assignment_next(study=study, annotator=u).pk == a.pk  # a reload gets the same reservation
     payload = selectors.item_payload(assignment=a)
@@ -237,8 +201,8 @@ def test_a_side_is_stored_not_reshuffled_and_the_payload_reveals_no_system(tmp_p
 
 
 def test_an_expired_reservation_returns_the_item_to_the_pool_and_a_late_submit_is_refused(tmp_path):
-    study = make_study(tmp_path, n=1, overlap=1)
-    slow, fast = annotators(study, 2)
+    study = toy_study(tmp_path, n=1, overlap=1)
+    slow, fast = annotators_create(study, 2)
     a = services.assignment_next(study=study, annotator=slow)
     assert services.assignment_next(study=study, annotator=fast) is None  # the only slot is reserved
     Assignment.objects.filter(pk=a.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
@@ -252,16 +216,16 @@ def test_an_expired_reservation_returns_the_item_to_the_pool_and_a_late_submit_i
 
 
 def test_a_late_submit_still_counts_when_the_slot_is_free(tmp_path):
-    study = make_study(tmp_path, n=1, overlap=1)
-    (u,) = annotators(study, 1)
+    study = toy_study(tmp_path, n=1, overlap=1)
+    (u,) = annotators_create(study, 1)
     a = services.assignment_next(study=study, annotator=u)
     Assignment.objects.filter(pk=a.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     assert len(services.rating_submit(assignment=a, answers=answer_all())) == 4
 
 
 def test_a_closed_study_gives_no_items(tmp_path):
-    study = make_study(tmp_path, n=2)
-    (u,) = annotators(study, 1)
+    study = toy_study(tmp_path, n=2)
+    (u,) = annotators_create(study, 1)
     services.study_update(study=study, is_open=False)
     assert services.assignment_next(study=study, annotator=u) is None
 
@@ -272,8 +236,8 @@ def test_a_closed_study_gives_no_items(tmp_path):
 def test_answers_are_stored_canonically_with_the_side_shown(tmp_path):
     # Sides are coin flips within the balance bound (issue 17): rate until both were shown
     # (12 items: all on one side has probability 2 / 2**12).
-    study = make_study(tmp_path, n=12, overlap=1)
-    (u,) = annotators(study, 1)
+    study = toy_study(tmp_path, n=12, overlap=1)
+    (u,) = annotators_create(study, 1)
     seen = set()
     while seen != {"A", "B"}:
         a = services.assignment_next(study=study, annotator=u)
@@ -289,8 +253,8 @@ def test_answers_are_stored_canonically_with_the_side_shown(tmp_path):
 
 
 def test_missing_or_invalid_answers_name_the_field_and_store_nothing(tmp_path):
-    study = make_study(tmp_path, n=1)
-    (u,) = annotators(study, 1)
+    study = toy_study(tmp_path, n=1)
+    (u,) = annotators_create(study, 1)
     a = services.assignment_next(study=study, annotator=u)
     bad = [Answer("q1", "A", 3), Answer("q2", "A", 9), Answer("q3", "maybe", 3), Answer("q9", "A", 3)]
     with pytest.raises(RatingInvalid) as exc:
@@ -303,8 +267,8 @@ def test_missing_or_invalid_answers_name_the_field_and_store_nothing(tmp_path):
 
 
 def test_a_repeated_submit_stores_nothing_twice(tmp_path):
-    study = make_study(tmp_path, n=2)
-    (u,) = annotators(study, 1)
+    study = toy_study(tmp_path, n=2)
+    (u,) = annotators_create(study, 1)
     a = services.assignment_next(study=study, annotator=u)
     first = services.rating_submit(assignment=a, answers=answer_all("B", 2))
     again = services.rating_submit(assignment=a, answers=answer_all("B", 2))
@@ -313,8 +277,8 @@ def test_a_repeated_submit_stores_nothing_twice(tmp_path):
 
 
 def test_changes_before_leaving_the_item_are_appended_and_the_latest_is_current(tmp_path):
-    study = make_study(tmp_path, n=2)
-    (u,) = annotators(study, 1)
+    study = toy_study(tmp_path, n=2)
+    (u,) = annotators_create(study, 1)
     a = services.assignment_next(study=study, annotator=u)
     services.rating_submit(assignment=a, answers=answer_all("A", 3))
     services.rating_submit(assignment=a, answers=answer_all("A", 3, q2="B"))
@@ -330,7 +294,7 @@ def test_changes_before_leaving_the_item_are_appended_and_the_latest_is_current(
 
 
 def test_annotator_add_creates_adds_and_never_changes_the_password(tmp_path):
-    study = make_study(tmp_path, n=1)
+    study = toy_study(tmp_path, n=1)
     u = services.annotator_add(username="zoe", password="first-pass-1", study=None)
     assert u.check_password("first-pass-1") and not u.is_staff
     services.annotator_add(username="zoe", password=None, study=study)
@@ -346,7 +310,7 @@ def test_annotator_add_creates_adds_and_never_changes_the_password(tmp_path):
 
 
 def test_study_update_edits_questions_and_bumps_the_instructions_version(tmp_path):
-    study = make_study(tmp_path, n=1)
+    study = toy_study(tmp_path, n=1)
     services.study_update(study=study, instructions="# Read me", questions=[
         {"key": "q1", "label": "Naturalness", "text": "Which is more fluent?"}, {"key": "q2", "label": "Acc", "text": "Which is right?"},
     ])
@@ -361,10 +325,10 @@ def test_study_update_edits_questions_and_bumps_the_instructions_version(tmp_pat
 
 
 def test_trap_items_are_mixed_in_unmarked_and_kept_out_of_the_aggregate(tmp_path):
-    study = make_study(tmp_path, n=8, overlap=2, trap_rate=0.25)
+    study = toy_study(tmp_path, n=8, overlap=2, trap_rate=0.25)
     kinds = list(study.items.values_list("kind", flat=True))
     assert kinds.count("trap_identical") == 1 and kinds.count("trap_repeat") == 1
-    users = annotators(study, 2)
+    users = annotators_create(study, 2)
     served = {u.pk: [] for u in users}
     active = list(users)
     while active:
@@ -405,13 +369,13 @@ def test_trap_items_are_mixed_in_unmarked_and_kept_out_of_the_aggregate(tmp_path
 
 
 def test_gold_items_from_the_file_are_scored_and_too_fast_items_flagged(tmp_path):
-    lines = study_lines(2)
+    lines = toy_study_lines(2)
     lines[1]["gold"] = {"q1": "PostGRAG", "q2": "similar"}
-    path = write_jsonl(tmp_path / "g.jsonl", lines)
+    path = jsonl_write(tmp_path / "g.jsonl", lines)
     study, n = services.study_import_jsonl(path=path, slug="g", baseline="PreSFT(Hist)", challenger="PostGRAG", overlap=1)
     study.too_fast_seconds = 5
     study.save()
-    (u,) = annotators(study, 1)
+    (u,) = annotators_create(study, 1)
     for _ in range(2):
         a = services.assignment_next(study=study, annotator=u)
         if a.item.kind == "gold":
@@ -428,11 +392,11 @@ def test_gold_items_from_the_file_are_scored_and_too_fast_items_flagged(tmp_path
 
 
 def test_responses_that_give_their_author_away_are_flagged_before_the_study_opens(tmp_path):
-    lines = study_lines(4)
+    lines = toy_study_lines(4)
     lines[0]["responses"]["PostGRAG"] = "As an AI language model, I do not own dogs."
     lines[1]["responses"]["PreSFT(Hist)"] = "I am PreSFT(Hist) and I like dogs."
     lines[2]["responses"]["PostGRAG"] = "Bartholomew, my dog, says hi."  # a name, not the BART model
-    path = write_jsonl(tmp_path / "tells.jsonl", lines)
+    path = jsonl_write(tmp_path / "tells.jsonl", lines)
     study, _ = services.study_import_jsonl(path=path, slug="tells", baseline="PreSFT(Hist)", challenger="PostGRAG")
     found = selectors.study_author_tells(study=study)
     assert [(f["item"], f["response"]) for f in found] == [("spc/test/0", "challenger"), ("spc/test/1", "baseline")]
@@ -440,8 +404,8 @@ def test_responses_that_give_their_author_away_are_flagged_before_the_study_open
 
 
 def test_an_annotator_coming_back_after_expiry_gets_the_item_again_in_the_same_order(tmp_path):
-    study = make_study(tmp_path, n=1, overlap=1)
-    (u,) = annotators(study, 1)
+    study = toy_study(tmp_path, n=1, overlap=1)
+    (u,) = annotators_create(study, 1)
     a = services.assignment_next(study=study, annotator=u)
     Assignment.objects.filter(pk=a.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
     again = services.assignment_next(study=study, annotator=u)
@@ -453,8 +417,8 @@ def test_an_annotator_coming_back_after_expiry_gets_the_item_again_in_the_same_o
 
 
 def test_progress_counts_done_reserved_and_only_the_items_still_open_to_the_annotator(tmp_path):
-    study = make_study(tmp_path, n=4, overlap=2)
-    me, x, y = annotators(study, 3)
+    study = toy_study(tmp_path, n=4, overlap=2)
+    me, x, y = annotators_create(study, 3)
     assert selectors.annotator_progress(study=study, annotator=me) == {"done": 0, "total": 4}
     # x and y fill the first item (overlap 2): it is no longer open to me.
     full = services.assignment_next(study=study, annotator=x)
@@ -471,13 +435,13 @@ def test_progress_counts_done_reserved_and_only_the_items_still_open_to_the_anno
     Assignment.objects.filter(pk=other.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     assert selectors.annotator_progress(study=study, annotator=me) == {"done": 1, "total": 4}
     # Items of another study never count.
-    make_study(tmp_path, n=5, overlap=2, slug="elsewhere")
+    toy_study(tmp_path, n=5, overlap=2, slug="elsewhere")
     assert selectors.annotator_progress(study=study, annotator=me) == {"done": 1, "total": 4}
 
 
 def test_progress_is_plain_integers_that_json_can_carry(tmp_path):
-    study = make_study(tmp_path, n=2, overlap=1)
-    (me,) = annotators(study, 1)
+    study = toy_study(tmp_path, n=2, overlap=1)
+    (me,) = annotators_create(study, 1)
     services.rating_submit(assignment=services.assignment_next(study=study, annotator=me), answers=answer_all())
     progress = selectors.annotator_progress(study=study, annotator=me)
     assert json.loads(json.dumps(progress)) == {"done": 1, "total": 2}

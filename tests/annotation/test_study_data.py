@@ -23,11 +23,11 @@ from annotation import services
 from annotation.keys import key_normalise
 from annotation.models import Assignment, Item, Rating, Study
 from annotation.services import StudyFileError
+from tests.factories import BASELINE, CHALLENGER, jsonl_write, samples_create, study_line, systems_with_responses
 from tests.fixtures.degenerate import CORPUS, FLAGGED, ORDINARY
 
 pytestmark = pytest.mark.django_db
 
-BASELINE, CHALLENGER = "PreSFT(Hist)", "PostGRAG"
 NFC_KEY = "spc/test/Café crème/1"
 MESSY_KEYS = {
     # as written in the study file -> as stored
@@ -40,15 +40,7 @@ MESSY_KEYS = {
 
 
 def item_line(key: str, baseline: str = "I like parks.", challenger: str = "I hike with my cats.") -> dict:
-    return {
-        "key": key, "persona": "I have two cats.", "history": [{"role": "user", "text": "What did you do today?"}],
-        "generic_response": "I went out.", "responses": {BASELINE: baseline, CHALLENGER: challenger},
-    }
-
-
-def write_jsonl(path, rows) -> str:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return str(path)
+    return study_line(key=key, generic_response="I went out.", responses={BASELINE: baseline, CHALLENGER: challenger})
 
 
 def run(*args) -> str:
@@ -69,7 +61,7 @@ def test_key_normalise_is_nfc_single_spaced_stripped_and_keeps_case():
 
 
 def test_messy_keys_are_stored_normalised_and_an_export_always_imports_again(tmp_path):
-    path = write_jsonl(tmp_path / "s.jsonl", [item_line(k) for k in MESSY_KEYS])
+    path = jsonl_write(tmp_path / "s.jsonl", [item_line(k) for k in MESSY_KEYS])
     study, n = services.study_import_jsonl(path=path, slug="keys", baseline=BASELINE, challenger=CHALLENGER)
     assert n == len(MESSY_KEYS)
     assert sorted(study.items.values_list("key", flat=True)) == sorted(MESSY_KEYS.values())
@@ -105,7 +97,7 @@ def test_messy_keys_are_stored_normalised_and_an_export_always_imports_again(tmp
 
 
 def test_two_spellings_of_one_key_in_a_study_file_are_one_key(tmp_path):
-    path = write_jsonl(tmp_path / "dup.jsonl", [item_line(NFC_KEY), item_line(unicodedata.normalize("NFD", NFC_KEY) + " ")])
+    path = jsonl_write(tmp_path / "dup.jsonl", [item_line(NFC_KEY), item_line(unicodedata.normalize("NFD", NFC_KEY) + " ")])
     with pytest.raises(StudyFileError, match=r"dup\.jsonl:2: key 'spc/test/Café crème/1' already used on line 1"):
         services.study_import_jsonl(path=path, slug="dup", baseline=BASELINE, challenger=CHALLENGER)
     assert not Study.objects.exists()
@@ -134,7 +126,7 @@ def test_the_staff_api_creates_items_with_the_same_key_rule(client):
 
 def test_empty_and_whitespace_only_responses_are_imported(tmp_path):
     rows = [item_line("k/empty", baseline=""), item_line("k/blank", challenger="  \n ")]
-    study, n = services.study_import_jsonl(path=write_jsonl(tmp_path / "e.jsonl", rows), slug="empty",
+    study, n = services.study_import_jsonl(path=jsonl_write(tmp_path / "e.jsonl", rows), slug="empty",
                                            baseline=BASELINE, challenger=CHALLENGER)
     assert n == 2
     assert study.items.get(key="k/empty").baseline_response == ""
@@ -153,7 +145,7 @@ def _response_sections(html: str) -> dict[str, str]:
 
 def test_annotators_see_empty_response_the_same_way_on_either_side(tmp_path, client):
     rows = [item_line("k/empty", baseline="", challenger="I hike with my cats.")]
-    study, _ = services.study_import_jsonl(path=write_jsonl(tmp_path / "e.jsonl", rows), slug="empty-page",
+    study, _ = services.study_import_jsonl(path=jsonl_write(tmp_path / "e.jsonl", rows), slug="empty-page",
                                            baseline=BASELINE, challenger=CHALLENGER, overlap=1)
     user = services.annotator_add(username="ann", password="pw-ann-123", study=study)
     client.force_login(user)
@@ -178,7 +170,7 @@ def test_annotators_see_empty_response_the_same_way_on_either_side(tmp_path, cli
 def test_check_study_lists_degenerate_responses_per_system(tmp_path):
     rows = [item_line(f"k/{kind}", baseline=ORDINARY, challenger=text) for kind, text in CORPUS.items()]
     rows.append(item_line("k/base-loop", baseline=CORPUS["repetition_loop"], challenger=ORDINARY))
-    services.study_import_jsonl(path=write_jsonl(tmp_path / "d.jsonl", rows), slug="degen", baseline=BASELINE,
+    services.study_import_jsonl(path=jsonl_write(tmp_path / "d.jsonl", rows), slug="degen", baseline=BASELINE,
                                 challenger=CHALLENGER)
     report = json.loads(run("check_study", "degen"))["degenerate"]
     expected = {kind: 1 for kinds in FLAGGED.values() for kind in kinds}
@@ -203,19 +195,13 @@ def test_the_study_check_does_not_flag_ordinary_replies():
 
 
 def _two_systems(texts: list[tuple[str, str]]):
-    from modeling.models import Conversation, Dataset, Response, Sample, System
-
-    ds = Dataset.objects.create(name="spc", kind="spc")
-    conv = Conversation.objects.create(dataset=ds, split="test", source_id="c1", turns=[])
-    base = System.objects.create(name="spc-presft_hist", method="presft_hist", backbone="HuggingFaceTB/SmolLM2-135M-Instruct")
-    chal = System.objects.create(name="spc-postgrag", method="postgrag", backbone="facebook/bart-base")
-    for i, (b, c) in enumerate(texts):
-        key = unicodedata.normalize("NFD", f"spc/test/Café {i}/1")
-        s = Sample.objects.create(dataset=ds, conversation=conv, split="test", turn_index=i, key=key, reference="r",
-                                  history=[{"role": "user", "text": "hi"}], agent_persona="I like tea.")
-        Response.objects.create(system=base, sample=s, text=b)
-        Response.objects.create(system=chal, sample=s, text=c)
-    return base, chal
+    samples = samples_create([dict(key=unicodedata.normalize("NFD", f"spc/test/Café {i}/1"), reference="r",
+                                   history=[{"role": "user", "text": "hi"}], agent_persona="I like tea.")
+                              for i in range(len(texts))])
+    return systems_with_responses(
+        samples, texts,
+        baseline=dict(name="spc-presft_hist", method="presft_hist", backbone="HuggingFaceTB/SmolLM2-135M-Instruct"),
+        challenger=dict(name="spc-postgrag", method="postgrag", backbone="facebook/bart-base"))
 
 
 def test_a_study_from_clean_systems_is_neutral_and_open():
@@ -279,7 +265,7 @@ def test_the_pipeline_and_the_study_job_name_their_study_neutrally(db):
 
 
 def test_annotators_of_a_closed_study_see_that_it_is_being_prepared(tmp_path, client):
-    study, _ = services.study_import_jsonl(path=write_jsonl(tmp_path / "c.jsonl", [item_line("k/1")]), slug="prep",
+    study, _ = services.study_import_jsonl(path=jsonl_write(tmp_path / "c.jsonl", [item_line("k/1")]), slug="prep",
                                            baseline=BASELINE, challenger=CHALLENGER)
     services.study_update(study=study, is_open=False)
     user = services.annotator_add(username="ann", password="pw-ann-123", study=study)

@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 from annotation import services
 from annotation.models import Study
 from tests.annotation.test_api import token_client
-from tests.annotation.test_services import annotators, make_study
+from tests.factories import annotators_create, toy_study
 
 pytestmark = pytest.mark.django_db
 
@@ -26,7 +26,7 @@ def staff_api():
     ("trap_rate", 1.0), ("trap_rate", -0.1), ("min_confidence", 6),
 ])
 def test_an_out_of_range_setting_is_a_400_naming_the_field_and_changes_nothing(tmp_path, staff_api, field, value):
-    study = make_study(tmp_path, n=2, overlap=1, slug="bounded")
+    study = toy_study(tmp_path, n=2, overlap=1, slug="bounded")
     before = getattr(study, field)
     response = staff_api.patch("/api/staff/studies/bounded/", {field: value}, format="json")
     assert response.status_code == 400, response.content
@@ -40,28 +40,28 @@ def test_an_out_of_range_setting_is_a_400_naming_the_field_and_changes_nothing(t
 
 
 def test_the_largest_settings_are_accepted_and_next_still_answers(tmp_path, staff_api):
-    study = make_study(tmp_path, n=2, overlap=1, slug="bounded")
+    study = toy_study(tmp_path, n=2, overlap=1, slug="bounded")
     response = staff_api.patch("/api/staff/studies/bounded/", {"reservation_minutes": 10080, "overlap": 50,
                                                                "too_fast_seconds": 3600, "trap_rate": 0.99}, format="json")
     assert response.status_code == 200, response.content
-    annotators(study, 1)
+    annotators_create(study, 1)
     assert token_client("ann0").post("/api/studies/bounded/next/").status_code == 200
 
 
 def test_a_study_stored_before_the_bounds_still_hands_out_items(tmp_path):
-    study = make_study(tmp_path, n=2, overlap=1, slug="old")
+    study = toy_study(tmp_path, n=2, overlap=1, slug="old")
     from django.db import connection
 
     # A row from before the migration: on SQLite any integer fits (10**12 minutes overflows a datetime);
     # PostgreSQL's integer column stops at 2**31 - 1, which the service must also handle.
     huge = 10**12 if connection.vendor == "sqlite" else 2**31 - 1
     Study.objects.filter(pk=study.pk).update(reservation_minutes=huge)
-    annotators(study, 1)
+    annotators_create(study, 1)
     assert token_client("ann0").post("/api/studies/old/next/").status_code == 200
 
 
 def test_the_services_check_the_same_bounds_as_the_model(tmp_path):
-    study = make_study(tmp_path, n=2, overlap=1, slug="bounded")
+    study = toy_study(tmp_path, n=2, overlap=1, slug="bounded")
     for field, value in [("reservation_minutes", 10**12), ("overlap", 2**40), ("too_fast_seconds", 10**15),
                          ("trap_rate", 1), ("overlap", True)]:
         with pytest.raises(services.StudyFieldError) as caught:
@@ -97,7 +97,7 @@ def test_creating_a_study_whose_slug_or_title_names_a_system_is_a_400(staff_api,
 
 
 def test_renaming_a_study_to_a_system_name_is_a_400_and_a_neutral_title_is_kept(tmp_path, staff_api):
-    study = make_study(tmp_path, n=2, overlap=1, slug="round")  # baseline PreSFT(Hist), challenger PostGRAG
+    study = toy_study(tmp_path, n=2, overlap=1, slug="round")  # baseline PreSFT(Hist), challenger PostGRAG
     for title, word in [("PreSFT(Hist) vs PostGRAG", "PreSFT(Hist)"), ("the grag study", "grag"),
                         ("presft_tst again", "presft_tst")]:
         response = staff_api.patch("/api/staff/studies/round/", {"title": title}, format="json")
@@ -110,7 +110,7 @@ def test_renaming_a_study_to_a_system_name_is_a_400_and_a_neutral_title_is_kept(
 
 
 def test_the_services_refuse_the_same_names(tmp_path):
-    study = make_study(tmp_path, n=2, overlap=1, slug="round")
+    study = toy_study(tmp_path, n=2, overlap=1, slug="round")
     with pytest.raises(services.StudyFieldError) as caught:
         services.study_update(study=study, title="PostGRAG wins?")
     assert caught.value.field == "title"

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS = ["common", "modeling", "annotation", "judge", "reports", "worker", "grag_site"]
 # The ML core: plain Python on torch/transformers, runnable on a GPU host without Django. It may also
 # read dataset files with the importers' parsers, which are Django-free (only importers/service.py is not).
-ML_CORE = ["modeling/grag", "modeling/llm", "modeling/metrics.py", "modeling/text.py"]
+ML_CORE = ["modeling/grag", "modeling/llm", "modeling/metrics", "modeling/text.py"]
 DJANGO_FREE = ML_CORE + ["modeling/progress", "common/threads", "common/processes", "common/latex", "modeling/importers/base", "modeling/importers/spc", "modeling/importers/pfg",
                          "modeling/importers/ed", "modeling/importers/convai2", "modeling/importers/jsonl"]
 
@@ -68,3 +68,51 @@ def test_the_ml_core_and_the_parsers_import_no_django_and_no_app(part):
                                                         for c in DJANGO_FREE))
     ]
     assert not wrong, "the ML core must stay Django-free:\n" + "\n".join(wrong)
+
+
+LAZY_MARK = "# lazy:"
+
+
+def _lazy_imports_unexplained(path: Path) -> list[str]:
+    """In-function imports of the project's own code in ``path`` without a ``# lazy:`` comment.
+
+    The comment sits on the import's line or on a comment line directly above it (one comment may
+    explain a block of adjacent imports); it says which cycle or which heavy import (torch,
+    transformers) keeps the import inside the function.
+    """
+    lines = path.read_text().splitlines()
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    wrong = []
+    for func in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(func):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    modules = [".".join(base + ([node.module] if node.module else []))]
+                else:
+                    modules = [node.module or ""]
+            else:
+                continue
+            if not any(m.split(".")[0] in LAYERS for m in modules):
+                continue
+            row = node.lineno - 1
+            explained = LAZY_MARK in lines[row]
+            while not explained and row > 0 and lines[row - 1].strip().startswith(("#", "from ", "import ")):
+                row -= 1
+                explained = LAZY_MARK in lines[row]
+            if not explained:
+                wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {modules[0]} inside {func.name}()")
+    return wrong
+
+
+@pytest.mark.parametrize("app", LAYERS)
+def test_an_import_of_the_project_inside_a_function_says_why(app):
+    """Imports of the project's own modules go at the top of the module; one that must stay inside a
+    function (a cycle, torch loaded only when used, a Celery task importing models at call time)
+    carries a ``# lazy: <why>`` comment, so a newcomer knows it is deliberate."""
+    wrong = [entry for path in _sources(app) for entry in _lazy_imports_unexplained(path)]
+    assert not wrong, f"move these to the top of the module, or say why with a {LAZY_MARK!r} comment:\n" + "\n".join(wrong)

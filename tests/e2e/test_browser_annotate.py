@@ -3,7 +3,6 @@
 Drives Debian's Chromium (``apt-get install chromium``) through Playwright against pytest-django's
 live server; never downloads a browser.
 """
-import json
 import os
 from pathlib import Path
 
@@ -11,10 +10,10 @@ import pytest
 
 from annotation.models import Assignment, Rating
 from annotation.services import annotator_add, study_import_jsonl
+from tests.factories import BASELINE, CHALLENGER, jsonl_write, study_line
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
-BASELINE, CHALLENGER = "PreSFT(Hist)", "PostGRAG"
 
 pytestmark = [
     pytest.mark.browser,
@@ -29,23 +28,19 @@ CHOICE_LABEL = {"A": "Response A is better", "B": "Response B is better", "S": "
 
 
 def _study_file(path: Path) -> Path:
-    lines = []
-    for i in range(3):
-        lines.append({
-            "key": f"spc-test-{i:04d}",
-            "persona": "I am a nurse. I have two dogs. I love baking bread on weekends.",
-            "history": [
-                {"role": "user", "text": "Hi! What do you do for fun?"},
-                {"role": "agent", "text": "I bake a lot. And you?"},
-                {"role": "user", "text": f"I just got back from a {i + 5}-mile run with my dog."},
-            ],
-            "generic_response": "That sounds like a great way to spend the day!",
-            "responses": {
-                BASELINE: f"Wow, {i + 5} miles is a lot. I like running too.",
-                CHALLENGER: f"Nice! My two dogs would love a {i + 5}-mile run, then I'd bake us some bread.",
-            },
-        })
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    jsonl_write(path, [study_line(
+        key=f"spc-test-{i:04d}", persona="I am a nurse. I have two dogs. I love baking bread on weekends.",
+        history=[
+            {"role": "user", "text": "Hi! What do you do for fun?"},
+            {"role": "agent", "text": "I bake a lot. And you?"},
+            {"role": "user", "text": f"I just got back from a {i + 5}-mile run with my dog."},
+        ],
+        generic_response="That sounds like a great way to spend the day!",
+        responses={
+            BASELINE: f"Wow, {i + 5} miles is a lot. I like running too.",
+            CHALLENGER: f"Nice! My two dogs would love a {i + 5}-mile run, then I'd bake us some bread.",
+        },
+    ) for i in range(3)])
     return path
 
 

@@ -1,13 +1,13 @@
 """Issue 17 in a real Chromium: the two responses are laid out alike whatever they hold (finding 7),
 and a failed request of the annotate page says so and offers a retry (finding 8).
 """
-import json
 from pathlib import Path
 
 import pytest
 
 from annotation.models import Assignment, Rating
 from annotation.services import annotator_add, study_import_jsonl
+from tests.factories import jsonl_write, study_line
 
 from .test_browser_annotate import (
     BASELINE,
@@ -33,9 +33,9 @@ def _study(path: Path, *, long_side: str) -> Path:
     for i in range(3):
         responses = {BASELINE: f"Short and sweet {i}.", CHALLENGER: f"Another short one {i}."}
         responses[long_side] = f"Look: {LONG_WORD}{i}"
-        lines.append({"key": f"wide-{i}", "persona": "I like long words.",
-                      "history": [{"role": "user", "text": "Say something long."}], "responses": responses})
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        lines.append(study_line(key=f"wide-{i}", persona="I like long words.",
+                                history=[{"role": "user", "text": "Say something long."}], responses=responses))
+    jsonl_write(path, lines)
     return path
 
 

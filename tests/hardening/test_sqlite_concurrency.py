@@ -21,9 +21,10 @@ from rest_framework.authtoken.models import Token
 
 from annotation import services
 from annotation.models import Assignment, Rating
+from tests.factories import jsonl_write
 
 from ..conftest import ROOT
-from .conftest import BASELINE, CHALLENGER, QKEYS, study_lines, write_jsonl
+from .conftest import BASELINE, CHALLENGER, QKEYS, study_lines
 
 N = 20
 
@@ -96,7 +97,7 @@ def test_twenty_parallel_annotators_on_sqlite_get_no_server_error(sqlite_server,
 
     base, log = sqlite_server
     study, _ = services.study_import_jsonl(
-        path=write_jsonl(tmp_path / "s.jsonl", study_lines(16, tag="lite")), slug="lite", baseline=BASELINE,
+        path=jsonl_write(tmp_path / "s.jsonl", study_lines(16, tag="lite")), slug="lite", baseline=BASELINE,
         challenger=CHALLENGER, overlap=3,
     )
     users = [services.annotator_add(username=f"lite{i:02d}", password=None, study=study) for i in range(N)]

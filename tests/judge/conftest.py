@@ -1,9 +1,13 @@
 """Fixtures of the judge tests: studies built from real SPC test conversations, the model loaded once."""
 import pytest
 
-from annotation.models import DEFAULT_QUESTIONS, Item, Question, Study
+from annotation.models import Study
 from judge.devdata import spc_judge_pairs
 from tests.conftest import shared_file
+from tests.factories import items_create, study_create
+
+# What a judge pair (judge.devdata.spc_judge_pairs) gives an Item.
+PAIR_FIELDS = ("persona", "history", "generic_response", "baseline_response", "challenger_response")
 
 
 @pytest.fixture(scope="session")
@@ -13,14 +17,9 @@ def spc_pairs():
 
 def study_make(pairs, *, slug="judge-spc", min_confidence=2) -> Study:
     """A study with the paper's four questions and one item per pair; system names that must never reach a prompt."""
-    study = Study.objects.create(slug=slug, baseline_name="PreSFT-Hist-SECRET", challenger_name="PostGRAG-SECRET",
-                                 min_confidence=min_confidence)
-    for order, (key, label, text) in enumerate(DEFAULT_QUESTIONS):
-        Question.objects.create(study=study, key=key, label=label, text=text, order=order)
-    for pair in pairs:
-        Item.objects.create(study=study, key=pair["key"], persona=pair["persona"], history=pair["history"],
-                            generic_response=pair["generic_response"], baseline_response=pair["baseline_response"],
-                            challenger_response=pair["challenger_response"])
+    study = study_create(slug, baseline_name="PreSFT-Hist-SECRET", challenger_name="PostGRAG-SECRET",
+                         min_confidence=min_confidence)
+    items_create(study, [{field: pair[field] for field in ("key", *PAIR_FIELDS)} for pair in pairs])
     return study
 
 

@@ -233,18 +233,15 @@ def test_run_judge_on_two_systems_stored_responses_builds_a_judge_only_study_onc
     from django.core.management.base import CommandError
 
     from annotation.models import Study
-    from modeling.models import Conversation, Dataset, Response, Sample, System
+    from tests.factories import samples_create, systems_with_responses
 
-    ds = Dataset.objects.create(name="spc", kind="spc")
-    conv = Conversation.objects.create(dataset=ds, split="test", source_id="c1", turns=[])
-    base = System.objects.create(name="PreSFT(Hist)", method="presft_hist")
-    chal = System.objects.create(name="PostGRAG", method="postgrag")
-    for i, pair in enumerate(spc_pairs[:4]):
-        sample = Sample.objects.create(dataset=ds, conversation=conv, split="test", turn_index=i, key=f"spc/test/c1/{i}",
-                                       agent_persona=pair["persona"], history=pair["history"], reference="r",
-                                       generic_response=pair["generic_response"])
-        Response.objects.create(system=base, sample=sample, text=pair["baseline_response"])
-        Response.objects.create(system=chal, sample=sample, text=pair["challenger_response"])
+    pairs = spc_pairs[:4]
+    samples = samples_create([dict(key=f"spc/test/c1/{i}", agent_persona=pair["persona"], history=pair["history"],
+                                   reference="r", generic_response=pair["generic_response"])
+                              for i, pair in enumerate(pairs)])
+    base, chal = systems_with_responses(
+        samples, [(pair["baseline_response"], pair["challenger_response"]) for pair in pairs],
+        baseline=dict(name="PreSFT(Hist)", method="presft_hist"), challenger=dict(name="PostGRAG", method="postgrag"))
 
     args = ("run_judge", "spc-judge", "--model", "smollm2", "--systems", "PreSFT(Hist)", "PostGRAG", "--limit", "2",
             "--name", "LLM-2", "--min-option-mass", "0")

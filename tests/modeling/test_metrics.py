@@ -1,4 +1,4 @@
-"""Each metric of modeling/metrics.py against values worked out by hand (or independently)."""
+"""Each metric of modeling/metrics/ against values worked out by hand (or independently)."""
 import math
 
 import pytest

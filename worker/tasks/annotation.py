@@ -14,6 +14,7 @@ def create_study(job_id: int) -> dict:
     neutral one fixed by the job id), split, limit, overlap, seed, trap_rate, annotators
     (usernames to give the study). The study stays closed while its checks flag anything.
     """
+    # lazy: at call time: a worker loads a stage's services when it runs that stage's job
     from annotation.models import Study
     from annotation.services import annotator_add, study_create_from_systems, study_neutral_slug
     from modeling.models import System

@@ -24,6 +24,7 @@ def ping(job_id: int) -> dict:
 @shared_task(name="worker.import_dataset")
 def import_dataset(job_id: int) -> dict:
     """Import a dataset file named in the job's parameters (see worker.forms.ImportForm)."""
+    # lazy: at call time: a worker loads a stage's services when it runs that stage's job
     from modeling.importers.service import dataset_import, import_roots
 
     with job_context(job_id) as handle:

@@ -17,6 +17,7 @@ __all__ = ["train", "generate"]
 @shared_task(name="worker.train")
 def train(job_id: int) -> dict:
     """Train a system (params: dataset, method, backbone, system_name and GRAGConfig fields)."""
+    # lazy: at call time: a worker loads a stage's services when it runs that stage's job
     from modeling.grag_services import RUN_KEYS, system_create, train_system
     from modeling.models import Dataset
 
@@ -40,6 +41,7 @@ def train(job_id: int) -> dict:
 @shared_task(name="worker.generate")
 def generate(job_id: int) -> dict:
     """Generate a trained system's responses (params: system, split, limit, decoding)."""
+    # lazy: at call time, as in train()
     from modeling.grag_services import system_generate
     from modeling.models import System
 

@@ -14,6 +14,7 @@ def judge(job_id: int) -> dict:
     pipeline's {"study": slug, "model", "name", "limit", "prompt_version", "min_option_mass"}, which create the run
     (or find the one of that name, to resume it).
     """
+    # lazy: at call time: a worker loads a stage's services when it runs that stage's job
     from annotation.models import Study
     from judge.models import JudgeRun
     from judge.services import judge_default_model, judge_run_create, judge_run_execute

@@ -15,6 +15,7 @@ __all__ = ["augment", "icl"]
 @shared_task(name="worker.augment")
 def augment(job_id: int) -> dict:
     """Generic-response augmentation; params {"dataset", "split", "model", "limit", "batch_size"}. Resumes."""
+    # lazy: at call time: a worker loads a stage's services when it runs that stage's job
     from modeling.llm_services import augment_dataset
     from modeling.models import Dataset
 
@@ -36,6 +37,7 @@ def augment(job_id: int) -> dict:
 @shared_task(name="worker.icl")
 def icl(job_id: int) -> dict:
     """An ICL baseline; params {"dataset", "split", "method", "n_shot", "model", "limit", "seeds"}. Resumes."""
+    # lazy: at call time, as in augment()
     from modeling.llm_services import icl_generate
     from modeling.models import Dataset
 

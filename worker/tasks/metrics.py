@@ -9,6 +9,7 @@ __all__ = ["metrics"]
 @shared_task(name="worker.metrics")
 def metrics(job_id: int) -> dict:
     """Score a system's responses (params: system, split, optional bert_model / bert_layer)."""
+    # lazy: at call time: a worker loads a stage's services when it runs that stage's job
     from modeling.metric_services import metrics_compute
     from modeling.models import System
 

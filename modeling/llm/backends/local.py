@@ -58,7 +58,7 @@ class TransformersBackend(Backend):
         See ``Backend.score_options``; the engine is ``scoring.score_token_groups``. Prompts are
         cut at the answer position (``scoring.encode_messages``) with the first option's first spelling.
         """
-        from ..scoring import encode_messages, first_answer, score_token_groups  # in here: scoring imports kv_cache
+        from ..scoring import encode_messages, first_answer, score_token_groups  # lazy: scoring imports kv_cache
 
         answer = first_answer(options)
         encoded = [[encode_messages(self.tokenizer, m, answer=answer) for m in group] for group in groups]

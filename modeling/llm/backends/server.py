@@ -205,7 +205,7 @@ class OpenAICompatibleBackend(Backend):
         A 4xx answer (a prompt too long for the server) is that prompt's error; a server that
         stays unreachable or busy after the retries raises LLMBackendError.
         """
-        from ..scoring import OptionMass  # in here: scoring imports kv_cache (a cycle at import time)
+        from ..scoring import OptionMass  # lazy: scoring imports kv_cache (a cycle at import time)
 
         spelled = {spelling: option for option, spellings in options.items() for spelling in spellings}
 

@@ -7,6 +7,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from common.lookup import by_name_or_command_error
+from modeling.grag_services import system_generate
 from modeling.models import System
 
 
@@ -20,8 +21,6 @@ class Command(BaseCommand):
         parser.add_argument("--decoding", choices=["greedy", "beam", "sample"])
 
     def handle(self, *args, **opts):
-        from modeling.grag_services import system_generate
-
         system = by_name_or_command_error(System.objects.all(), opts["system"], hint="Train one with `manage.py train` first.")
         try:
             result = system_generate(system=system, split=opts["split"], limit=opts["limit"], decoding=opts["decoding"])

@@ -7,6 +7,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from modeling.grag.config import LAUNCH_KEYS, METHODS, launch_fields
+from modeling.grag_services import system_create, train_system
 from modeling.llm.loading import ModelNotFound
 from modeling.management.options import dataset_by_name
 
@@ -31,8 +32,6 @@ class Command(BaseCommand):
                             help="any other GRAGConfig field, e.g. --set max_source_len=256")
 
     def handle(self, *args, **opts):
-        from modeling.grag_services import system_create, train_system
-
         dataset = dataset_by_name(opts["dataset"])
         config = {k: opts[k] for k in (*LAUNCH_KEYS, "limit", "split")}
         config["valid_split"] = opts["valid_split"]

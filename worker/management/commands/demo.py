@@ -20,10 +20,14 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 
+from annotation.models import Rating, Study
 from common.processes import stop_process_group
 from common.threads import THREADS_ENV, shared_cpu_default, torch_threads_apply
+from modeling.importers.service import dataset_import
+from modeling.models import Dataset, MetricResult, Sample, System
 from worker.models import Job
 from worker.pipeline import PipelinePlan, pipeline_create, pipeline_launch
+from worker.registry import task_for_kind
 
 DEMO_DIR = Path(settings.BASE_DIR) / "data" / "demo"
 DEMO_PASSWORD = "grag-demo"  # local demo only; printed so the admin can log in
@@ -62,9 +66,6 @@ class Command(BaseCommand):
         parser.add_argument("--no-judge", action="store_true", help="Leave out the LLM-judge stage.")
 
     def handle(self, *args, **opts):
-        from modeling.importers.service import dataset_import
-        from modeling.models import Dataset
-
         path = opts["data"] or self._demo_file()
         if not path.exists():
             raise CommandError(f"{path} does not exist.")
@@ -107,8 +108,6 @@ class Command(BaseCommand):
         return {"admin": DEMO_PASSWORD, **{u: DEMO_PASSWORD for u in ANNOTATORS}}
 
     def _give_study_to_annotators(self, slug: str) -> None:
-        from annotation.models import Study
-
         study = Study.objects.filter(slug=slug).first()
         if study:
             study.annotators.add(*User.objects.filter(username__in=ANNOTATORS))
@@ -117,8 +116,8 @@ class Command(BaseCommand):
         """Run every stage in this process, in order, through the same tasks a worker runs."""
         from celery import current_app as app
 
+        # lazy: importing worker.tasks loads every stage's services; only the foreground run needs them
         import worker.tasks  # noqa: F401  (registers every stage's task in this process)
-        from worker.registry import task_for_kind
 
         # The same thread count the served demo gives its worker (see _serve).
         os.environ.setdefault(THREADS_ENV, str(shared_cpu_default()))
@@ -143,9 +142,6 @@ class Command(BaseCommand):
         return summary
 
     def _summary(self, plan: PipelinePlan) -> dict:
-        from annotation.models import Rating, Study
-        from modeling.models import MetricResult, Sample, System
-
         systems = System.objects.filter(name__in=[plan.system_name(m) for m in plan.methods])
         metrics = {
             s.name: {m.name: round(m.value, 4) for m in MetricResult.objects.filter(system=s, sample__isnull=True)}

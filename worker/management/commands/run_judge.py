@@ -16,6 +16,7 @@ from common.lookup import by_name_or_command_error
 from judge.prompts import DEFAULT_PROMPT_VERSION, PROMPTS
 from judge.reliability import DEFAULT_MIN_OPTION_MASS, reliability_label
 from judge.services import JudgeRunError, judge_default_model, judge_run_create, judge_run_execute
+from modeling.llm.loading import ModelNotFound, resolve_model
 from modeling.models import System
 from worker.models import Job
 from worker.services import BrokerUnavailable, job_launch
@@ -60,7 +61,6 @@ class Command(BaseCommand):
         try:
             if not opts["queue"]:
                 # Fail at once with the loader's message when the model is not on this machine.
-                from modeling.llm.loading import ModelNotFound, resolve_model
 
                 try:
                     resolve_model(model_id)
