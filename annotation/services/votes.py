@@ -7,12 +7,17 @@ from typing import Any
 
 from django.db import transaction
 
+from common.csv_safe import QUOTE, cell_restore
+
 from ..keys import key_normalise
-from ..models import CONFIDENCE_MAX, CONFIDENCE_MIN, Rating, Study, confidence_in_scale
+from ..models import COMMENT_MAX_CHARS, CONFIDENCE_MAX, CONFIDENCE_MIN, Rating, Study, confidence_in_scale
 from .base import User
 from .ratings import ratings_append
 
-VOTE_COLUMNS = ("item_key", "rater", "rater_kind", "question", "choice", "confidence")
+# The columns export_votes writes; the last, the rater's optional comment on the item (issue 21),
+# may be missing from a file made elsewhere (it then reads as no comment).
+VOTE_COLUMNS = ("item_key", "rater", "rater_kind", "question", "choice", "confidence", "comment")
+VOTE_COLUMNS_REQUIRED = VOTE_COLUMNS[:6]
 
 
 class VotesFileError(ValueError):
@@ -26,15 +31,10 @@ def _votes_cell(text: str) -> str:
     (``common.csv_safe``): its one added quote is dropped and the rest kept exactly (a key may
     begin with a tab). Any other cell is stripped of surrounding blanks, as typed by hand.
     """
-    from common.csv_safe import QUOTE, cell_restore
-
     return cell_restore(text) if text.startswith(QUOTE) else text.strip()
 
 
 def _votes_read(*, study: Study, path: Path) -> list[tuple[int, dict[str, Any]]]:
-
-
-
     if not path.is_file():
         raise VotesFileError(f"{path}: no such file")
     # Keys compare in their one normal form (annotation.keys): an exported file that an editor
@@ -54,7 +54,7 @@ def _votes_read(*, study: Study, path: Path) -> list[tuple[int, dict[str, Any]]]
         with io.StringIO(text, newline="") as fh:
             reader = csv.DictReader(fh)
             header = reader.fieldnames or []
-            missing = [c for c in VOTE_COLUMNS if c not in header]
+            missing = [c for c in VOTE_COLUMNS_REQUIRED if c not in header]
             if missing:
                 raise VotesFileError(
                     f"{path}:1: missing column(s) {', '.join(missing)}; the header must be {','.join(VOTE_COLUMNS)}"
@@ -62,7 +62,7 @@ def _votes_read(*, study: Study, path: Path) -> list[tuple[int, dict[str, Any]]]
             for row in reader:
                 line = reader.line_num
                 where = f"{path}:{line}"
-                if None in row or any(row.get(c) is None for c in VOTE_COLUMNS):
+                if None in row or any(row.get(c) is None for c in header):
                     raise VotesFileError(f"{where}: expected {len(header)} columns, got a different number")
                 key, rater = key_normalise(_votes_cell(row["item_key"])), _votes_cell(row["rater"])
                 if key not in items:
@@ -86,12 +86,17 @@ def _votes_read(*, study: Study, path: Path) -> list[tuple[int, dict[str, Any]]]
                         f"not {row['confidence']!r}") from None
                 if not confidence_in_scale(confidence):
                     raise VotesFileError(f"{where}: confidence must be from {CONFIDENCE_MIN} to {CONFIDENCE_MAX}, not {confidence}")
+                comment = row.get("comment") or ""
+                # The comment is kept as written (cell_restore only): it may begin or end with blanks.
+                comment = cell_restore(comment) if comment.startswith(QUOTE) else comment
+                if len(comment) > COMMENT_MAX_CHARS or "\x00" in comment:
+                    raise VotesFileError(f"{where}: comment must be at most {COMMENT_MAX_CHARS} characters, without NUL")
                 ident = (key, question, rater)
                 if ident in seen:
                     raise VotesFileError(f"{where}: a second vote of {rater!r} on {key!r} {question} (first on line {seen[ident]})")
                 seen[ident] = line
                 rows.append((line, {"item_id": items[key], "rater": rater, "rater_kind": kind, "question": question,
-                                    "choice": choice, "confidence": confidence}))
+                                    "choice": choice, "confidence": confidence, "comment": comment}))
     except csv.Error as exc:
         line = reader.line_num if reader is not None else 1
         raise VotesFileError(f"{path}:{line}: unreadable CSV ({exc})") from exc
@@ -117,7 +122,7 @@ def votes_import(*, study: Study, path: str | Path) -> dict[str, int]:
                meta={"source": str(path)}, **r)
         for _line, r in rows
     ]
-    stored = ratings_append(ratings=ratings, compare=("choice", "confidence", "rater_kind"), current=current)
+    stored = ratings_append(ratings=ratings, compare=("choice", "confidence", "rater_kind", "comment"), current=current)
     unchanged = sum(not r.is_new for r in stored)
     changed = sum(r.is_new and (r.item_id, r.question, r.rater) in current for r in stored)
     return {"added": len(stored) - unchanged - changed, "changed": changed, "unchanged": unchanged}
