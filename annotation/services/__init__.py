@@ -56,7 +56,7 @@ from .studies import (
     study_update,
 )
 from .study_files import MAX_LINE_BYTES, item_row_parse, study_file_read
-from .votes import VOTE_COLUMNS, VotesFileError, votes_import
+from .votes import VOTE_COLUMNS, VOTE_EXPORT_COLUMNS, VotesFileError, votes_import
 from .workflow import assignment_skip, flag_create, flag_resolve, instructions_confirm, instructions_confirmed
 
 __all__ = [
@@ -76,6 +76,7 @@ __all__ = [
     "StudyFileError",
     "User",
     "VOTE_COLUMNS",
+    "VOTE_EXPORT_COLUMNS",
     "VotesFileError",
     "account_password_set",
     "annotator_add",

@@ -14,10 +14,10 @@ from ..models import COMMENT_MAX_CHARS, CONFIDENCE_MAX, CONFIDENCE_MIN, Rating, 
 from .base import User
 from .ratings import ratings_append
 
-# The columns export_votes writes; the last, the rater's optional comment on the item (issue 21),
-# may be missing from a file made elsewhere (it then reads as no comment).
-VOTE_COLUMNS = ("item_key", "rater", "rater_kind", "question", "choice", "confidence", "comment")
-VOTE_COLUMNS_REQUIRED = VOTE_COLUMNS[:6]
+# The columns every votes file has. export_votes adds the rater's optional comment on the item
+# (issue 21) as a last column; a file made elsewhere may leave it out (it then reads as no comment).
+VOTE_COLUMNS = ("item_key", "rater", "rater_kind", "question", "choice", "confidence")
+VOTE_EXPORT_COLUMNS = (*VOTE_COLUMNS, "comment")
 
 
 class VotesFileError(ValueError):
@@ -54,7 +54,7 @@ def _votes_read(*, study: Study, path: Path) -> list[tuple[int, dict[str, Any]]]
         with io.StringIO(text, newline="") as fh:
             reader = csv.DictReader(fh)
             header = reader.fieldnames or []
-            missing = [c for c in VOTE_COLUMNS_REQUIRED if c not in header]
+            missing = [c for c in VOTE_COLUMNS if c not in header]
             if missing:
                 raise VotesFileError(
                     f"{path}:1: missing column(s) {', '.join(missing)}; the header must be {','.join(VOTE_COLUMNS)}"
@@ -105,7 +105,7 @@ def _votes_read(*, study: Study, path: Path) -> list[tuple[int, dict[str, Any]]]
 
 @transaction.atomic
 def votes_import(*, study: Study, path: str | Path) -> dict[str, int]:
-    """Load ratings collected elsewhere (columns ``VOTE_COLUMNS``); return counts added/changed/unchanged.
+    """Load ratings collected elsewhere (columns ``VOTE_COLUMNS``, optionally ``comment``); return counts added/changed/unchanged.
 
     The whole file is checked first; on any bad line nothing is written. A vote equal to the
     rater's current one is skipped (re-importing changes nothing); a different one is appended
