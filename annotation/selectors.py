@@ -123,7 +123,7 @@ def assignment_current_answers(*, assignment: Assignment) -> dict[str, dict[str,
 
 
 def study_items_state(*, study: Study) -> list[dict[str, Any]]:
-    """Each item with its assignment state, for staff: completed, live reserved and expired counts."""
+    """Each item with its assignment state, for staff: completed, live reserved, expired and skipped counts."""
     now = timezone.now()
     rows = (
         Item.objects.filter(study=study)
@@ -138,13 +138,14 @@ def study_items_state(*, study: Study) -> list[dict[str, Any]]:
                 filter=Q(assignments__status=Assignment.Status.EXPIRED)
                 | Q(assignments__status=Assignment.Status.RESERVED, assignments__expires_at__lte=now),
             ),
+            skipped=Count("assignments", filter=Q(assignments__status=Assignment.Status.SKIPPED)),
         )
         .order_by("key")
     )
     return [
         {
             "key": i.key, "item": i.public_id, "kind": i.kind, "completed": i.completed, "reserved": i.reserved,
-            "expired": i.expired,
+            "expired": i.expired, "skipped": i.skipped,
             "state": "done" if i.completed >= study.overlap else ("in progress" if i.completed or i.reserved else "open"),
         }
         for i in rows

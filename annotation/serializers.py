@@ -121,6 +121,7 @@ class ItemStateSerializer(serializers.Serializer):
     completed = serializers.IntegerField()
     reserved = serializers.IntegerField()
     expired = serializers.IntegerField()
+    skipped = serializers.IntegerField(help_text="Annotators who skipped the item (their slots went back to the pool).")
     state = serializers.CharField()
 
 

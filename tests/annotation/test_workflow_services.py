@@ -97,6 +97,8 @@ def test_a_skip_frees_the_slot_for_someone_else_and_the_item_never_comes_back(tm
         services.rating_submit(assignment=Assignment.objects.get(pk=a.pk), answers=answer_all("A"))
     rows = workflow_selectors.annotator_items(study=study, annotator=u1)
     assert [(r["status"], r["skip_reason"]) for r in rows][0] == ("skipped", "cannot_judge")
+    state = {r["item"]: r for r in selectors.study_items_state(study=study)}[skipped_item.public_id]
+    assert (state["skipped"], state["completed"], state["reserved"]) == (1, 0, 1)  # u2 holds it now
 
 
 def test_skip_refuses_an_unknown_reason_a_rated_item_and_answers_none_for_someone_elses_item(tmp_path):
