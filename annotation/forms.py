@@ -26,7 +26,7 @@ class RatingForm(SingleValueFieldsMixin, forms.Form):
 
     comment = forms.CharField(
         required=False, max_length=COMMENT_MAX_CHARS, strip=True, label="Comment (optional)",
-        widget=forms.Textarea(attrs={"rows": 2, "maxlength": COMMENT_MAX_CHARS}),
+        widget=forms.Textarea(attrs={"rows": 2, "maxlength": COMMENT_MAX_CHARS, "dir": "auto", "aria-describedby": "comment-help"}),
         error_messages={"max_length": f"Comment: at most {COMMENT_MAX_CHARS} characters, please."},
     )
 
