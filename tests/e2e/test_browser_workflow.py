@@ -24,6 +24,7 @@ PASSWORD = "correct-horse-9"
 BASELINE, CHALLENGER = "PreSFT(Hist)", "PostGRAG"
 CHOICE_LABEL = {"A": "Response A is better", "B": "Response B is better", "S": "Similar"}
 LONG_WORD = "Pneumonoultramicroscopicsilicovolcanoconiosis" * 4
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 RTL = "שלום, מה שלומך היום? مرحبا كيف حالك"
 
 
@@ -199,6 +200,8 @@ def test_every_annotator_page_fits_390px_passes_axe_and_keeps_the_submit_bar_in_
     page.get_by_text("Cannot rate this item? Skip it").click()
     page.get_by_text("Report a problem with this item to staff").click()
     check("annotate, skip and flag open")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "annotate-workflow-390.png"), full_page=True)
 
     # The submit bar stays in view wherever the item is scrolled.
     submit = page.get_by_role("button", name="Submit and go to the next item")
@@ -217,6 +220,7 @@ def test_every_annotator_page_fits_390px_passes_axe_and_keeps_the_submit_bar_in_
     check("earlier item")
     page.goto(f"{live_server.url}/studies/{study.slug}/done/")
     check("done items")
+    page.screenshot(path=str(SCREENSHOTS / "done-items-390.png"), full_page=True)
     page.goto(f"{live_server.url}/studies/{study.slug}/annotate/")
     _answer(page, ALL_A)
     page.get_by_role("button", name="Submit and go to the next item").click()
