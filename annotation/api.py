@@ -227,17 +227,20 @@ class RatingSubmitView(APIView):
             200: OpenApiResponse(RatingSubmitResultSerializer, description="The same answers again: nothing stored."),
             400: ErrorSerializer,
             404: ErrorSerializer,
-            409: OpenApiResponse(ErrorSerializer, description="Your reservation expired and the item went to someone else."),
+            409: OpenApiResponse(ErrorSerializer, description="Your reservation expired and the item went to someone "
+                                 "else, you skipped the item, or the study is closed."),
         },
-        summary="Answer every question of an item",
+        summary="Answer every question of an item, or change your answers to an earlier one",
         tags=["annotate"],
     )
     def post(self, request, slug: str, item: str):
         study = _annotator_study(request, slug)
         try:
             answers = _answers_parse(request.data)
-            found = services.rating_submit_for_item(study=study, annotator=request.user, public_id=item, answers=answers)
-        except services.ReservationLost as exc:
+            comment = request.data.get("comment")  # a dict: _answers_parse checked it
+            found = services.rating_submit_for_item(study=study, annotator=request.user, public_id=item, answers=answers,
+                                                    comment=comment)
+        except (services.ReservationLost, services.StudyClosed, services.ItemConflict) as exc:
             return _error(exc.errors, status.HTTP_409_CONFLICT)
         except services.RatingInvalid as exc:
             return _error(exc.errors)
@@ -248,6 +251,7 @@ class RatingSubmitView(APIView):
         body = {
             "item": assignment.item.public_id,
             "answers": [{"question": r.question, "choice": r.shown_choice, "confidence": r.confidence} for r in ratings],
+            "comment": ratings[0].comment if ratings else "",
             "stored": stored,
             "progress": selectors.annotator_progress(study=study, annotator=request.user),
         }

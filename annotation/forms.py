@@ -3,7 +3,7 @@ from django import forms
 
 from common.forms import SingleValueFieldsMixin
 
-from .models import CONFIDENCE_MAX, CONFIDENCE_MIN, Question
+from .models import COMMENT_MAX_CHARS, CONFIDENCE_MAX, CONFIDENCE_MIN, Question
 from .services import Answer
 
 # What an annotator picks per question (paper section 5.5, Table 5). The values are the sides
@@ -20,8 +20,16 @@ class RatingForm(SingleValueFieldsMixin, forms.Form):
     """One choice and one confidence per question; every question must be answered.
 
     Field names are ``<question key>-choice`` and ``<question key>-confidence`` so the no-JS form,
-    the htmx form and the tests post the same thing.
+    the htmx form and the tests post the same thing. ``comment`` is the annotator's optional
+    free text on the item (issue 21). Unbound, the form shows ``initial`` (an earlier item's
+    current answers, to change them).
     """
+
+    comment = forms.CharField(
+        required=False, max_length=COMMENT_MAX_CHARS, strip=True, label="Comment (optional)",
+        widget=forms.Textarea(attrs={"rows": 2, "maxlength": COMMENT_MAX_CHARS, "dir": "auto", "aria-describedby": "comment-help"}),
+        error_messages={"max_length": f"Comment: at most {COMMENT_MAX_CHARS} characters, please."},
+    )
 
     def __init__(self, *args, questions: list[dict], **kwargs):
         super().__init__(*args, **kwargs)
@@ -60,7 +68,9 @@ class RatingForm(SingleValueFieldsMixin, forms.Form):
         keys = {q["key"] for q in self.questions}
         for field, message in errors.items():
             key = str(field).split("-")[0].split(".")[0]
-            if key in keys:
+            if field == "comment":
+                self.add_error("comment", message)
+            elif key in keys:
                 target = f"{key}-confidence" if "confidence" in str(field) else f"{key}-choice"
                 self.add_error(target, message)
             else:
@@ -72,8 +82,9 @@ class RatingForm(SingleValueFieldsMixin, forms.Form):
         for q in self.questions:
             key = q["key"]
             choice_name, confidence_name = f"{key}-choice", f"{key}-confidence"
-            choice = self.data.get(choice_name, "") if self.is_bound else ""
-            confidence = str(self.data.get(confidence_name, "")) if self.is_bound else ""
+            values = self.data if self.is_bound else self.initial
+            choice = values.get(choice_name, "")
+            confidence = str(values.get(confidence_name, ""))
             errors = []
             if self.is_bound:
                 errors = [*self.errors.get(choice_name, []), *self.errors.get(confidence_name, [])]

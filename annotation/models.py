@@ -144,6 +144,14 @@ class Assignment(models.Model):
         RESERVED = "reserved", "Reserved"
         COMPLETED = "completed", "Completed"
         EXPIRED = "expired", "Expired"
+        SKIPPED = "skipped", "Skipped"
+
+    class SkipReason(models.TextChoices):
+        """Why an annotator skipped an item (issue 21): the slot goes back to the pool."""
+
+        CANNOT_JUDGE = "cannot_judge", "I cannot judge this item"
+        OFFENSIVE = "offensive", "The content is offensive"
+        BROKEN = "broken", "The item is broken (missing or garbled text)"
 
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="assignments")
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
@@ -153,6 +161,7 @@ class Assignment(models.Model):
     expires_at = models.DateTimeField()
     completed_at = models.DateTimeField(null=True, blank=True)
     seconds = models.FloatField(null=True, blank=True, help_text="Time from reservation to submit.")
+    skip_reason = models.CharField(max_length=20, choices=SkipReason.choices, blank=True)
 
     class Meta:
         constraints = [
@@ -190,6 +199,7 @@ class Rating(models.Model):
     shown_choice = models.CharField(max_length=1, blank=True, help_text="A, B or S as the rater answered it.")
     baseline_side = models.CharField(max_length=1, blank=True, help_text="Side the baseline was shown on.")
     confidence = models.PositiveSmallIntegerField()
+    comment = models.TextField(blank=True, default="", help_text="The rater's optional comment on the item (same on each question's row).")
     is_current = models.BooleanField(default=True)
     meta = models.JSONField(default=dict, blank=True, help_text="LLM: probabilities, flags, raw prompt ids.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -203,3 +213,38 @@ class Rating(models.Model):
                                    name="rating_confidence_1_5"),
         ]
         indexes = [models.Index(fields=["item", "question", "is_current"])]
+
+
+# Longest comment or flag text an annotator may send (characters); forms, services and the API check it.
+COMMENT_MAX_CHARS = 2000
+
+
+class Flag(models.Model):
+    """An annotator's report to staff that an item has a problem (issue 21); staff mark it resolved."""
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="flags")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="item_flags")
+    comment = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        indexes = [models.Index(fields=["item", "resolved_at"])]
+
+
+class InstructionsConfirmation(models.Model):
+    """The latest instructions version an annotator confirmed for a study: asked again only when it changes."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="instructions_confirmations")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    version = models.PositiveIntegerField()
+    confirmed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["study", "annotator"], name="instructions_confirmation_unique"),
+        ]

@@ -1,7 +1,7 @@
 """Request and response shapes of the annotation API (parse and render only; services do the work)."""
 from rest_framework import serializers
 
-from .models import CONFIDENCE_MAX, CONFIDENCE_MIN, Question, Study
+from .models import COMMENT_MAX_CHARS, CONFIDENCE_MAX, CONFIDENCE_MIN, Question, Study
 from .services import STUDY_EDITABLE
 
 
@@ -63,11 +63,16 @@ class AnswerSerializer(serializers.Serializer):
 
 class RatingSubmitSerializer(serializers.Serializer):
     answers = AnswerSerializer(many=True)
+    comment = serializers.CharField(
+        required=False, allow_blank=True, max_length=COMMENT_MAX_CHARS,
+        help_text="Optional comment on the item, exported with the ratings; omitted keeps the current one, \"\" clears it.",
+    )
 
 
 class RatingSubmitResultSerializer(serializers.Serializer):
     item = serializers.CharField()
     answers = AnswerSerializer(many=True)
+    comment = serializers.CharField(allow_blank=True)
     stored = serializers.IntegerField(help_text="Rows added by this request (0 for a repeated submit).")
     progress = ProgressSerializer()
 
@@ -116,6 +121,7 @@ class ItemStateSerializer(serializers.Serializer):
     completed = serializers.IntegerField()
     reserved = serializers.IntegerField()
     expired = serializers.IntegerField()
+    skipped = serializers.IntegerField(help_text="Annotators who skipped the item (their slots went back to the pool).")
     state = serializers.CharField()
 
 
@@ -126,6 +132,7 @@ class VoteRowSerializer(serializers.Serializer):
     question = serializers.CharField()
     choice = serializers.CharField()
     confidence = serializers.IntegerField()
+    comment = serializers.CharField(allow_blank=True)
 
 
 class AnnotatorQualitySerializer(serializers.Serializer):

@@ -4,7 +4,7 @@ Item URLs carry the opaque ``Item.public_id``, never a database id (blinding, se
 """
 from django.urls import path
 
-from . import views
+from . import views, views_workflow
 
 app_name = "annotation"
 urlpatterns = [
@@ -13,6 +13,10 @@ urlpatterns = [
     path("studies/<slug:slug>/", views.study_instructions, name="study_instructions"),
     path("studies/<slug:slug>/annotate/", views.annotate, name="annotate"),
     path("studies/<slug:slug>/items/<str:public_id>/", views.item_rate, name="item_rate"),
+    path("studies/<slug:slug>/items/<str:public_id>/skip/", views_workflow.item_skip, name="item_skip"),
+    path("studies/<slug:slug>/items/<str:public_id>/flag/", views_workflow.item_flag, name="item_flag"),
+    path("studies/<slug:slug>/done/", views_workflow.done_items, name="done_items"),
+    path("studies/<slug:slug>/manage/flags/<int:pk>/resolve/", views_workflow.flag_resolve_view, name="flag_resolve"),
     path("studies/<slug:slug>/manage/", views.study_manage, name="study_manage"),
     path("studies/<slug:slug>/manage/instructions/", views.study_instructions_edit, name="study_instructions_edit"),
     path("studies/<slug:slug>/manage/questions/", views.study_questions_edit, name="study_questions_edit"),

@@ -23,23 +23,35 @@ from .selectors import (
     annotator_progress,
     annotator_quality,
     annotator_studies,
+    assignment_current_answers,
     assignment_for_annotator,
     item_payload,
     study_for_annotator,
     study_items_state,
 )
-from .services import RatingInvalid, ReservationLost, annotator_add, assignment_next, rating_submit, study_update
+from .services import (
+    ItemConflict,
+    RatingInvalid,
+    ReservationLost,
+    StudyClosed,
+    annotator_add,
+    assignment_next,
+    instructions_confirm,
+    instructions_confirmed,
+    rating_submit,
+    study_update,
+)
+from .workflow_selectors import assignment_current_comment, assignment_previous, study_flags
 
 ITEM_FRAGMENT = "annotation/annotate.html#annotate"
 
 
-def _instructions_key(study: Study) -> str:
-    return f"annotation:instructions:{study.pk}"
-
-
 def _instructions_seen(request, study: Study) -> bool:
-    """Annotators read the instructions before their first item, and again after staff change them."""
-    return request.session.get(_instructions_key(study)) == study.instructions_version
+    """Annotators read the instructions before their first item, and again after staff change them.
+
+    Stored per annotator and study in the database (issue 21): once per version, not per login.
+    """
+    return instructions_confirmed(study=study, annotator=request.user)
 
 
 def _annotator_study(request, slug: str) -> Study:
@@ -50,6 +62,33 @@ def _annotator_study(request, slug: str) -> Study:
     return study
 
 
+def item_form_initial(assignment: Assignment) -> dict:
+    """The rating form's initial values: the annotator's current answers and comment on this item."""
+    initial = {"comment": assignment_current_comment(assignment=assignment)}
+    for q, answer in assignment_current_answers(assignment=assignment).items():
+        initial[f"{q}-choice"] = answer["choice"]
+        initial[f"{q}-confidence"] = answer["confidence"]
+    return initial
+
+
+def item_workflow_context(request, *, study: Study, assignment: Assignment | None) -> dict:
+    """What the annotate page adds around an item: previous-item and done-list links, skip reasons, read-only state."""
+    previous = assignment_previous(study=study, annotator=request.user, before=assignment)
+    context = {
+        "readonly": not study.is_open,
+        "editing": assignment is not None and assignment.status == Assignment.Status.COMPLETED,
+        "previous_url": reverse("annotation:item_rate", args=[study.slug, previous.item.public_id]) if previous else "",
+        "done_url": reverse("annotation:done_items", args=[study.slug]),
+        "current_url": reverse("annotation:annotate", args=[study.slug]),
+        "skip_reasons": Assignment.SkipReason.choices,
+    }
+    if assignment is not None:
+        public_id = assignment.item.public_id
+        context["skip_url"] = reverse("annotation:item_skip", args=[study.slug, public_id])
+        context["flag_url"] = reverse("annotation:item_flag", args=[study.slug, public_id])
+    return context
+
+
 def _render_item(
     request, *, study: Study, assignment: Assignment | None, form: RatingForm | None = None, notice: str = "",
     status: int = 200,
@@ -58,13 +97,15 @@ def _render_item(
     context = {"study": study, "notice": notice}
     if assignment is None:
         context["progress"] = annotator_progress(study=study, annotator=request.user)
+        context.update(item_workflow_context(request, study=study, assignment=None))
     else:
         payload = item_payload(assignment=assignment)
         context.update(
             payload=payload,
             history_is_text=isinstance(payload["history"], str),
-            form=form or RatingForm(questions=payload["questions"]),
+            form=form or RatingForm(questions=payload["questions"], initial=item_form_initial(assignment)),
             action=reverse("annotation:item_rate", args=[study.slug, payload["item"]]),
+            **item_workflow_context(request, study=study, assignment=assignment),
         )
         context["progress"] = payload["progress"]
     template = ITEM_FRAGMENT if request.htmx else "annotation/annotate.html"
@@ -89,7 +130,7 @@ def study_instructions(request, slug: str):
     """Instructions before the first item; POST records that this version was read."""
     study = _annotator_study(request, slug)
     if request.method == "POST":
-        request.session[_instructions_key(study)] = study.instructions_version
+        instructions_confirm(study=study, annotator=request.user)
         return redirect("annotation:annotate", slug=study.slug)
     return render(
         request,
@@ -120,26 +161,32 @@ def _own_assignment(request, study: Study, public_id: str) -> Assignment:
 @require_http_methods(["GET", "POST"])
 @login_required_htmx
 def item_rate(request, slug: str, public_id: str):
-    """GET shows a reserved item; POST stores its four answers and moves on to the next item.
+    """GET shows a reserved item, or an earlier rated one with its answers to change; POST stores
+    the four answers and the comment, and moves on to the current (next) item.
 
-    A repeated submit (double click, retry after a lost response) finds the assignment completed
-    and stores nothing: it just shows the next item.
+    A repeated submit (double click, retry after a lost response) stores nothing: it just shows
+    the next item. A closed study shows the item read-only (409 on POST); a skipped item sends
+    the annotator to their list of done items.
     """
     study = _annotator_study(request, slug)
     assignment = _own_assignment(request, study, public_id)
+    if assignment.status == Assignment.Status.SKIPPED:
+        messages.info(request, "You skipped that item; it went to another annotator.")
+        return redirect("annotation:done_items", slug=study.slug)
     if request.method == "GET":
-        if assignment.status != Assignment.Status.RESERVED:
+        if assignment.status == Assignment.Status.EXPIRED:
             return redirect("annotation:annotate", slug=study.slug)
         return _render_item(request, study=study, assignment=assignment)
-    if assignment.status == Assignment.Status.COMPLETED:
-        return _next(request, study)
     payload = item_payload(assignment=assignment)
     form = RatingForm(request.POST, questions=payload["questions"])
     if form.is_valid():
         try:
-            rating_submit(assignment=assignment, answers=form.answers())
+            rating_submit(assignment=assignment, answers=form.answers(), comment=form.cleaned_data["comment"])
         except ReservationLost as exc:
             return _next(request, study, notice=exc.errors.get("item", str(exc)))
+        except (StudyClosed, ItemConflict) as exc:
+            notice = next(iter(exc.errors.values()))
+            return _render_item(request, study=study, assignment=assignment, notice=notice, status=409)
         except RatingInvalid as exc:
             form.add_service_errors(exc.errors)
         else:
@@ -175,7 +222,7 @@ def _study_overview(study: Study) -> dict:
 
     return {
         "items": items, "annotators": annotators, "items_done": sum(1 for i in items if i["state"] == "done"),
-        "giveaways": study_giveaway_report(study=study),
+        "giveaways": study_giveaway_report(study=study), "flags": study_flags(study=study),
     }
 
 

@@ -1,5 +1,5 @@
 """Operations that change annotation data, one module per seam: ``studies``, ``accounts``,
-``assignment``, ``ratings`` and ``votes`` (``base`` holds what they share). Public names are
+``assignment``, ``ratings``, ``votes`` and ``workflow`` (skip, flag, instructions) (``base`` holds what they share). Public names are
 re-exported here, so callers write ``from annotation.services import rating_submit``.
 
 The human evaluation of the GRAG paper (section 5.5, Table 5): each item pairs a baseline's and
@@ -21,8 +21,10 @@ from .base import (
     CANDIDATES_LOCKED,
     CHOICES_SHOWN,
     Answer,
+    ItemConflict,
     RatingInvalid,
     ReservationLost,
+    StudyClosed,
     StudyFieldError,
     StudyFileError,
     User,
@@ -30,6 +32,7 @@ from .base import (
 from .ratings import (
     RatingKey,
     answers_validate,
+    comment_clean,
     rating_submit,
     rating_submit_for_item,
     ratings_append,
@@ -53,13 +56,16 @@ from .studies import (
     study_update,
 )
 from .study_files import MAX_LINE_BYTES, item_row_parse, study_file_read
-from .votes import VOTE_COLUMNS, VotesFileError, votes_import
+from .votes import VOTE_COLUMNS, VOTE_EXPORT_COLUMNS, VotesFileError, votes_import
+from .workflow import assignment_skip, flag_create, flag_resolve, instructions_confirm, instructions_confirmed
 
 __all__ = [
     "AccountRefused",
     "Answer",
     "CANDIDATES_LOCKED",
     "CHOICES_SHOWN",
+    "ItemConflict",
+    "StudyClosed",
     "MAX_LINE_BYTES",
     "RatingInvalid",
     "RatingKey",
@@ -70,10 +76,17 @@ __all__ = [
     "StudyFileError",
     "User",
     "VOTE_COLUMNS",
+    "VOTE_EXPORT_COLUMNS",
     "VotesFileError",
     "account_password_set",
     "annotator_add",
     "answers_validate",
+    "assignment_skip",
+    "comment_clean",
+    "flag_create",
+    "flag_resolve",
+    "instructions_confirm",
+    "instructions_confirmed",
     "assignment_next",
     "item_row_parse",
     "live_q",

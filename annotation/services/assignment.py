@@ -72,8 +72,9 @@ def _trap_due(*, study: Study, done_kinds: list[str]) -> bool:
 
 
 def _trap_candidates(*, study: Study, annotator, now):
-    """Quality-control items the annotator holds no live assignment of (no overlap limit)."""
-    mine = Assignment.objects.filter(item=OuterRef("pk"), annotator=annotator).filter(live_q(now))
+    """Quality-control items the annotator holds no live assignment of and never skipped (no overlap limit)."""
+    mine = Assignment.objects.filter(item=OuterRef("pk"), annotator=annotator).filter(
+        live_q(now) | Q(status=Assignment.Status.SKIPPED))
     # A repeated pair only makes sense to someone who rated the original.
     rated = Assignment.objects.filter(annotator=annotator, status=Assignment.Status.COMPLETED).values("item_id")
     return Item.objects.filter(study=study).exclude(Exists(mine)).filter(
@@ -81,7 +82,7 @@ def _trap_candidates(*, study: Study, annotator, now):
     ).order_by("public_id")
 
 
-# Rated items (normal, gold) the annotator holds no live assignment of, with fewer than
+# Rated items (normal, gold) the annotator holds no live assignment of and never skipped, with fewer than
 # ``overlap`` live assignments, in one fixed (random, since public ids are) order: everybody works
 # on the earliest open items, so items get completed one after the other, and the database reads
 # only as far as it needs, not every item's count. SQL, not the ORM: this runs on every ``next``
@@ -90,7 +91,8 @@ def _trap_candidates(*, study: Study, annotator, now):
 _OPEN_ITEMS_SQL = """
 SELECT i.* FROM {item} i
 WHERE i.study_id = %(study)s AND i.kind IN (%(normal)s, %(gold)s)
-  AND NOT EXISTS (SELECT 1 FROM {assignment} m WHERE m.item_id = i.id AND m.annotator_id = %(me)s AND {live_m})
+  AND NOT EXISTS (SELECT 1 FROM {assignment} m WHERE m.item_id = i.id AND m.annotator_id = %(me)s
+                  AND ({live_m} OR m.status = %(skipped)s))
   AND (SELECT COUNT(*) FROM {assignment} a WHERE a.item_id = i.id AND {live_a}) < %(overlap)s
 ORDER BY i.public_id
 LIMIT %(limit)s {{lock}}

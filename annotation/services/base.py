@@ -33,6 +33,17 @@ class ReservationLost(RatingInvalid):
     """The annotator's reservation expired and the item went to someone else meanwhile."""
 
 
+class StudyClosed(RatingInvalid):
+    """The study is closed: an annotator's answers, skips and flags are read-only (the API answers 409)."""
+
+    def __init__(self):
+        super().__init__({"study": "this study is closed: your answers can be read but no longer changed"})
+
+
+class ItemConflict(RatingInvalid):
+    """A request that the item's state rules out (skipping a rated item, rating a skipped one): 409."""
+
+
 class StudyFileError(ValueError):
     """A study file that cannot be imported; the message names the file and line."""
 

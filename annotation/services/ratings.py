@@ -4,9 +4,18 @@
 from django.db import transaction
 from django.utils import timezone
 
-from ..models import CONFIDENCE_MAX, CONFIDENCE_MIN, Assignment, Item, Rating, Study, confidence_in_scale
+from ..models import (
+    COMMENT_MAX_CHARS,
+    CONFIDENCE_MAX,
+    CONFIDENCE_MIN,
+    Assignment,
+    Item,
+    Rating,
+    Study,
+    confidence_in_scale,
+)
 from .assignment import live_q
-from .base import CHOICES_SHOWN, Answer, RatingInvalid, ReservationLost
+from .base import CHOICES_SHOWN, Answer, ItemConflict, RatingInvalid, ReservationLost, StudyClosed
 
 
 def _canonical(shown: str, baseline_side: str) -> str:
@@ -41,6 +50,27 @@ def answers_validate(*, study: Study, answers: list[Answer]) -> list[Answer]:
     if errors:
         raise RatingInvalid(errors)
     return [given[q] for q in keys]
+
+
+def comment_clean(text, *, field: str = "comment", required: bool = False) -> str:
+    """An annotator's free text (a comment or a flag) as stored: stripped, at most ``COMMENT_MAX_CHARS``.
+
+    Raises RatingInvalid({field: reason}) for a non-string, a NUL character, an empty text when
+    ``required``, or a text over the limit. HTML is kept as typed: every page escapes it and
+    every CSV goes through ``common.csv_safe``.
+    """
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        raise RatingInvalid({field: "must be text"})
+    text = text.replace("\r\n", "\n").strip()
+    if "\x00" in text:
+        raise RatingInvalid({field: "must not contain NUL characters"})
+    if required and not text:
+        raise RatingInvalid({field: "write what is wrong with this item"})
+    if len(text) > COMMENT_MAX_CHARS:
+        raise RatingInvalid({field: f"at most {COMMENT_MAX_CHARS} characters (this one has {len(text)})"})
+    return text
 
 
 RatingKey = tuple[int, str, str]  # (item id, question key, rater name): at most one current Rating each
@@ -93,23 +123,29 @@ def ratings_retire(*, keys: list[RatingKey]) -> int:
 
 
 @transaction.atomic
-def rating_submit(*, assignment: Assignment, answers: list[Answer]) -> list[Rating]:
-    """Store an annotator's answers to every question of an item; return the current ratings.
+def rating_submit(*, assignment: Assignment, answers: list[Answer], comment: str | None = None) -> list[Rating]:
+    """Store an annotator's answers to every question of an item, and their optional comment; return the current ratings.
 
     All questions are required; on any error nothing is stored. Submitting the same answers
-    again (a double click, a retry) stores nothing. Changing answers is allowed until the
-    annotator moves on to another item: each changed answer adds a row and the old row stops
-    being current, so every change is kept with its timestamp (append-only). Each returned
-    rating's ``is_new`` says whether this call stored it.
+    again (a double click, a retry) stores nothing. Changing answers (or the comment) is allowed
+    on any item the annotator rated, earlier ones included, while the study is open (issue 21):
+    each changed answer adds a row and the old row stops being current, so every change is kept
+    with its timestamp (append-only) and reports read the latest. Each returned rating's
+    ``is_new`` says whether this call stored it. ``comment`` None keeps the current comment
+    (an API client that never sends one does not erase it); "" clears it.
+
+    Raises RatingInvalid (bad answers or comment), StudyClosed (the study is closed),
+    ItemConflict (the annotator skipped this item), ReservationLost (expired and taken).
     """
     locked = _assignment_lock(Assignment.objects.filter(pk=assignment.pk))
     if locked is None:
         raise Assignment.DoesNotExist(f"assignment {assignment.pk} is gone")
-    return _rating_store(assignment=locked, answers=answers)
+    return _rating_store(assignment=locked, answers=answers, comment=comment)
 
 
 @transaction.atomic
-def rating_submit_for_item(*, study: Study, annotator, public_id: str, answers: list[Answer]) -> tuple[Assignment, list[Rating]] | None:
+def rating_submit_for_item(*, study: Study, annotator, public_id: str, answers: list[Answer],
+                           comment: str | None = None) -> tuple[Assignment, list[Rating]] | None:
     """``rating_submit`` for the annotator's assignment of the item with this opaque id; None if they have none.
 
     Finds and locks the assignment in one query: the API's submit is one of the two requests
@@ -120,38 +156,50 @@ def rating_submit_for_item(*, study: Study, annotator, public_id: str, answers: 
     )
     if assignment is None:
         return None
-    return assignment, _rating_store(assignment=assignment, answers=answers)
+    return assignment, _rating_store(assignment=assignment, answers=answers, comment=comment)
 
 
 def _assignment_lock(qs) -> Assignment | None:
     return qs.select_for_update(of=("self",), no_key=True).select_related("item__study", "annotator").first()
 
 
-def _rating_store(*, assignment: Assignment, answers: list[Answer]) -> list[Rating]:
+def _rating_store(*, assignment: Assignment, answers: list[Answer], comment: str | None = None) -> list[Rating]:
     """The body of ``rating_submit``, on an assignment locked by the caller's transaction."""
     item, study, annotator = assignment.item, assignment.item.study, assignment.annotator
-    answers = answers_validate(study=study, answers=answers)
-    now = timezone.now()
+    if not study.is_open:
+        raise StudyClosed()
+    if assignment.status == Assignment.Status.SKIPPED:
+        raise ItemConflict({"item": "you skipped this item: it went back to the pool and cannot be rated by you"})
+    errors = {}
     current = {
         r.question: r for r in Rating.objects.filter(item=item, rater=annotator.get_username(), is_current=True)
     }
+    if comment is None:
+        comment = next(iter(current.values())).comment if current else ""
+    try:
+        comment = comment_clean(comment)
+    except RatingInvalid as exc:
+        errors.update(exc.errors)
+    try:
+        answers = answers_validate(study=study, answers=answers)
+    except RatingInvalid as exc:
+        errors = {**exc.errors, **errors}
+    if errors:
+        raise RatingInvalid(errors)
+    now = timezone.now()
 
     if assignment.status == Assignment.Status.COMPLETED:
         unchanged = all(
             q.question in current
             and current[q.question].shown_choice == q.choice
             and current[q.question].confidence == q.confidence
+            and current[q.question].comment == comment
             for q in answers
         )
         if unchanged:
             for r in current.values():
                 r.is_new = False
             return [current[a.question] for a in answers]
-        moved_on = Assignment.objects.filter(
-            item__study=study, annotator=annotator, reserved_at__gt=assignment.reserved_at
-        ).exclude(pk=assignment.pk).exists()
-        if moved_on:
-            raise RatingInvalid({"item": "this item is closed: answers can be changed only before moving to the next item"})
     else:
         if assignment.status == Assignment.Status.EXPIRED or assignment.expires_at <= now:
             # A late submit still counts if the slot is free; lock the item to decide.
@@ -171,9 +219,9 @@ def _rating_store(*, assignment: Assignment, answers: list[Answer]) -> list[Rati
         Rating(
             item=item, question=a.question, rater=rater, rater_kind=Rating.RaterKind.HUMAN,
             annotator=annotator, assignment=assignment, choice=_canonical(a.choice, assignment.baseline_side),
-            shown_choice=a.choice, baseline_side=assignment.baseline_side, confidence=a.confidence,
+            shown_choice=a.choice, baseline_side=assignment.baseline_side, confidence=a.confidence, comment=comment,
         )
         for a in answers
     ]
-    return ratings_append(ratings=ratings, compare=("shown_choice", "confidence"),
+    return ratings_append(ratings=ratings, compare=("shown_choice", "confidence", "comment"),
                           current={(item.pk, q, rater): r for q, r in current.items()})

@@ -11,11 +11,14 @@ from common.csv_safe import QUOTE, cell_restore
 from modeling.importers.base import ImportFileError, read_text
 
 from ..keys import key_normalise
-from ..models import CONFIDENCE_MAX, CONFIDENCE_MIN, Rating, Study, confidence_in_scale
+from ..models import COMMENT_MAX_CHARS, CONFIDENCE_MAX, CONFIDENCE_MIN, Rating, Study, confidence_in_scale
 from .base import User
 from .ratings import ratings_append
 
+# The columns every votes file has. export_votes adds the rater's optional comment on the item
+# (issue 21) as a last column; a file made elsewhere may leave it out (it then reads as no comment).
 VOTE_COLUMNS = ("item_key", "rater", "rater_kind", "question", "choice", "confidence")
+VOTE_EXPORT_COLUMNS = (*VOTE_COLUMNS, "comment")
 
 
 class VotesFileError(ValueError):
@@ -33,9 +36,6 @@ def _votes_cell(text: str) -> str:
 
 
 def _votes_read(*, study: Study, path: Path) -> list[tuple[int, dict[str, Any]]]:
-
-
-
     if not path.is_file():
         raise VotesFileError(f"{path}: no such file")
     # Keys compare in their one normal form (annotation.keys): an exported file that an editor
@@ -62,7 +62,7 @@ def _votes_read(*, study: Study, path: Path) -> list[tuple[int, dict[str, Any]]]
             for row in reader:
                 line = reader.line_num
                 where = f"{path}:{line}"
-                if None in row or any(row.get(c) is None for c in VOTE_COLUMNS):
+                if None in row or any(row.get(c) is None for c in header):
                     raise VotesFileError(f"{where}: expected {len(header)} columns, got a different number")
                 key, rater = key_normalise(_votes_cell(row["item_key"])), _votes_cell(row["rater"])
                 if key not in items:
@@ -86,12 +86,17 @@ def _votes_read(*, study: Study, path: Path) -> list[tuple[int, dict[str, Any]]]
                         f"not {row['confidence']!r}") from None
                 if not confidence_in_scale(confidence):
                     raise VotesFileError(f"{where}: confidence must be from {CONFIDENCE_MIN} to {CONFIDENCE_MAX}, not {confidence}")
+                comment = row.get("comment") or ""
+                # The comment is kept as written (cell_restore only): it may begin or end with blanks.
+                comment = cell_restore(comment) if comment.startswith(QUOTE) else comment
+                if len(comment) > COMMENT_MAX_CHARS or "\x00" in comment:
+                    raise VotesFileError(f"{where}: comment must be at most {COMMENT_MAX_CHARS} characters, without NUL")
                 ident = (key, question, rater)
                 if ident in seen:
                     raise VotesFileError(f"{where}: a second vote of {rater!r} on {key!r} {question} (first on line {seen[ident]})")
                 seen[ident] = line
                 rows.append((line, {"item_id": items[key], "rater": rater, "rater_kind": kind, "question": question,
-                                    "choice": choice, "confidence": confidence}))
+                                    "choice": choice, "confidence": confidence, "comment": comment}))
     except csv.Error as exc:
         line = reader.line_num if reader is not None else 1
         raise VotesFileError(f"{path}:{line}: unreadable CSV ({exc})") from exc
@@ -100,7 +105,7 @@ def _votes_read(*, study: Study, path: Path) -> list[tuple[int, dict[str, Any]]]
 
 @transaction.atomic
 def votes_import(*, study: Study, path: str | Path) -> dict[str, int]:
-    """Load ratings collected elsewhere (columns ``VOTE_COLUMNS``); return counts added/changed/unchanged.
+    """Load ratings collected elsewhere (columns ``VOTE_COLUMNS``, optionally ``comment``); return counts added/changed/unchanged.
 
     The whole file is checked first; on any bad line nothing is written. A vote equal to the
     rater's current one is skipped (re-importing changes nothing); a different one is appended
@@ -117,7 +122,7 @@ def votes_import(*, study: Study, path: str | Path) -> dict[str, int]:
                meta={"source": str(path)}, **r)
         for _line, r in rows
     ]
-    stored = ratings_append(ratings=ratings, compare=("choice", "confidence", "rater_kind"), current=current)
+    stored = ratings_append(ratings=ratings, compare=("choice", "confidence", "rater_kind", "comment"), current=current)
     unchanged = sum(not r.is_new for r in stored)
     changed = sum(r.is_new and (r.item_id, r.question, r.rater) in current for r in stored)
     return {"added": len(stored) - unchanged - changed, "changed": changed, "unchanged": unchanged}

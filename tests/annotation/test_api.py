@@ -218,7 +218,8 @@ def test_staff_create_edit_list_export_and_check_quality(study):
     states = client.get("/api/staff/studies/api-study/items/").json()
     assert [(s["key"], s["completed"], s["state"]) for s in states] == [("k1", 1, "done")]
     assert client.get("/api/staff/studies/api-study/ratings/").json() == [
-        {"item_key": "k1", "rater": "newbie", "rater_kind": "human", "question": "q1", "choice": "similar", "confidence": 5}
+        {"item_key": "k1", "rater": "newbie", "rater_kind": "human", "question": "q1", "choice": "similar", "confidence": 5,
+         "comment": ""}
     ]
     (quality,) = client.get("/api/staff/studies/api-study/quality/").json()
     assert quality["annotator"] == "newbie" and quality["items"] == 1

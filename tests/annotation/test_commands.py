@@ -74,12 +74,14 @@ def test_import_votes_then_export_gives_the_same_rows_and_reimport_changes_nothi
     assert json.loads(run("import_votes", "v", path)) == {"study": "v", "added": 16, "changed": 0, "unchanged": 0}
     assert json.loads(run("import_votes", "v", path)) == {"study": "v", "added": 0, "changed": 0, "unchanged": 16}
     assert Rating.objects.count() == 16
+    # The export adds the raters' comments as a last column (issue 21): empty here.
     exported = run("export_votes", "v")
-    assert sorted(exported.strip().splitlines()[1:]) == sorted(rows)
-    assert exported.splitlines()[0] == HEADER
+    assert sorted(exported.strip().splitlines()[1:]) == sorted(f"{row}," for row in rows)
+    assert exported.splitlines()[0] == HEADER + ",comment"
     out = tmp_path / "out.csv"
     assert json.loads(run("export_votes", "v", "--output", str(out))) == {"study": "v", "ratings": 16, "path": str(out)}
-    assert sorted(out.read_text().strip().splitlines()[1:]) == sorted(rows)
+    assert sorted(out.read_text().strip().splitlines()[1:]) == sorted(f"{row}," for row in rows)
+    assert json.loads(run("import_votes", "v", str(out)))["unchanged"] == 16
     changed = votes_file(tmp_path, [rows[0].replace("baseline", "challenger")], name="changed.csv")
     assert json.loads(run("import_votes", "v", changed))["changed"] == 1
     assert Rating.objects.count() == 17 and Rating.objects.filter(is_current=True).count() == 16

@@ -276,7 +276,7 @@ def test_a_repeated_submit_stores_nothing_twice(tmp_path):
     assert Rating.objects.count() == 4
 
 
-def test_changes_before_leaving_the_item_are_appended_and_the_latest_is_current(tmp_path):
+def test_changes_are_appended_and_the_latest_is_current_even_after_moving_on(tmp_path):
     study = toy_study(tmp_path, n=2)
     (u,) = annotators_create(study, 1)
     a = services.assignment_next(study=study, annotator=u)
@@ -287,10 +287,10 @@ def test_changes_before_leaving_the_item_are_appended_and_the_latest_is_current(
     assert q2[0].created_at <= q2[1].created_at
     assert Rating.objects.filter(is_current=True).count() == 4 and Rating.objects.count() == 5
     assert selectors.assignment_current_answers(assignment=a)["q2"] == {"choice": "B", "confidence": 3}
-    services.assignment_next(study=study, annotator=u)  # moves on
-    with pytest.raises(RatingInvalid, match="closed"):
-        services.rating_submit(assignment=a, answers=answer_all("S", 3))
-    assert Rating.objects.count() == 5
+    services.assignment_next(study=study, annotator=u)  # moves on: the earlier item can still be changed (issue 21)
+    services.rating_submit(assignment=a, answers=answer_all("S", 3))
+    assert Rating.objects.filter(item=a.item, is_current=True).values_list("shown_choice", flat=True).distinct().get() == "S"
+    assert Rating.objects.count() == 9
 
 
 def test_annotator_add_creates_adds_and_never_changes_the_password(tmp_path):

@@ -149,9 +149,7 @@ def test_annotators_see_empty_response_the_same_way_on_either_side(tmp_path, cli
                                            baseline=BASELINE, challenger=CHALLENGER, overlap=1)
     user = services.annotator_add(username="ann", password="pw-ann-123", study=study)
     client.force_login(user)
-    session = client.session
-    session[f"annotation:instructions:{study.pk}"] = study.instructions_version
-    session.save()
+    services.instructions_confirm(study=study, annotator=user)  # read once per version (issue 21)
     url = reverse("annotation:annotate", args=[study.slug])
     seen = {}
     for side in ("A", "B"):
@@ -270,9 +268,7 @@ def test_annotators_of_a_closed_study_see_that_it_is_being_prepared(tmp_path, cl
     services.study_update(study=study, is_open=False)
     user = services.annotator_add(username="ann", password="pw-ann-123", study=study)
     client.force_login(user)
-    session = client.session
-    session[f"annotation:instructions:{study.pk}"] = study.instructions_version
-    session.save()
+    services.instructions_confirm(study=study, annotator=user)  # read once per version (issue 21)
     page = client.get(reverse("annotation:annotate", args=[study.slug]))
     assert page.status_code == 200
     assert "This study is being prepared" in page.content.decode() and "All done" not in page.content.decode()

@@ -87,7 +87,7 @@ def test_item_page_shows_context_and_all_four_questions(ann_client, study):
     assert "That sounds tiring, get some rest." in page and "Generic response" in page
     for q in study.questions.all():
         assert q.text in page
-    assert page.count('type="radio"') == 4 * (3 + 5)
+    assert page.count('type="radio"') == 4 * (3 + 5) + len(Assignment.SkipReason.choices)  # answers, skip reasons
     assert page.count("<legend") >= 4 * 3  # each question and its two radio groups are labelled
     assert "Keyboard shortcuts" in page
 

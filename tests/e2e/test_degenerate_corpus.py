@@ -97,9 +97,7 @@ def test_the_degenerate_corpus_goes_through_every_stage(tmp_path, client):
     services.study_update(study=study, is_open=True)
     annotator = services.annotator_add(username="ann", password="pw-ann-123", study=study)
     client.force_login(annotator)
-    session = client.session
-    session[f"annotation:instructions:{study.pk}"] = study.instructions_version
-    session.save()
+    services.instructions_confirm(study=study, annotator=annotator)  # read once per version (issue 21)
     shown = {}
     for _ in CORPUS:
         page = client.get(reverse("annotation:annotate", args=[study.slug]))

@@ -70,6 +70,18 @@ RULES: dict[str, Rule] = {
     "api/studies/<slug:slug>/": Rule(ANNOTATOR),
     "api/studies/<slug:slug>/next/": Rule(ANNOTATOR),
     "api/studies/<slug:slug>/items/<str:item>/ratings/": Rule(ANNOTATOR),
+    # Issue 21: the annotator's workflow (earlier items, skip, flag, instructions).
+    "studies/<slug:slug>/items/<str:public_id>/skip/": Rule(ANNOTATOR),
+    "studies/<slug:slug>/items/<str:public_id>/flag/": Rule(ANNOTATOR),
+    "studies/<slug:slug>/done/": Rule(ANNOTATOR),
+    "api/studies/<slug:slug>/instructions/": Rule(ANNOTATOR),
+    "api/studies/<slug:slug>/items/": Rule(ANNOTATOR),
+    "api/studies/<slug:slug>/items/<str:item>/": Rule(ANNOTATOR),
+    "api/studies/<slug:slug>/items/<str:item>/skip/": Rule(ANNOTATOR),
+    "api/studies/<slug:slug>/items/<str:item>/flag/": Rule(ANNOTATOR),
+    "studies/<slug:slug>/manage/flags/<int:pk>/resolve/": Rule(STAFF),
+    "api/staff/studies/<slug:slug>/flags/": Rule(STAFF),
+    "api/staff/studies/<slug:slug>/flags/<int:flag>/resolve/": Rule(STAFF),
     # Staff pages: studies, reports, jobs, results, staff API.
     "studies/<slug:slug>/manage/": Rule(STAFF),
     "studies/<slug:slug>/manage/instructions/": Rule(STAFF),
@@ -172,6 +184,11 @@ def _fill(route: str, name: str, world) -> str:
         return world.study_x.slug
     if name in ("public_id", "item"):
         return world.item_x.public_id
+    if name in ("pk", "flag") and "/flags/" in route:
+        from annotation.models import Flag
+
+        flag, _ = Flag.objects.get_or_create(item=world.item_x, annotator=world.ann_x, defaults={"comment": "broken"})
+        return str(flag.pk)
     if name == "pk" and route.startswith("jobs/"):
         return str(world.job.pk)
     if name == "pk" and route.startswith("results/systems/"):

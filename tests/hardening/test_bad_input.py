@@ -255,7 +255,7 @@ def test_oversized_form_post_is_refused(world):
 # --------------------------------------------------------------------------- append-only ratings
 
 def test_changed_answers_keep_every_version_and_reports_use_the_latest(db, tmp_path):
-    """Three raters answer "Similar"; two of them then change q1 to the challenger before moving on."""
+    """Three raters answer "Similar"; two of them change q1 to the challenger before moving on, one after."""
     study, _ = services.study_import_jsonl(path=jsonl_write(tmp_path / "a.jsonl", study_lines(2, tag="app")),
                                            slug="append", baseline=BASELINE, challenger=CHALLENGER, overlap=3)
     clients = {}
@@ -302,11 +302,13 @@ def test_changed_answers_keep_every_version_and_reports_use_the_latest(db, tmp_p
     after = report_q1()
     assert after != first
     assert "challenger" in json.dumps(after)
-    # After moving on, the item is closed: a change is refused and nothing is stored.
+    # After moving on, the earlier item can still be changed while the study is open (issue 21):
+    # the change is appended and the export uses it.
     assert clients["r3"].post(f"/api/studies/{study.slug}/next/").status_code == 200
     count = Rating.objects.count()
     r = submit("r3", sides["r3"])
-    assert r.status_code in (200, 400, 409) and Rating.objects.count() == count
+    assert r.status_code == 201 and Rating.objects.count() == count + 1
+    assert sorted(r["choice"] for r in exported() if r["question"] == "q1") == ["challenger"] * 3
 
 
 # --------------------------------------------------------------------------- unreadable bodies (issue 17)

@@ -5,12 +5,12 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import Study
 from annotation.selectors import study_votes_rows
-from annotation.services import VOTE_COLUMNS
+from annotation.services import VOTE_EXPORT_COLUMNS
 from common.csv_safe import csv_dict_writer
 
 
 class Command(BaseCommand):
-    help = "Write a study's current ratings (not gold/trap items) as CSV in import_votes' format."
+    help = "Write a study's current ratings (not gold/trap items) as CSV in import_votes' format, the raters' comments last."
 
     def add_arguments(self, parser):
         parser.add_argument("slug")
@@ -31,6 +31,6 @@ class Command(BaseCommand):
     @staticmethod
     def _write(fh, rows) -> None:
         # Formula-leading keys and names get a leading quote; import_votes takes it off again.
-        writer = csv_dict_writer(fh, fieldnames=VOTE_COLUMNS)
+        writer = csv_dict_writer(fh, fieldnames=VOTE_EXPORT_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)

@@ -8,7 +8,7 @@ from annotation.services import VOTE_COLUMNS, VotesFileError, votes_import
 
 
 class Command(BaseCommand):
-    help = f"Load ratings collected elsewhere (CSV columns {', '.join(VOTE_COLUMNS)}) into a study."
+    help = f"Load ratings collected elsewhere (CSV columns {', '.join(VOTE_COLUMNS)}, optionally comment) into a study."
 
     def add_arguments(self, parser):
         parser.add_argument("slug")
