@@ -13,9 +13,11 @@ DRF's ``authtoken`` tokens (one per user) with three rules on top:
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import cache
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 from rest_framework.authentication import TokenAuthentication
@@ -50,11 +52,49 @@ def tokens_revoke(*, user) -> int:
     return deleted
 
 
+@cache
+def _token_user_sql(vendor: str) -> tuple[str, list[str], list]:
+    """The statement that reads a token's user and issue time by key; the user columns' attnames; and
+    per column, the converters the ORM would apply to it (SQLite returns naive datetimes, for one)."""
+    q = connection.ops.quote_name
+    fields = [*User._meta.concrete_fields, Token._meta.get_field("created")]
+    sql = "SELECT {cols}, t.{created} FROM {user} u JOIN {token} t ON t.{user_id} = u.{pk} WHERE t.{key} = %s".format(
+        cols=", ".join(f"u.{q(f.column)}" for f in fields[:-1]), created=q(fields[-1].column),
+        user=q(User._meta.db_table), token=q(Token._meta.db_table), user_id=q(Token._meta.get_field("user").column),
+        pk=q(User._meta.pk.column), key=q(Token._meta.pk.column),
+    )
+    converters = []
+    for f in fields:
+        col = f.get_col(f.model._meta.db_table)
+        converters.append((col, connection.ops.get_db_converters(col) + f.get_db_converters(connection)))
+    return sql, [f.attname for f in fields[:-1]], converters
+
+
 class ExpiringTokenAuthentication(TokenAuthentication):
-    """``Authorization: Token <key>``, refused with 401 once the token is older than ``TOKEN_TTL_HOURS``."""
+    """``Authorization: Token <key>``, refused with 401 once the token is older than ``TOKEN_TTL_HOURS``.
+
+    DRF's checks (unknown key, inactive user: 401) in one hand-written statement instead of
+    ``Token.objects.select_related("user").get(key=...)``: every API request authenticates, and
+    building that queryset cost 0.4 ms of CPU per request, a tenth of an annotator's ``next``
+    (issue 17's load target; docs/results.md).
+    """
 
     def authenticate_credentials(self, key):
-        user, token = super().authenticate_credentials(key)
+        sql, attnames, converters = _token_user_sql(connection.vendor)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [key])
+            row = cursor.fetchone()
+        if row is None:
+            raise AuthenticationFailed("Invalid token.")
+        row = list(row)
+        for i, (col, funcs) in enumerate(converters):
+            for func in funcs:
+                row[i] = func(row[i], col, connection)
+        user = User.from_db(connection.alias, attnames, row[:-1])
+        if not user.is_active:
+            raise AuthenticationFailed("User inactive or deleted.")
+        token = Token.from_db(connection.alias, ["key", "user_id", "created"], [key, user.pk, row[-1]])
+        token.user = user
         if token_expires(token) <= timezone.now():
             token.delete()
             raise AuthenticationFailed("Token expired; ask POST /api/token/ for a new one.")
