@@ -19,9 +19,12 @@ at a time. For each of the two calls it prints one JSON line with the mean of
   ``CaptureQueriesContext`` counts them), counted in a separate pass so that the capture's own
   cost stays out of the CPU figures;
 
-and the request count. CPU time, not wall-clock time, so that other work on the machine moves
-the figures little. ``--profile next|submit`` prints cProfile's 30 most expensive functions
-(cumulative) of that call instead. The database is dropped at the end.
+and the request count; ``next_none`` is the last ``next`` of each annotator (204, nothing left).
+CPU time, not wall-clock time, so that other work on the machine moves the figures less (on a
+busy machine they still rise by 20-40%: compare runs made back to back). ``--profile next|submit``
+also prints cProfile's 45 most expensive functions of that call, timed in CPU time (sorted by
+``PROFILE_SORT``, default cumulative; cProfile itself makes them 3-5x slower); ``--show-sql``
+prints the statements of the first request of each kind. The database is dropped at the end.
 """
 from __future__ import annotations
 
@@ -75,7 +78,7 @@ def main() -> None:
     p.add_argument("--overlap", type=int, default=3)
     p.add_argument("--database", default="grag_bench_annotate_cost")
     p.add_argument("--profile", choices=["next", "submit"], default=None)
-    p.add_argument("--show-sql", action="store_true", help="print the SQL of the second request of each kind")
+    p.add_argument("--show-sql", action="store_true", help="print the SQL of the first request of each kind")
     args = p.parse_args()
     server = os.environ.get("DATABASE_URL", "")
     if not server.startswith(("postgres://", "postgresql://")):
