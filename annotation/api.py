@@ -216,7 +216,9 @@ class NextItemView(APIView):
         assignment = services.assignment_next(study=study, annotator=request.user)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(ItemPayloadSerializer(selectors.item_payload(assignment=assignment)).data)
+        # The payload as item_payload made it (blinded: its keys are ItemPayloadSerializer's, the
+        # schema); running it through the serializer again cost 0.4 ms of CPU per request (issue 17).
+        return Response(selectors.item_payload(assignment=assignment))
 
 
 class RatingSubmitView(APIView):

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from .giveaways import study_giveaways
 from .keys import key_normalise
-from .models import Assignment, Item, Rating, Study
+from .models import Assignment, Item, Question, Rating, Study
 
 TRAP_KINDS = (Item.Kind.TRAP_IDENTICAL, Item.Kind.TRAP_REPEAT)
 RATED_KINDS = (Item.Kind.NORMAL, Item.Kind.GOLD)
@@ -27,9 +27,38 @@ def annotator_studies(*, user) -> QuerySet[Study]:
     return Study.objects.filter(annotators=user).order_by("-created_at")
 
 
+_STUDY_FOR_ANNOTATOR_SQL = """
+SELECT s.* FROM {study} s
+WHERE s.slug = %s AND EXISTS (SELECT 1 FROM {member} m WHERE m.{member_study} = s.id AND m.{member_user} = %s)
+""".format(
+    study=Study._meta.db_table, member=Study.annotators.through._meta.db_table,
+    member_study=Study.annotators.through._meta.get_field("study").column,
+    member_user=Study.annotators.through._meta.get_field("user").column,
+)
+
+
 def study_for_annotator(*, user, slug: str) -> Study | None:
-    """The study ``slug`` if ``user`` annotates it, else None (callers answer 404)."""
-    return annotator_studies(user=user).filter(slug=slug).first()
+    """The study ``slug`` if ``user`` annotates it, else None (callers answer 404).
+
+    Hand-written SQL: every annotator request starts here, and the ORM's many-to-many join
+    cost 0.8 ms of CPU to build per request (issue 17's load target; docs/results.md).
+    """
+    if not user.is_authenticated:
+        return None
+    return next(iter(Study.objects.raw(_STUDY_FOR_ANNOTATOR_SQL, [slug, user.pk])), None)
+
+
+_QUESTIONS_SQL = f'SELECT key, label, text FROM {Question._meta.db_table} WHERE study_id = %s ORDER BY "order", key'
+
+
+def study_questions(*, study: Study) -> list[dict[str, str]]:
+    """The study's questions in their order (``Question.Meta.ordering``): [{"key", "label", "text"}].
+
+    One plain statement, not a queryset: both annotator API calls need them (issue 17's load target).
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_QUESTIONS_SQL, [study.pk])
+        return [{"key": key, "label": label, "text": text} for key, label, text in cursor.fetchall()]
 
 
 def assignment_for_annotator(*, study: Study, annotator, public_id: str) -> Assignment | None:
@@ -105,7 +134,7 @@ def item_payload(*, assignment: Assignment) -> dict[str, Any]:
         "generic_response": item.generic_response,
         "response_a": response_a,
         "response_b": response_b,
-        "questions": [{"key": q.key, "label": q.label, "text": q.text} for q in study.questions.all()],
+        "questions": study_questions(study=study),
         "progress": annotator_progress(study=study, annotator=assignment.annotator),
     }
 

@@ -17,13 +17,24 @@ every run; on the embedded default both must be 0.
 
 A fresh database (``--database``, default ``grag_bench_annotate``) is created on the server of
 DATABASE_URL, migrated and given a study of ``--items`` items and ``--annotators`` annotators.
-gunicorn (production settings, ``--workers`` sync workers, CONN_MAX_AGE 60) serves it on a free
-loopback port. Each annotator is a thread with its own httpx client and API token that loops
-``POST next`` / think / ``POST ratings`` until it gets 204. ``--think-ms`` is the mean pause
-before each request (a person reads and clicks; 0 makes a stress test where latency is mostly
-queueing). A connection error or a 5xx is retried with a capped, jittered backoff: both API
-calls are safe to repeat (``next`` returns the live reservation; a repeated submit of the same
-answers stores nothing and answers 200).
+gunicorn (production settings, ``--workers`` processes, sync workers or with ``--threads`` > 1
+gthread workers, CONN_MAX_AGE 60; ``common.web_server.Gunicorn``) serves it on a free loopback
+port. Each annotator has its own connection and API token and loops ``POST next`` / think /
+``POST ratings`` until it gets 204. ``--think-ms`` is the mean pause before each request (a
+person reads and clicks; 0 makes a stress test where latency is mostly queueing). A connection
+error or a 5xx is retried with a capped, jittered backoff: both API calls are safe to repeat
+(``next`` returns the live reservation; a repeated submit of the same answers stores nothing and
+answers 200).
+
+The clients are asyncio tasks in one thread over a minimal HTTP/1.1 client
+(``benchmarks/http_client.py``), not 100 threads with httpx: the benchmark measures the server,
+and its clients share the machine's cores with it. Measured on the 2-core machine, 100 httpx
+threads took 3.0 ms of CPU per request, httpx.AsyncClient 2.6 ms, this client 0.7 ms, next to the
+server's 5.5 ms and PostgreSQL's 3 ms (issue 17; docs/results.md). ``cpu_ms_per_request`` in the
+output says where the CPU went: ``client`` (this process), ``server`` (the gunicorn workers) and
+``database`` (the PostgreSQL backends of the benchmark database, when the server runs on this
+machine; SQLite runs inside the workers), from /proc over the load, divided by the requests.
+``loadavg_1min_before_after`` tells whether something else ran on the machine.
 
 Faults, to show that clients retry and nothing is lost or duplicated:
 
@@ -48,32 +59,29 @@ gunicorn's log), ``killed_at_s``, ``db_restart_at_s``, ``db_restart_s`` and
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
-import pwd
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from http_client import Connection  # noqa: E402  (benchmarks/, next to this script)
+from private_postgres import PrivatePostgres  # noqa: E402
+
+from common.web_server import Gunicorn, process_cpu_s  # noqa: E402
+
 QKEYS = ["q1", "q2", "q3", "q4"]
 ATTEMPTS = 200  # per request; at most about 1 s apart, so a few minutes of outage
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def admin_url(server_url: str) -> str:
@@ -87,51 +95,6 @@ def database_recreate(server_url: str, name: str) -> str:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
     return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-
-
-class PrivatePostgres:
-    """A throwaway PostgreSQL cluster on a free port, so that it may be restarted; never the shared server."""
-
-    def __init__(self):
-        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
-        if not found:
-            sys.exit("PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin (apt-get install postgresql)")
-        self.bin = found[-1].parent
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="grag-annotate-pg-"))
-        self.data = self.dir / "data"
-        self.as_postgres = os.geteuid() == 0  # initdb refuses to run as root
-        if self.as_postgres:
-            pw = pwd.getpwnam("postgres")
-            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-
-    def _run(self, *args: str, check: bool = True) -> None:
-        cmd = [str(self.bin / args[0]), *args[1:]]
-        if self.as_postgres:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        # Output to a file, never a pipe: the server pg_ctl starts inherits it and would hold a
-        # pipe open forever.
-        with open(self.dir / "pg_ctl.out", "a") as out:
-            result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=120)
-        if check and result.returncode != 0:
-            sys.exit(f"{' '.join(cmd)} failed:\n{(self.dir / 'pg_ctl.out').read_text()[-2000:]}")
-
-    def start(self, name: str) -> str:
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-instructions", "-E", "UTF8")
-        opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir} "
-                "-c max_connections=200 -c shared_buffers=64MB")
-        self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.dir / "server.log"), "-w", "start")
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
-        return f"postgres://postgres@127.0.0.1:{self.port}/{name}"
-
-    def restart(self) -> float:
-        t0 = time.perf_counter()
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"), "-m", "fast", "-w", "restart")
-        return time.perf_counter() - t0
-
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def setup(args, env: dict) -> dict[str, str]:
@@ -178,11 +141,11 @@ def setup(args, env: dict) -> dict[str, str]:
     return tokens
 
 
-class Annotator(threading.Thread):
-    def __init__(self, name: str, token: str, base: str, args, start_barrier: threading.Barrier, stop: threading.Event):
-        super().__init__(daemon=True)
-        self.username, self.token, self.base, self.args = name, token, base, args
-        self.start_barrier, self.stop = start_barrier, stop
+class Annotator:
+    """One annotator: an asyncio task with its own HTTP client (its own connection, as a browser has) and token."""
+
+    def __init__(self, name: str, token: str, base: str, args, stop: asyncio.Event):
+        self.username, self.token, self.base, self.args, self.stop = name, token, base, args, stop
         self.latencies: list[float] = []
         self.acked: set[tuple[str, str]] = set()  # (item, question) the server confirmed
         self.errors_seen = self.retries = self.submits = 0
@@ -190,13 +153,23 @@ class Annotator(threading.Thread):
         self.rng = random.Random(name)
         self.trace: list[tuple[float, str, float]] = []  # (start, request, ms) for --trace
         self.backoff_rng = random.Random(f"{name}-backoff")  # keeps the answers' sequence independent of errors
+        self.client = None
 
-    def request(self, client, method: str, url: str, **kw):
+    async def open(self) -> None:
+        """Open the client and warm the server up (not measured) as a server in use is: every
+        gunicorn worker has its database connection and has run the API's code paths once.
+        Without it the first second of a run held requests of up to 4.5 s, a start-up cost, not load."""
+        url = urlsplit(self.base)
+        self.client = Connection(url.hostname, url.port, {"Authorization": f"Token {self.token}"})
+        for _ in range(self.args.warmup):
+            await self.client.request("GET", "/api/studies/load/")
+
+    async def request(self, method: str, url: str, **kw):
         """Send; on a connection error or a 5xx (a killed worker, a restarting database), count it, back off, retry."""
         for attempt in range(ATTEMPTS):
             t0 = time.perf_counter()
             try:
-                response = client.request(method, url, **kw)
+                response = await self.client.request(method, url, **kw)
             except Exception:
                 response = None
             if response is not None and response.status_code < 500:
@@ -205,42 +178,94 @@ class Annotator(threading.Thread):
                 return response
             self.errors_seen += 1
             self.retries += 1
-            time.sleep(min(0.05 * 2 ** min(attempt, 5), 1.0) * self.backoff_rng.uniform(0.5, 1.5))
+            await asyncio.sleep(min(0.05 * 2 ** min(attempt, 5), 1.0) * self.backoff_rng.uniform(0.5, 1.5))
         raise RuntimeError(f"{self.username}: {method} {url} failed {ATTEMPTS} times")
 
-    def think(self) -> None:
+    async def think(self) -> None:
         if self.args.think_ms > 0:
-            time.sleep(self.rng.uniform(0.5, 1.5) * self.args.think_ms / 1000)
+            await asyncio.sleep(self.rng.uniform(0.5, 1.5) * self.args.think_ms / 1000)
 
-    def run(self) -> None:
-        import httpx
-
+    async def run(self) -> None:
         try:
-            with httpx.Client(base_url=self.base, timeout=30, headers={"Authorization": f"Token {self.token}"}) as client:
-                # Not measured: warm the server up as a server in use is (every gunicorn worker has
-                # its database connection and has run the API's code paths once). Without it the
-                # first second of a run held requests of up to 4.5 s, a start-up cost, not load.
-                for _ in range(self.args.warmup):
-                    client.get("/api/studies/load/")
-                self.start_barrier.wait(timeout=600)
-                while not self.stop.is_set():
-                    self.think()
-                    r = self.request(client, "POST", "/api/studies/load/next/")
-                    if r.status_code == 204:
-                        return
-                    r.raise_for_status()
-                    item = r.json()["item"]
-                    choices = [self.rng.choice("ABS") for _ in QKEYS]
-                    body = {"answers": [{"question": q, "choice": c, "confidence": self.rng.randint(1, 5)}
-                                        for q, c in zip(QKEYS, choices)]}
-                    self.think()
-                    r = self.request(client, "POST", f"/api/studies/load/items/{item}/ratings/", json=body)
-                    if r.status_code not in (200, 201):
-                        raise RuntimeError(f"{self.username}: submit answered {r.status_code}: {r.text[:300]}")
-                    self.submits += 1
-                    self.acked.update((item, q) for q in QKEYS)
+            while not self.stop.is_set():
+                await self.think()
+                r = await self.request("POST", "/api/studies/load/next/")
+                if r.status_code == 204:
+                    return
+                r.raise_for_status()
+                item = r.json()["item"]
+                choices = [self.rng.choice("ABS") for _ in QKEYS]
+                body = {"answers": [{"question": q, "choice": c, "confidence": self.rng.randint(1, 5)}
+                                    for q, c in zip(QKEYS, choices)]}
+                await self.think()
+                r = await self.request("POST", f"/api/studies/load/items/{item}/ratings/", json_body=body)
+                if r.status_code not in (200, 201):
+                    raise RuntimeError(f"{self.username}: submit answered {r.status_code}: {r.text[:300]}")
+                self.submits += 1
+                self.acked.update((item, q) for q in QKEYS)
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            await self.client.close()
+
+
+def database_backends_cpu_s(url: str | None, name: str) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend connected to database ``name`` (server on this machine), by pid."""
+    if url is None:
+        return {}
+    import psycopg
+
+    try:
+        with psycopg.connect(admin_url(url), autocommit=True, connect_timeout=5) as conn:
+            pids = [pid for (pid,) in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [name])]
+    except psycopg.Error:
+        return {}
+    return {pid: process_cpu_s(pid) for pid in pids}
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two snapshots of processes by pid; a process new since ``before`` counts from 0."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
+async def load(args, clients: list[Annotator], gunicorn: Gunicorn, pg, db_url: str | None, db_name: str) -> dict:
+    """Run the annotators to the end (or ``--timeout``) with the faults asked for; timings and CPU time."""
+    await asyncio.gather(*(c.open() for c in clients))
+    stop = clients[0].stop
+    cpu0 = {"client": time.process_time(), "server": gunicorn.workers_cpu_s(),
+            "database": database_backends_cpu_s(db_url, db_name)}
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    tasks = [asyncio.create_task(c.run()) for c in clients]
+    killed, restart_s, submits_before_restart = None, None, None
+    while not all(t.done() for t in tasks):
+        now = time.perf_counter() - t0
+        if args.kill_worker_at and killed is None and now >= args.kill_worker_at:
+            workers = gunicorn.worker_pids()
+            if workers:
+                killed = workers[0]
+                os.kill(killed, signal.SIGKILL)
+        if args.restart_db_at and restart_s is None and now >= args.restart_db_at:
+            submits_before_restart = sum(c.submits for c in clients)
+            restart_s = await asyncio.to_thread(pg.restart)
+        if args.timeout and now > args.timeout:
+            stop.set()
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.wait(tasks, timeout=60)
+    wall = time.perf_counter() - t0
+    requests = sum(len(c.latencies) for c in clients) or 1
+    cpu_s = {
+        "client": time.process_time() - cpu0["client"],
+        "server": cpu_used(cpu0["server"], gunicorn.workers_cpu_s()),
+        "database": cpu_used(cpu0["database"], database_backends_cpu_s(db_url, db_name)),
+    }
+    return {
+        "t0": t0, "wall": wall, "killed": killed, "restart_s": restart_s, "submits_before_restart": submits_before_restart,
+        "cpu_ms_per_request": {k: round(1000 * v / requests, 2) for k, v in cpu_s.items()},
+        "loadavg_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+    }
 
 
 def main() -> None:
@@ -248,7 +273,8 @@ def main() -> None:
     p.add_argument("--annotators", type=int, default=50)
     p.add_argument("--items", type=int, default=200)
     p.add_argument("--overlap", type=int, default=3)
-    p.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
+    p.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
+    p.add_argument("--threads", type=int, default=1, help="request threads per worker (> 1: gthread workers, keep-alive)")
     p.add_argument("--think-ms", type=float, default=1000, help="mean pause before each request (0: stress test)")
     p.add_argument("--kill-worker-at", type=float, default=0, help="seconds in; SIGKILL one gunicorn worker (0: never)")
     p.add_argument("--restart-db-at", type=float, default=0,
@@ -280,14 +306,12 @@ def main() -> None:
 
     pg = PrivatePostgres() if private else None
     gunicorn = None
-    gunicorn_log = None
     try:
         sqlite_dir = Path(tempfile.mkdtemp(prefix="grag-annotate-sqlite-")) if args.sqlite else None
         if sqlite_dir is not None:
             url = f"sqlite:///{sqlite_dir / 'grag-bench.sqlite3'}"
         else:
             url = pg.start(args.database) if pg else database_recreate(server, args.database)
-        port = free_port()
         env = {
             **os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "grag_site.settings.production",
             "SECRET_KEY": os.environ.get("SECRET_KEY", "benchmark-only-secret-key-" + "x" * 30),
@@ -298,59 +322,17 @@ def main() -> None:
         tokens = setup(args, env)
         # Server errors (tracebacks) go to a file; their number is reported.
         log_dir = pg.dir if pg else Path(tempfile.mkdtemp(prefix="grag-annotate-log-"))
-        gunicorn_log = open(log_dir / "gunicorn.log", "w")
-        gunicorn = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "grag_site.wsgi:application", "--workers", str(args.workers),
-             "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "--graceful-timeout", "5",
-             # Load the app once in the master and fork: a busy 2-core machine takes longer than
-             # gunicorn's default 30 s to import it in every worker, which then get killed in a loop.
-             "--preload", "--timeout", "120"],
-            cwd=ROOT, env=env, start_new_session=True,
-            stdout=gunicorn_log, stderr=subprocess.STDOUT if gunicorn_log else None,
-        )
-        import httpx
-
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                    break
-            except Exception:
-                pass
-            if time.monotonic() > deadline or gunicorn.poll() is not None:
-                sys.exit("gunicorn did not answer /healthz within 300 s")
-            time.sleep(0.2)
-        barrier, stop = threading.Barrier(args.annotators + 1), threading.Event()
-        clients = [Annotator(name, token, base, args, barrier, stop) for name, token in tokens.items()]
-        for c in clients:
-            c.start()
-        barrier.wait()
-        t0 = time.perf_counter()
-        killed, restart_s, submits_before_restart = None, None, None
-        while any(c.is_alive() for c in clients):
-            now = time.perf_counter() - t0
-            if args.kill_worker_at and killed is None and now >= args.kill_worker_at:
-                workers = subprocess.run(["pgrep", "-P", str(gunicorn.pid)], capture_output=True, text=True).stdout.split()
-                if workers:
-                    killed = int(workers[0])
-                    os.kill(killed, signal.SIGKILL)
-            if args.restart_db_at and restart_s is None and now >= args.restart_db_at:
-                submits_before_restart = sum(c.submits for c in clients)
-                restart_s = pg.restart()
-            if args.timeout and now > args.timeout:
-                stop.set()
-                break
-            time.sleep(0.05)
-        for c in clients:
-            c.join(timeout=60)
-        wall = time.perf_counter() - t0
-        os.killpg(gunicorn.pid, signal.SIGTERM)
+        gunicorn = Gunicorn(env=env, log=log_dir / "gunicorn.log", workers=args.workers, threads=args.threads)
         try:
-            gunicorn.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(gunicorn.pid, signal.SIGKILL)
-            gunicorn.wait()
+            base = gunicorn.start()
+        except RuntimeError as exc:
+            sys.exit(str(exc))
+        stop = asyncio.Event()
+        clients = [Annotator(name, token, base, args, stop) for name, token in tokens.items()]
+        run = asyncio.run(load(args, clients, gunicorn, pg, None if args.sqlite else url, args.database))
+        t0, wall, killed, restart_s = run["t0"], run["wall"], run["killed"], run["restart_s"]
+        gunicorn.stop()
+        log_text = gunicorn.log_text()
         gunicorn = None
 
         from django.db.models import Count, Q
@@ -381,13 +363,14 @@ def main() -> None:
             "workers": args.workers, "think_ms": args.think_ms, "killed_worker": killed, "wall_s": round(wall, 1),
             "completed_assignments": Assignment.objects.filter(item__study__slug="load", status="completed").count(),
         }
-        gunicorn_log.flush()
-        log_text = (log_dir / "gunicorn.log").read_text(errors="replace")
         result.update({
             "database": "sqlite" if args.sqlite else "postgresql",
             "errors_seen": sum(c.errors_seen for c in clients),
             "server_errors_logged": log_text.count("Internal Server Error"),
             "database_locked_logged": log_text.count("database is locked"),
+            "threads": args.threads, "client": "asyncio",
+            "cpu_ms_per_request": run["cpu_ms_per_request"],
+            "loadavg_1min_before_after": run["loadavg_1min_before_after"],
         })
         if not pg:
             shutil.rmtree(log_dir, ignore_errors=True)
@@ -396,7 +379,7 @@ def main() -> None:
                 "killed_at_s": args.kill_worker_at if killed else None,
                 "db_restart_at_s": args.restart_db_at if restart_s is not None else None,
                 "db_restart_s": round(restart_s, 2) if restart_s is not None else None,
-                "submits_before_db_restart": submits_before_restart,
+                "submits_before_db_restart": run["submits_before_restart"],
             })
         if args.timeout:
             result["timed_out"] = stop.is_set()
@@ -415,11 +398,8 @@ def main() -> None:
             Path(args.trace).write_text("t_s,request,ms\n" + "".join(f"{t:.3f},{k},{ms:.1f}\n" for t, k, ms in rows))
         print(json.dumps(result))
     finally:
-        if gunicorn is not None and gunicorn.poll() is None:
-            os.killpg(gunicorn.pid, signal.SIGKILL)
-            gunicorn.wait()
-        if gunicorn_log is not None:
-            gunicorn_log.close()
+        if gunicorn is not None:
+            gunicorn.stop()
         if pg is not None:
             pg.stop()
 

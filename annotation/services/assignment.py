@@ -103,6 +103,23 @@ LIMIT %(limit)s {{lock}}
 _LOCKS = {"skip": "FOR NO KEY UPDATE OF i SKIP LOCKED", "wait": "FOR NO KEY UPDATE OF i", "none": ""}
 
 
+# The other statements of ``next``, hand-written for the same reason (issue 17's load target,
+# p95 < 100 ms with 100 annotators: the ORM built each of them for 0.4-1.1 ms of CPU per request;
+# docs/results.md). Datetimes are compared in SQL, so no row carries one back.
+_ANNOTATOR_LOCK_SQL = f"SELECT 1 FROM {User._meta.db_table} u WHERE u.id = %(me)s {{lock}}"
+_MINE_SQL = f"""
+SELECT a.id, a.item_id, i.kind, a.baseline_side, a.status,
+       CASE WHEN a.status = %(reserved)s AND a.expires_at > %(now)s THEN 1 ELSE 0 END
+FROM {Assignment._meta.db_table} a JOIN {Item._meta.db_table} i ON i.id = a.item_id
+WHERE a.annotator_id = %(me)s AND i.study_id = %(study)s
+ORDER BY a.reserved_at, a.id
+"""
+_SIDES_SQL = """
+SELECT a.item_id, a.baseline_side FROM {assignment} a
+WHERE a.item_id IN ({{items}}) AND a.annotator_id <> %(me)s AND {live_a}
+""".format(assignment=Assignment._meta.db_table, live_a=live_sql("a"))
+
+
 def _open_items(*, study: Study, annotator, now, limit: int, lock: str) -> list[Item]:
     """The first ``limit`` items open to the annotator, row-locked (``lock``: skip, wait or none)."""
     if not connection.features.has_select_for_update_skip_locked:
@@ -143,18 +160,19 @@ def _repeat_side(item: Item, rows: list[tuple]) -> str:
 
 def _assignment_next_once(*, study: Study, annotator) -> tuple[Assignment | None, bool]:
     now = timezone.now()
-    # One request at a time per annotator (a double click must not reserve two items).
-    User.objects.select_for_update(no_key=True).filter(pk=annotator.pk).first()
-    # All of the annotator's assignments in this study, in one query: their live reservation,
-    # stale ones, the sides they saw so far and the kinds of items they rated.
-    rows = list(
-        Assignment.objects.filter(item__study=study, annotator=annotator)
-        .values_list("pk", "item_id", "item__kind", "baseline_side", "status", "expires_at", "reserved_at")
-    )
-    live = [r for r in rows if r[4] == Assignment.Status.RESERVED and r[5] > now]
+    params = sql_params(study=study, annotator=annotator, now=now)
+    with connection.cursor() as cursor:
+        # One request at a time per annotator (a double click must not reserve two items).
+        lock = "FOR NO KEY UPDATE" if connection.features.has_select_for_no_key_update else ""
+        cursor.execute(_ANNOTATOR_LOCK_SQL.format(lock=lock), params)
+        # All of the annotator's assignments in this study, in one query (a new snapshot, after
+        # the lock): their live reservation, stale ones, the sides they saw so far and the kinds
+        # of items they rated. (pk, item id, item kind, baseline side, status, live), oldest first.
+        cursor.execute(_MINE_SQL, params)
+        rows = cursor.fetchall()
+    live = [r for r in rows if r[5]]
     if live:
-        pk = max(live, key=lambda r: r[6])[0]
-        return Assignment.objects.select_related("item").get(pk=pk), False
+        return Assignment.objects.select_related("item").get(pk=live[-1][0]), False
     stale = [r[0] for r in rows if r[4] == Assignment.Status.RESERVED]
     if stale:
         Assignment.objects.filter(pk__in=stale).update(status=Assignment.Status.EXPIRED)
@@ -176,11 +194,11 @@ def _assignment_next_once(*, study: Study, annotator) -> tuple[Assignment | None
             continue
         # Re-count under the lock: the candidate query's snapshot may predate a commit.
         sides_by_item: dict[int, list[str]] = {item.pk: [] for item in locked}
-        for item_id, side in (
-            Assignment.objects.filter(live_q(now), item__in=locked).exclude(annotator=annotator)
-            .values_list("item_id", "baseline_side")
-        ):
-            sides_by_item[item_id].append(side)
+        with connection.cursor() as cursor:
+            ids = {f"item{k}": item.pk for k, item in enumerate(locked)}
+            cursor.execute(_SIDES_SQL.format(items=", ".join(f"%({k})s" for k in ids)), {**params, **ids})
+            for item_id, side in cursor.fetchall():
+                sides_by_item[item_id].append(side)
         fallback = None
         for item in locked:
             sides = sides_by_item[item.pk]

@@ -1,7 +1,7 @@
 """Ratings: validating answers and the one append-only write path of Rating rows."""
 
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from ..models import (
@@ -14,6 +14,7 @@ from ..models import (
     Study,
     confidence_in_scale,
 )
+from ..selectors import study_questions
 from .assignment import live_q
 from .base import CHOICES_SHOWN, Answer, ItemConflict, RatingInvalid, ReservationLost, StudyClosed
 
@@ -26,7 +27,7 @@ def _canonical(shown: str, baseline_side: str) -> str:
 
 def answers_validate(*, study: Study, answers: list[Answer]) -> list[Answer]:
     """Check that every question of the study is answered once with A/B/S and a confidence 1-5."""
-    keys = list(study.questions.values_list("key", flat=True))
+    keys = [q["key"] for q in study_questions(study=study)]
     errors: dict[str, str] = {}
     given: dict[str, Answer] = {}
     for a in answers:
@@ -148,15 +149,25 @@ def rating_submit_for_item(*, study: Study, annotator, public_id: str, answers: 
                            comment: str | None = None) -> tuple[Assignment, list[Rating]] | None:
     """``rating_submit`` for the annotator's assignment of the item with this opaque id; None if they have none.
 
-    Finds and locks the assignment in one query: the API's submit is one of the two requests
-    of the annotator-load target.
+    Finds the item and locks the assignment with two hand-written statements: the API's submit
+    is one of the two requests of the annotator-load target (issue 17), and the ORM's one joined
+    query (with the study and the user, which the caller holds) cost 1.1 ms of CPU to build.
     """
-    assignment = _assignment_lock(
-        Assignment.objects.filter(item__study=study, item__public_id=public_id, annotator=annotator)
-    )
+    item = next(iter(Item.objects.raw(_ITEM_SQL, [study.pk, public_id])), None)
+    if item is None:
+        return None
+    lock = "FOR NO KEY UPDATE" if connection.features.has_select_for_no_key_update else ""
+    assignment = next(iter(Assignment.objects.raw(_ASSIGNMENT_LOCK_SQL.format(lock=lock), [item.pk, annotator.pk])), None)
     if assignment is None:
         return None
+    item.study = study
+    assignment.item, assignment.annotator = item, annotator
     return assignment, _rating_store(assignment=assignment, answers=answers, comment=comment)
+
+
+_ITEM_SQL = f"SELECT * FROM {Item._meta.db_table} WHERE study_id = %s AND public_id = %s"
+_ASSIGNMENT_LOCK_SQL = f"SELECT * FROM {Assignment._meta.db_table} WHERE item_id = %s AND annotator_id = %s {{lock}}"
+_CURRENT_SQL = f"SELECT * FROM {Rating._meta.db_table} WHERE item_id = %s AND rater = %s AND is_current"
 
 
 def _assignment_lock(qs) -> Assignment | None:
@@ -171,9 +182,7 @@ def _rating_store(*, assignment: Assignment, answers: list[Answer], comment: str
     if assignment.status == Assignment.Status.SKIPPED:
         raise ItemConflict({"item": "you skipped this item: it went back to the pool and cannot be rated by you"})
     errors = {}
-    current = {
-        r.question: r for r in Rating.objects.filter(item=item, rater=annotator.get_username(), is_current=True)
-    }
+    current = {r.question: r for r in Rating.objects.raw(_CURRENT_SQL, [item.pk, annotator.get_username()])}
     if comment is None:
         comment = next(iter(current.values())).comment if current else ""
     try:

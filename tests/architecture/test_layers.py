@@ -14,7 +14,7 @@ LAYERS = ["common", "modeling", "annotation", "judge", "reports", "worker", "gra
 # The ML core: plain Python on torch/transformers, runnable on a GPU host without Django. It may also
 # read dataset files with the importers' parsers, which are Django-free (only importers/service.py is not).
 ML_CORE = ["modeling/grag", "modeling/llm", "modeling/metrics", "modeling/text.py"]
-DJANGO_FREE = ML_CORE + ["modeling/progress", "common/threads", "common/processes", "common/latex", "modeling/importers/base", "modeling/importers/spc", "modeling/importers/pfg",
+DJANGO_FREE = ML_CORE + ["modeling/progress", "common/threads", "common/processes", "common/web_server", "common/latex", "modeling/importers/base", "modeling/importers/spc", "modeling/importers/pfg",
                          "modeling/importers/ed", "modeling/importers/convai2", "modeling/importers/jsonl"]
 
 

@@ -8,11 +8,7 @@ transactions and a busy timeout, 7 of 20 parallel ``next`` requests answered 500
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import threading
-import time
 from collections import Counter
 
 import pytest
@@ -21,6 +17,7 @@ from rest_framework.authtoken.models import Token
 
 from annotation import services
 from annotation.models import Assignment, Rating
+from common.web_server import Gunicorn
 from tests.factories import jsonl_write
 
 from ..conftest import ROOT
@@ -29,48 +26,21 @@ from .conftest import BASELINE, CHALLENGER, QKEYS, study_lines
 N = 20
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def sqlite_server(transactional_db):
     if connection.vendor != "sqlite":
         pytest.skip("the embedded default is SQLite; this run uses another database")
-    port = _free_port()
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "grag_site.settings.test",
            "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}", "LOG_LEVEL": "WARNING"}
     env.pop("TEST_DATABASE_NAME", None)
-    log = ROOT / "var" / f"test-gunicorn-{os.getpid()}.log"
-    proc = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "gunicorn") if (ROOT / ".venv" / "bin" / "gunicorn").exists() else "gunicorn",
-         "grag_site.wsgi:application", "--workers", "2", "--threads", str(N // 2), "--worker-class", "gthread",
-         "--bind", f"127.0.0.1:{port}", "--preload", "--timeout", "120", "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    import httpx
-
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            pytest.fail(f"gunicorn did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-    yield base, log
-    os.killpg(proc.pid, signal.SIGTERM)
+    server = Gunicorn(env=env, log=ROOT / "var" / f"test-gunicorn-{os.getpid()}.log", workers=2, threads=N // 2,
+                      start_timeout=120)
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield server.base_url, server.log
+    server.stop()
 
 
 def _parallel(fn, args_list):
