@@ -1,7 +1,7 @@
 """Annotation API routes (included under /api/ from grag_site/urls.py)."""
 from django.urls import path
 
-from . import api
+from . import api, enrol_api
 
 app_name = "annotation_api"
 urlpatterns = [
@@ -17,4 +17,10 @@ urlpatterns = [
     path("staff/studies/<slug:slug>/quality/", api.StaffQualityView.as_view(), name="staff-quality"),
     path("staff/studies/<slug:slug>/author-tells/", api.StaffAuthorTellsView.as_view(), name="staff-author-tells"),
     path("staff/studies/<slug:slug>/annotators/", api.StaffAnnotatorsView.as_view(), name="staff-annotators"),
+    # Crowd studies (issue 21)
+    path("staff/studies/<slug:slug>/links/", enrol_api.StaffLinksView.as_view(), name="staff-links"),
+    path("staff/studies/<slug:slug>/links/<int:pk>/", enrol_api.StaffLinkDetailView.as_view(), name="staff-link"),
+    path("staff/studies/<slug:slug>/crowd/", enrol_api.StaffCrowdSettingsView.as_view(), name="staff-crowd"),
+    path("staff/studies/<slug:slug>/participants/", enrol_api.StaffParticipantsView.as_view(),
+         name="staff-participants"),
 ]

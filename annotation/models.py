@@ -115,6 +115,7 @@ class Item(models.Model):
         GOLD = "gold", "Gold (known answer)"
         TRAP_IDENTICAL = "trap_identical", "Trap: identical responses"
         TRAP_REPEAT = "trap_repeat", "Trap: repeated with sides swapped"
+        ONBOARDING = "onboarding", "Onboarding (known answer, shown only before a participant's first item)"
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="items")
     key = models.CharField(max_length=300, help_text="Key in the source file or the sample key.")
@@ -203,3 +204,7 @@ class Rating(models.Model):
                                    name="rating_confidence_1_5"),
         ]
         indexes = [models.Index(fields=["item", "question", "is_current"])]
+
+
+# Crowd studies (issue 21): links, participants, crowd settings; in their own module.
+from .enrolment_models import CrowdSettings, Participant, StudyLink  # noqa: E402, F401

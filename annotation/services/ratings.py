@@ -7,6 +7,7 @@ from django.utils import timezone
 from ..models import CONFIDENCE_MAX, CONFIDENCE_MIN, Assignment, Item, Rating, Study, confidence_in_scale
 from .assignment import live_q
 from .base import CHOICES_SHOWN, Answer, RatingInvalid, ReservationLost
+from .enrolment import participant_may_submit, study_close_if_complete
 
 
 def _canonical(shown: str, baseline_side: str) -> str:
@@ -153,6 +154,8 @@ def _rating_store(*, assignment: Assignment, answers: list[Answer]) -> list[Rati
         if moved_on:
             raise RatingInvalid({"item": "this item is closed: answers can be changed only before moving to the next item"})
     else:
+        if not participant_may_submit(study=study, annotator=annotator):
+            raise ReservationLost({"item": "your time in this study is over or you left it: this answer was not stored"})
         if assignment.status == Assignment.Status.EXPIRED or assignment.expires_at <= now:
             # A late submit still counts if the slot is free; lock the item to decide.
             Item.objects.select_for_update(no_key=True).filter(pk=item.pk).first()
@@ -165,6 +168,7 @@ def _rating_store(*, assignment: Assignment, answers: list[Answer]) -> list[Rati
         assignment.completed_at = now
         assignment.seconds = (now - assignment.reserved_at).total_seconds()
         assignment.save(update_fields=["status", "completed_at", "seconds"])
+        study_close_if_complete(study=study, item=item)  # a crowd study closes once every item has its overlap
 
     rater = annotator.get_username()
     ratings = [
