@@ -13,7 +13,7 @@ from typing import Any
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
-from .enrolment_models import CrowdSettings, Participant
+from .enrolment_models import Participant
 from .models import Assignment, Item, Rating, Study
 
 PARTICIPANT_COLUMNS = (
@@ -27,26 +27,24 @@ PASS_RATE_FLAG = 0.5
 
 
 def participants_excluded(*, study: Study, now=None) -> QuerySet[Participant]:
-    """The participants of ``study`` whose ratings do not count (see the module docstring)."""
+    """The participants of ``study`` whose ratings do not count (see the module docstring); lazy, no query
+    of its own (the study's crowd setting is joined in), so callers can use it as a subquery."""
     now = now or timezone.now()
-    excluded = Q(status=Participant.Status.SCREENED_OUT)
-    crowd = CrowdSettings.objects.filter(study=study).first()
-    if crowd is not None and not crowd.left_work_counts:
-        excluded |= Q(status__in=[Participant.Status.LEFT, Participant.Status.TIMED_OUT])
+    ended = Q(status__in=[Participant.Status.LEFT, Participant.Status.TIMED_OUT]) | Q(
         # Out of time but not seen since: the same as timed out.
-        excluded |= Q(status__in=[Participant.Status.ONBOARDING, Participant.Status.ACTIVE], deadline__lte=now)
-    return Participant.objects.filter(study=study).filter(excluded)
+        status__in=[Participant.Status.ONBOARDING, Participant.Status.ACTIVE], deadline__lte=now)
+    return Participant.objects.filter(study=study).filter(
+        Q(status=Participant.Status.SCREENED_OUT) | (Q(study__crowd__left_work_counts=False) & ended))
 
 
 def ratings_counted(*, study: Study) -> QuerySet[Rating]:
     """The current ratings of ``study`` that count: every rater's, less those of ``participants_excluded``.
 
-    LLM ratings (no annotator) and named accounts' ratings always count.
+    LLM ratings (no annotator) and named accounts' ratings always count. One query with the
+    exclusion as a subquery.
     """
-    qs = Rating.objects.filter(item__study=study, is_current=True)
-    if Participant.objects.filter(study=study).exists():
-        qs = qs.exclude(annotator_id__in=participants_excluded(study=study).values("user_id"))
-    return qs
+    return Rating.objects.filter(item__study=study, is_current=True).exclude(
+        annotator_id__in=participants_excluded(study=study).values("user_id"))
 
 
 def _quality_by_user(*, study: Study, users: list[int]) -> dict[int, dict[str, list[int]]]:
