@@ -47,6 +47,18 @@ def ratings_counted(*, study: Study) -> QuerySet[Rating]:
         annotator_id__in=participants_excluded(study=study).values("user_id"))
 
 
+def participants_onboarding(*, study: Study) -> list[dict[str, Any]]:
+    """Each participant who finished an onboarding: their user name, status, known answers right and
+    asked, and whether their ratings count. For the quality report: these answers are in no figure."""
+    excluded = set(participants_excluded(study=study).values_list("pk", flat=True))
+    return [
+        {"participant": p.user.username, "status": p.status, "correct": p.onboarding["correct"],
+         "graded": p.onboarding["graded"], "counted": p.pk not in excluded}
+        for p in Participant.objects.filter(study=study, onboarding__has_key="graded").select_related("user")
+        .order_by("enrolled_at", "pk")
+    ]
+
+
 def _quality_by_user(*, study: Study, users: list[int]) -> dict[int, dict[str, list[int]]]:
     """Per user: [checks, passed] on gold items and on identical pairs, [repeats, consistent] on repeated pairs."""
     rows = list(

@@ -331,3 +331,26 @@ def test_staff_manage_links_and_export_participants_over_the_api_and_a_command(t
     call_command("export_participants", study.slug)
     assert "Ada" in capsys.readouterr().out
     assert CrowdSettings.objects.count() == 0  # nothing was saved by the refused patch
+
+
+def test_the_agreement_report_shows_onboarding_and_leaves_out_screened_out_participants(tmp_path, admin_client):
+    from reports.build import report_build
+
+    study = _onboarding_study(tmp_path, "own")
+    link = link_create(study=study)
+    good, _ = participant_enrol(token=link.token, display_name="Good")
+    bad, _ = participant_enrol(token=link.token, display_name="Bad")
+    good, bad = _answer_onboarding(good, right=3), _answer_onboarding(bad, right=0)
+    named = services.annotator_add(username="named", password=None, study=study)
+    rate_all(study, good.user, "A")
+    rate_all(study, named, "A")
+    # A screened-out participant's ratings (stored before the screening, say) are in no figure.
+    item = study.items.filter(kind=Item.Kind.NORMAL).first()
+    Rating.objects.create(item=item, question="q1", rater=bad.user.username, annotator=bad.user, choice="challenger",
+                          confidence=5)
+    report = report_build(study=study)
+    assert {a["rater"] for a in report["annotators"]} == {good.user.username, "named"}
+    assert [(o["participant"], o["status"], o["correct"], o["graded"], o["counted"]) for o in report["onboarding"]] == [
+        (good.user.username, "active", 3, 3, True), (bad.user.username, "screened_out", 0, 3, False)]
+    page = admin_client.get(f"/studies/{study.slug}/report/")
+    assert page.status_code == 200 and b"Onboarding of crowd participants" in page.content
