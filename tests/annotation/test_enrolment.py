@@ -354,3 +354,48 @@ def test_the_agreement_report_shows_onboarding_and_leaves_out_screened_out_parti
         (good.user.username, "active", 3, 3, True), (bad.user.username, "screened_out", 0, 3, False)]
     page = admin_client.get(f"/studies/{study.slug}/report/")
     assert page.status_code == 200 and b"Onboarding of crowd participants" in page.content
+
+
+def test_after_the_time_limit_the_participant_gets_a_clear_page_and_no_item(tmp_path):
+    study = make_study(tmp_path, n=3, overlap=1)
+    crowd_settings_update(study=study, minutes_per_participant=10)
+    link = link_create(study=study)
+    client = Client()
+    client.post(f"/join/{link.token}/", {"display_name": "Ada"})
+    client.post(f"/studies/{study.slug}/")  # the instructions, read
+    assert client.get(f"/studies/{study.slug}/annotate/").status_code == 200
+    Participant.objects.update(deadline=timezone.now() - timedelta(seconds=1))
+    response = client.get(f"/studies/{study.slug}/annotate/", follow=True)
+    assert response.status_code == 403 and b"Your time for this study is up" in response.content
+    assert not Assignment.objects.filter(status=Assignment.Status.RESERVED).exists()
+    assert Participant.objects.get().status == Participant.Status.TIMED_OUT
+
+
+def test_staff_create_and_deactivate_links_on_the_study_page_and_bad_input_is_a_4xx(tmp_path, admin_client):
+    study = make_study(tmp_path, n=2, overlap=1)
+    manage = f"/studies/{study.slug}/manage/"
+    response = admin_client.post(f"{manage}links/", {"label": "wave 1", "max_participants": "2", "expires_at": ""})
+    assert response.status_code == 302
+    link = StudyLink.objects.get(study=study)
+    page = admin_client.get(manage).content.decode()
+    assert f"/join/{link.token}/" in page and "wave 1" in page
+    bad = admin_client.post(f"{manage}links/", {"max_participants": "0"})
+    assert bad.status_code == 422 and b"greater than or equal to 1" in bad.content
+    assert admin_client.post(f"{manage}links/{link.pk}/active/", {"is_active": "0"}).status_code == 302
+    link.refresh_from_db()
+    assert not link.is_active
+    assert Client().get(f"/join/{link.token}/").status_code == 410
+    bad = admin_client.post(f"{manage}crowd/", {"onboarding": "gold", "onboarding_items": "3",
+                                                "onboarding_threshold": "0.5"})
+    assert bad.status_code == 422 and b"no gold item" in bad.content
+    ok = admin_client.post(f"{manage}crowd/", {"onboarding": "none", "onboarding_items": "3", "onboarding_threshold": "0.5",
+                                               "items_per_participant": "5", "completion_code": "ABC123"})
+    assert ok.status_code == 302
+    assert CrowdSettings.objects.get(study=study).items_per_participant == 5
+    # Not for annotators.
+    annotator = services.annotator_add(username="ann", password=None, study=study)
+    client = Client()
+    client.force_login(annotator)
+    assert client.post(f"{manage}links/", {"label": "x"}).status_code == 403
+    assert client.get(f"{manage}participants.csv").status_code == 403
+    assert client.get(f"/api/staff/studies/{study.slug}/participants/").status_code == 403
