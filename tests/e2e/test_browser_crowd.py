@@ -190,3 +190,27 @@ def test_a_failed_onboarding_sends_the_participant_to_the_screen_out_url(live_se
         page.goto(f"{live_server.url}/join/{link.token}/?PROLIFIC_PID=abc123&STUDY_ID=st1&SESSION_ID=se2")
     assert _sent_to_prolific(page) == ["https://app.prolific.com/submissions/complete?cc=S0OUT999"]
     assert Participant.objects.count() == 1 and not Assignment.objects.exists()
+
+
+def test_the_join_refusal_and_end_pages_pass_axe_and_fit_a_phone(live_server, browser, tmp_path):
+    from .browsing import check_page
+
+    study = _study(tmp_path, slug="crowd-phone")
+    link, closed = link_create(study=study), link_create(study=study)
+    closed.is_active = False
+    closed.save()
+    page = offline_page(browser, live_server, width=390, height=844)
+    problems = []
+    page.goto(f"{live_server.url}/join/{closed.token}/")
+    problems += check_page(page, where="refused link")
+    page.goto(f"{live_server.url}/join/{link.token}/")
+    problems += check_page(page, where="join page")
+    page.get_by_role("button", name="Start").click()  # no name: the error is on the page
+    problems += check_page(page, where="join page with an error")
+    page.get_by_label("Display name").fill("Ada")
+    page.get_by_role("button", name="Start").click()
+    page.get_by_role("button", name="I have read the instructions: start").click()
+    page.get_by_role("button", name="Leave the study").click()
+    problems += check_page(page, where="end page")
+    assert problems == [], "\n".join(problems)
+    assert page.outside == []
