@@ -7,6 +7,7 @@ participants only: named accounts annotate as before. docs/crowd.md walks staff 
 """
 from __future__ import annotations
 
+import math
 import secrets
 import unicodedata
 from datetime import datetime, timedelta
@@ -66,6 +67,8 @@ def crowd_settings_update(*, study: Study, **fields: Any) -> CrowdSettings:
                                                    f"(editable: {', '.join(CROWD_EDITABLE)})")
     crowd = CrowdSettings.objects.select_for_update().filter(study=study).first() or CrowdSettings(study=study)
     for name, value in fields.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise StudyFieldError(name, f"{name}: enter a finite number")
         setattr(crowd, name, value)
     try:
         crowd.full_clean(exclude=["study"])
