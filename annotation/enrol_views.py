@@ -35,6 +35,7 @@ from .services.enrolment import (
     links_with_usage,
     participant_enrol,
     participant_finish,
+    participant_items_done,
     participant_leave,
     participant_of,
     participant_refresh,
@@ -66,11 +67,16 @@ def participant_redirect(request, study: Study):
 
 
 def participant_when_none_left(request, study: Study):
-    """For ``views._render_item``: a participant with no item left has finished; send them to their end page."""
+    """For ``views._render_item``: a participant with no item left has finished; send them to their end page.
+
+    Not when the study is closed before they rated anything: they see the "being prepared"
+    page like any annotator, and no completion code."""
     participant = participant_of(user=request.user, study=study)
     if participant is None:
         return None
     if participant.status == Participant.Status.ACTIVE:
+        if not study.is_open and not participant_items_done(participant=participant):
+            return None  # closed before they rated anything (staff still checking): "being prepared", no code
         participant_finish(participant=participant)
     return _go(request, reverse("annotation:participant_end", args=[study.slug]))
 
