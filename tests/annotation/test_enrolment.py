@@ -399,3 +399,29 @@ def test_staff_create_and_deactivate_links_on_the_study_page_and_bad_input_is_a_
     assert client.post(f"{manage}links/", {"label": "x"}).status_code == 403
     assert client.get(f"{manage}participants.csv").status_code == 403
     assert client.get(f"/api/staff/studies/{study.slug}/participants/").status_code == 403
+
+
+def test_a_participant_whose_study_closes_before_their_first_item_gets_no_completion_code(tmp_path):
+    study = make_study(tmp_path, n=2, overlap=1)
+    crowd_settings_update(study=study, completion_code="DONE1")
+    link = link_create(study=study)
+    client = Client()
+    client.get(f"/join/{link.token}/?PROLIFIC_PID=p1")
+    client.post(f"/join/{link.token}/", {"PROLIFIC_PID": "p1"})
+    client.post(f"/studies/{study.slug}/")
+    services.study_update(study=study, is_open=False)
+    page = client.get(f"/studies/{study.slug}/annotate/")
+    assert page.status_code == 200 and b"being prepared" in page.content
+    assert Participant.objects.get().status == Participant.Status.ACTIVE
+    # Reopened, they rate; once nothing is left they finish and go to Prolific with the code.
+    services.study_update(study=study, is_open=True)
+    page = client.get(f"/studies/{study.slug}/annotate/")
+    action = page.content.decode().split('id="rating-form"')[1].split('action="')[1].split('"')[0]
+    answers = {f"{q}-choice": "A" for q in ("q1", "q2", "q3", "q4")} | {f"{q}-confidence": "4" for q in ("q1", "q2", "q3", "q4")}
+    client.post(action, answers)
+    page = client.get(f"/studies/{study.slug}/annotate/")
+    action = page.content.decode().split('id="rating-form"')[1].split('action="')[1].split('"')[0]
+    response = client.post(action, answers, follow=False)
+    assert client.get(response["Location"])["Location"] == f"/studies/{study.slug}/end/"
+    assert client.get(f"/studies/{study.slug}/end/")["Location"] == \
+        "https://app.prolific.com/submissions/complete?cc=DONE1"
