@@ -9,7 +9,8 @@ level" before counting valid annotations (Table 5, "# Valid Annotations"). Made 
   than any other choice, which only matters with more than three raters: 2-2 is no label);
 - otherwise the item has no label for that question and is left out of every share.
 
-Only current ratings (``is_current``) of normal items count: gold and trap items measure the
+Only current ratings (``is_current``) of normal items count, less those of crowd participants
+screened out or (per study setting) who left (``participants.ratings_counted``): gold and trap items measure the
 annotators, not the systems. An LLM rater (a judge run) is its own group: with one rating per
 item its label is its own choice once the same confidence filter has been applied. A judge's
 flipped verdict (``meta["flipped"]``: its two orders disagreed, so it voted "similar") passes
@@ -30,6 +31,7 @@ from django.db import connections
 from django.db.models import BooleanField, ExpressionWrapper, Q
 
 from .models import CONFIDENCE_MAX, CONFIDENCE_MIN, Item, Rating, Study, confidence_in_scale
+from .participants import ratings_counted  # the one rule of which ratings count (issue 21)
 
 # Canonical choices in the paper's order (Figure 2: A = R^B better, B = R^C better, S = similar).
 LABELS: tuple[str, ...] = (Rating.Choice.BASELINE.value, Rating.Choice.CHALLENGER.value, Rating.Choice.SIMILAR.value)
@@ -83,7 +85,7 @@ def frame_from_values(query, columns: list[str]) -> pd.DataFrame:
 def ratings_frame(*, study: Study) -> pd.DataFrame:
     """Load the current ratings of the study's normal items with one query."""
     query = (
-        Rating.objects.filter(item__study=study, item__kind=Item.Kind.NORMAL, is_current=True)
+        ratings_counted(study=study).filter(item__kind=Item.Kind.NORMAL)
         .order_by()
         .annotate(flipped=ExpressionWrapper(Q(meta__flipped=True), output_field=BooleanField()))
         .values_list("item_id", "item__key", "question", "rater", "rater_kind", "choice", "confidence",

@@ -1,7 +1,7 @@
 """Annotation API routes (included under /api/ from grag_site/urls.py)."""
 from django.urls import path
 
-from . import api, api_workflow
+from . import api, api_workflow, enrol_api
 
 app_name = "annotation_api"
 urlpatterns = [
@@ -25,4 +25,10 @@ urlpatterns = [
     path("staff/studies/<slug:slug>/flags/", api_workflow.StaffFlagsView.as_view(), name="staff-flags"),
     path("staff/studies/<slug:slug>/flags/<int:flag>/resolve/", api_workflow.StaffFlagResolveView.as_view(),
          name="staff-flag-resolve"),
+    # Crowd studies (issue 21)
+    path("staff/studies/<slug:slug>/links/", enrol_api.StaffLinksView.as_view(), name="staff-links"),
+    path("staff/studies/<slug:slug>/links/<int:pk>/", enrol_api.StaffLinkDetailView.as_view(), name="staff-link"),
+    path("staff/studies/<slug:slug>/crowd/", enrol_api.StaffCrowdSettingsView.as_view(), name="staff-crowd"),
+    path("staff/studies/<slug:slug>/participants/", enrol_api.StaffParticipantsView.as_view(),
+         name="staff-participants"),
 ]

@@ -115,6 +115,7 @@ class Item(models.Model):
         GOLD = "gold", "Gold (known answer)"
         TRAP_IDENTICAL = "trap_identical", "Trap: identical responses"
         TRAP_REPEAT = "trap_repeat", "Trap: repeated with sides swapped"
+        ONBOARDING = "onboarding", "Onboarding (known answer, shown only before a participant's first item)"
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="items")
     key = models.CharField(max_length=300, help_text="Key in the source file or the sample key.")
@@ -248,3 +249,7 @@ class InstructionsConfirmation(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["study", "annotator"], name="instructions_confirmation_unique"),
         ]
+
+
+# Crowd studies (issue 21): links, participants, crowd settings; in their own module.
+from .enrolment_models import CrowdSettings, Participant, StudyLink  # noqa: E402, F401

@@ -15,6 +15,7 @@ from django.utils import timezone
 from .giveaways import study_giveaways
 from .keys import key_normalise
 from .models import Assignment, Item, Question, Rating, Study
+from .participants import ratings_counted
 
 TRAP_KINDS = (Item.Kind.TRAP_IDENTICAL, Item.Kind.TRAP_REPEAT)
 RATED_KINDS = (Item.Kind.NORMAL, Item.Kind.GOLD)
@@ -183,8 +184,9 @@ def study_items_state(*, study: Study) -> list[dict[str, Any]]:
 
 
 def study_ratings(*, study: Study, include_quality_items: bool = False, rater_kind: str | None = None) -> QuerySet[Rating]:
-    """The current ratings of a study; gold and trap items are left out unless asked for."""
-    qs = Rating.objects.filter(item__study=study, is_current=True).select_related("item")
+    """The current ratings of a study that count (``participants.ratings_counted``); gold and trap items are
+    left out unless asked for."""
+    qs = ratings_counted(study=study).select_related("item")
     if not include_quality_items:
         qs = qs.filter(item__kind=Item.Kind.NORMAL)
     if rater_kind:

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from common.permissions import login_required_htmx, staff_required
 
+from .enrol_views import enrol_manage_context, participant_redirect, participant_when_none_left
 from .forms import AnnotatorAddForm, InstructionsForm, QuestionFormSet, RatingForm, StudyPlanForm
 from .giveaways import study_giveaway_report
 from .models import Assignment, Study
@@ -41,6 +42,7 @@ from .services import (
     rating_submit,
     study_update,
 )
+from .services.enrolment import participant_of
 from .workflow_selectors import assignment_current_comment, assignment_previous, study_flags
 
 ITEM_FRAGMENT = "annotation/annotate.html#annotate"
@@ -95,6 +97,10 @@ def _render_item(
 ):
     """The item page (or the all-done message) as a full page, or as the fragment htmx swaps in."""
     context = {"study": study, "notice": notice}
+    if assignment is None and (gone := participant_when_none_left(request, study)) is not None:
+        return gone  # a crowd participant with nothing left goes to their end page (issue 21)
+    if not request.htmx:
+        context["participant"] = participant_of(user=request.user, study=study)  # the "leave the study" button
     if assignment is None:
         context["progress"] = annotator_progress(study=study, annotator=request.user)
         context.update(item_workflow_context(request, study=study, assignment=None))
@@ -147,6 +153,8 @@ def annotate(request, slug: str):
     study = _annotator_study(request, slug)
     if not _instructions_seen(request, study):
         return redirect("annotation:study_instructions", slug=study.slug)
+    if (onward := participant_redirect(request, study)) is not None:
+        return onward  # a crowd participant in onboarding, or whose study is over for them (issue 21)
     return _render_item(request, study=study, assignment=assignment_next(study=study, annotator=request.user))
 
 
@@ -228,7 +236,7 @@ def _study_overview(study: Study) -> dict:
 
 def _render_manage(
     request, study: Study, *, instructions_form=None, question_formset=None, annotator_form=None, questions_error="",
-    status=200,
+    status=200, enrol_forms: dict | None = None,
 ):
     context = {
         "study": study,
@@ -238,6 +246,7 @@ def _render_manage(
         "annotator_form": annotator_form or AnnotatorAddForm(),
         "plan_form": StudyPlanForm(initial={"overlap": study.overlap}),
         **_study_overview(study),
+        **enrol_manage_context(study, **(enrol_forms or {})),  # links, crowd settings, participants (issue 21)
     }
     return render(request, "annotation/manage.html", context, status=status)
 

@@ -11,6 +11,7 @@ from django.db.models.functions import Length
 from annotation import planner
 from annotation.aggregation import LABELS, STATUS_VALID, StudyAggregate, study_aggregate, votes_summary
 from annotation.models import CONFIDENCE_MAX, CONFIDENCE_MIN, Item, Rating, Study, confidence_in_scale
+from annotation.participants import participants_onboarding
 
 from . import agreement, audit, ppi, stats
 from .manifest import judge_runs_of, judge_runs_reliability, report_manifest
@@ -171,6 +172,8 @@ def _report_build(*, study: Study, min_confidence: int | None, aggregate: StudyA
         "labels": list(LABELS),
         "questions": questions,
         "annotators": annotators,
+        # Crowd participants' onboarding (issue 21): shown here, counted in no figure of the report.
+        "onboarding": participants_onboarding(study=study),
         "judges": _judges_overall(questions=questions, extras=extras),
         "power": {"power": planner.POWER, "alpha": planner.ALPHA,
                   "rule": "smallest gap 2w - 1 in the challenger's share w of decisive labels that a two-sided "

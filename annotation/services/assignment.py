@@ -11,6 +11,7 @@ from django.utils import timezone
 from ..models import STUDY_RESERVATION_MINUTES_MAX, Assignment, Item, Study
 from ..selectors import live_sql, sql_params
 from .base import CANDIDATES_LOCKED, User
+from .enrolment import participant_may_take_items
 
 
 def live_q(now, prefix: str = "") -> Q:
@@ -140,9 +141,10 @@ def assignment_next(*, study: Study, annotator) -> Assignment | None:
 
     The item is one they have not rated whose completed plus live reserved assignments are
     below the overlap. A reservation lasts ``study.reservation_minutes``; after that the slot
-    goes back to the pool.
+    goes back to the pool. A crowd participant gets items only while admitted, in time and under
+    the study's items per participant (``enrolment.participant_may_take_items``).
     """
-    if not study.is_open:
+    if not study.is_open or not participant_may_take_items(study=study, annotator=annotator):
         return None
     for _attempt in range(20):
         with transaction.atomic():

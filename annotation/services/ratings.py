@@ -17,6 +17,7 @@ from ..models import (
 from ..selectors import study_questions
 from .assignment import live_q
 from .base import CHOICES_SHOWN, Answer, ItemConflict, RatingInvalid, ReservationLost, StudyClosed
+from .enrolment import participant_may_submit, study_close_if_complete
 
 
 def _canonical(shown: str, baseline_side: str) -> str:
@@ -210,6 +211,8 @@ def _rating_store(*, assignment: Assignment, answers: list[Answer], comment: str
                 r.is_new = False
             return [current[a.question] for a in answers]
     else:
+        if not participant_may_submit(study=study, annotator=annotator):
+            raise ReservationLost({"item": "your time in this study is over or you left it: this answer was not stored"})
         if assignment.status == Assignment.Status.EXPIRED or assignment.expires_at <= now:
             # A late submit still counts if the slot is free; lock the item to decide.
             Item.objects.select_for_update(no_key=True).filter(pk=item.pk).first()
@@ -222,6 +225,7 @@ def _rating_store(*, assignment: Assignment, answers: list[Answer], comment: str
         assignment.completed_at = now
         assignment.seconds = (now - assignment.reserved_at).total_seconds()
         assignment.save(update_fields=["status", "completed_at", "seconds"])
+        study_close_if_complete(study=study, item=item)  # a crowd study closes once every item has its overlap
 
     rater = annotator.get_username()
     ratings = [

@@ -87,10 +87,16 @@ def item_row_parse(obj: Any, *, where: str, baseline: str, challenger: str) -> d
         if canonical is None:
             raise StudyFileError(f"{where}: gold answer for {q!r} must be {baseline!r}, {challenger!r} or 'similar'")
         gold_answers[str(q)] = canonical
+    kind = Item.Kind.GOLD if gold_answers else Item.Kind.NORMAL
+    if obj.get("onboarding") is not None:
+        # A qualification item of its own (issue 21): shown only in a participant's onboarding.
+        if obj["onboarding"] is not True or not gold_answers:
+            raise StudyFileError(f"{where}: \"onboarding\": true needs a \"gold\" object with the known answers")
+        kind = Item.Kind.ONBOARDING
     return {
         "key": key, "persona": persona, "history": history, "generic_response": generic,
         "baseline_response": responses[baseline], "challenger_response": responses[challenger],
-        "kind": Item.Kind.GOLD if gold_answers else Item.Kind.NORMAL, "gold_answers": gold_answers,
+        "kind": kind, "gold_answers": gold_answers,
     }
 
 

@@ -18,9 +18,11 @@ pytestmark = pytest.mark.django_db
 
 # Statements per call today (each a hand-written or ORM statement; BEGIN/COMMIT or savepoints
 # included): next = token, study, annotator lock, their assignments, open items, other raters'
-# sides, insert, questions, progress; submit = token, study, item, assignment lock, questions,
-# current ratings, update, insert, progress. A change that adds one should say why.
-MOST = {"next": 11, "submit": 11}
+# sides, insert, questions, progress, and whether the annotator is a crowd participant of the
+# study (issue 21: their quota, time limit and onboarding); submit = token, study, item, assignment lock, questions,
+# current ratings, update, insert, progress, the participant check and whether the study has a
+# link (a crowd study closes itself when complete). A change that adds one should say why.
+MOST = {"next": 12, "submit": 13}
 
 
 def _statements_per_call(tmp_path, *, items: int, slug: str) -> dict[str, list[int]]:

@@ -28,6 +28,9 @@ from rest_framework.views import APIView
 from annotation.models import Study
 
 PUBLIC, LOGGED_IN, ANNOTATOR, STAFF = "public", "logged-in", "annotator of the study", "staff"
+# A crowd participant's own pages (issue 21): nobody else reaches them, named annotators and staff
+# included; the participant's own way through is tested in tests/annotation/test_enrolment.py.
+PARTICIPANT = "participant of the study"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,9 @@ ALLOWLIST = {
     "api/docs/": "renders api/schema/ (Swagger UI), no data",
     "admin/login/": "the admin's login form",
     "admin/logout/": "logging out needs no rights; the admin sends non-staff to its index (its login)",
+    # Issue 21: a study link is how participants without an account join; its unguessable token is
+    # the credential. A wrong token is a 404 page, a closed link a 410, and nothing is created.
+    "join/<str:token>/": "a study link: its token is the credential (docs/crowd.md)",
 }
 
 RULES: dict[str, Rule] = {
@@ -114,6 +120,19 @@ RULES: dict[str, Rule] = {
     "api/staff/studies/<slug:slug>/quality/": Rule(STAFF),
     "api/staff/studies/<slug:slug>/author-tells/": Rule(STAFF),
     "api/staff/studies/<slug:slug>/annotators/": Rule(STAFF),
+    # Crowd studies (issue 21).
+    "studies/<slug:slug>/onboarding/": Rule(PARTICIPANT),
+    "studies/<slug:slug>/onboarding/<str:public_id>/": Rule(PARTICIPANT),
+    "studies/<slug:slug>/end/": Rule(PARTICIPANT),
+    "studies/<slug:slug>/leave/": Rule(PARTICIPANT),
+    "studies/<slug:slug>/manage/links/": Rule(STAFF),
+    "studies/<slug:slug>/manage/links/<int:pk>/active/": Rule(STAFF),
+    "studies/<slug:slug>/manage/crowd/": Rule(STAFF),
+    "studies/<slug:slug>/manage/participants.csv": Rule(STAFF),
+    "api/staff/studies/<slug:slug>/links/": Rule(STAFF),
+    "api/staff/studies/<slug:slug>/links/<int:pk>/": Rule(STAFF),
+    "api/staff/studies/<slug:slug>/crowd/": Rule(STAFF),
+    "api/staff/studies/<slug:slug>/participants/": Rule(STAFF),
 }
 # The admin: every page goes through AdminSite.admin_view (staff only). A few staff answers
 # are 404 by design: no model has get_absolute_url ("view on site"), and the catch-all is the
@@ -193,6 +212,11 @@ def _fill(route: str, name: str, world) -> str:
         return str(world.job.pk)
     if name == "pk" and route.startswith("results/systems/"):
         return str(world.system.pk)
+    if name == "token" or (name == "pk" and "/links/" in route):
+        from annotation.enrolment_models import StudyLink
+
+        link = StudyLink.objects.filter(study=world.study_x).first() or StudyLink.objects.create(study=world.study_x)
+        return link.token if name == "token" else str(link.pk)
     if name == "kind" and route.startswith("jobs/launch/"):
         return "import"
     if name == "fmt":
@@ -368,6 +392,9 @@ def _access_problems(route: Route, rule: Rule, world) -> list[str]:
         if not (_login_redirect(r, admin=False) or r.status_code in (401, 403, 405)
                 or (r.has_header("HX-Redirect") and urlsplit(r["HX-Redirect"]).path == "/accounts/login/" and not r.content)):
             problems.append("anonymous htmx GET should go to login: " + _show("anonymous", "get", url, r))
+    elif rule.access == PARTICIPANT:
+        for role in answers:
+            denied(role, anonymous=role == "anonymous")
     else:
         denied("anonymous", anonymous=True)
         denied("annotator of X", anonymous=False)

@@ -1,0 +1,382 @@
+"""Crowd studies (issue 21): study links, enrolment without a password, the participant's life cycle.
+
+A participant enrols through a ``StudyLink`` (a volunteer with a display name, or a Prolific
+participant with ``PROLIFIC_PID``/``STUDY_ID``/``SESSION_ID``) and gets their own Django user
+with an unusable password; the session carries them. The rules of ``CrowdSettings`` apply to
+participants only: named accounts annotate as before. docs/crowd.md walks staff through it.
+"""
+from __future__ import annotations
+
+import math
+import secrets
+import unicodedata
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from ..enrolment_models import DISPLAY_NAME_MAX, PROLIFIC_TOKEN, CrowdSettings, Participant, StudyLink
+from ..models import Assignment, Item, Study
+from .base import StudyFieldError, User
+
+PROLIFIC_COMPLETE_URL = "https://app.prolific.com/submissions/complete?cc={code}"
+PROLIFIC_PARAMS = {"PROLIFIC_PID": "prolific_pid", "STUDY_ID": "prolific_study_id", "SESSION_ID": "prolific_session_id"}
+CROWD_EDITABLE = (
+    "items_per_participant", "minutes_per_participant", "completion_code", "screenout_code", "left_work_counts",
+    "close_when_complete", "onboarding", "onboarding_items", "onboarding_threshold",
+)
+# Participants whose work is still going on (neither finished nor ended some other way).
+IN_PROGRESS = (Participant.Status.ONBOARDING, Participant.Status.ACTIVE)
+ENDED_EARLY = (Participant.Status.LEFT, Participant.Status.TIMED_OUT)
+
+
+class EnrolmentRefused(ValueError):
+    """An enrolment the link or the input does not allow; ``status`` is the HTTP answer (400, 403, 404, 409, 410)
+    and ``field`` the input at fault, if any."""
+
+    def __init__(self, message: str, *, status: int = 400, field: str = "link"):
+        self.status = status
+        self.field = field
+        super().__init__(message)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def crowd_settings_of(*, study: Study) -> CrowdSettings:
+    """The study's crowd settings; an unsaved row with the defaults when staff never set them."""
+    try:
+        return study.crowd
+    except CrowdSettings.DoesNotExist:
+        return CrowdSettings(study=study)
+
+
+@transaction.atomic
+def crowd_settings_update(*, study: Study, **fields: Any) -> CrowdSettings:
+    """Change a study's crowd settings (names in ``CROWD_EDITABLE``); runs the model fields' validators.
+
+    Raises StudyFieldError naming the field (unknown name, value out of bounds, or onboarding
+    switched on with no item that has known answers).
+    """
+    unknown = set(fields) - set(CROWD_EDITABLE)
+    if unknown:
+        raise StudyFieldError(sorted(unknown)[0], f"cannot change {', '.join(sorted(unknown))} "
+                                                   f"(editable: {', '.join(CROWD_EDITABLE)})")
+    crowd = CrowdSettings.objects.select_for_update().filter(study=study).first() or CrowdSettings(study=study)
+    for name, value in fields.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise StudyFieldError(name, f"{name}: enter a finite number")
+        setattr(crowd, name, value)
+    try:
+        crowd.full_clean(exclude=["study"])
+    except ValidationError as exc:
+        name, messages = next(iter(exc.message_dict.items()))
+        raise StudyFieldError(name, f"{name}: {' '.join(messages)}") from None
+    if crowd.onboarding != CrowdSettings.Onboarding.NONE and not onboarding_pool(study=study, crowd=crowd).exists():
+        kind = "gold" if crowd.onboarding == CrowdSettings.Onboarding.GOLD else "onboarding"
+        raise StudyFieldError("onboarding", f"onboarding: the study has no {kind} item with known answers")
+    crowd.save()
+    study.crowd = crowd
+    return crowd
+
+
+def onboarding_pool(*, study: Study, crowd: CrowdSettings):
+    """The items onboarding draws from, in a fixed order: gold items or the study's own onboarding items."""
+    kind = Item.Kind.GOLD if crowd.onboarding == CrowdSettings.Onboarding.GOLD else Item.Kind.ONBOARDING
+    return Item.objects.filter(study=study, kind=kind).exclude(gold_answers={}).order_by("public_id")
+
+
+# --------------------------------------------------------------------------- links
+
+
+@transaction.atomic
+def link_create(*, study: Study, label: str = "", max_participants: int | None = None,
+                expires_at: datetime | None = None, created_by=None) -> StudyLink:
+    """A new enrolment link of ``study`` with an unguessable token (``secrets``, 192 bits).
+
+    ``max_participants``: cap on enrolments through this link (None: no cap); ``expires_at``: an
+    aware datetime after which the link refuses enrolments (None: never). Raises StudyFieldError
+    for a cap out of 1..100000, an expiry in the past or a label over 100 characters.
+    """
+    if expires_at is not None and expires_at <= timezone.now():
+        raise StudyFieldError("expires_at", "expires_at: the expiry must be in the future")
+    link = StudyLink(study=study, label=(label or "").strip(), max_participants=max_participants,
+                     expires_at=expires_at, created_by=created_by)
+    try:
+        link.full_clean(exclude=["study", "created_by"])
+    except ValidationError as exc:
+        name, messages = next(iter(exc.message_dict.items()))
+        raise StudyFieldError(name, f"{name}: {' '.join(messages)}") from None
+    link.save()
+    return link
+
+
+def link_set_active(*, link: StudyLink, is_active: bool) -> StudyLink:
+    """Deactivate a link (no enrolment through it any more; its participants keep working) or reactivate it."""
+    link.is_active = bool(is_active)
+    link.save(update_fields=["is_active"])
+    return link
+
+
+def links_with_usage(*, study: Study) -> list[StudyLink]:
+    """The study's links, newest first, each with ``participants_count`` (enrolments through it)."""
+    return list(study.links.annotate(participants_count=Count("participants")).order_by("-created_at"))
+
+
+def link_refusal(*, link: StudyLink | None, now: datetime | None = None) -> EnrolmentRefused | None:
+    """Why ``link`` accepts no new participant now (without counting its cap), or None when it does."""
+    now = now or timezone.now()
+    if link is None:
+        return EnrolmentRefused("This study link does not exist. Check that you copied the whole address.", status=404)
+    if not link.is_active:
+        return EnrolmentRefused("This study link has been closed by the study's staff.", status=410)
+    if link.expires_at is not None and link.expires_at <= now:
+        return EnrolmentRefused("This study link has expired.", status=410)
+    if not link.study.is_open:
+        return EnrolmentRefused("This study is not open for new participants at the moment.", status=403)
+    return None
+
+
+# --------------------------------------------------------------------------- enrolment
+
+
+def display_name_clean(name: Any) -> str:
+    """The display name as stored: NFKC, no control or bidi-override characters, 1 to 60 characters.
+
+    Letters of every script are kept (an Arabic or Hebrew name is a name); what is dropped are
+    characters of Unicode categories Cc and Cf (controls, U+202E RIGHT-TO-LEFT OVERRIDE and
+    other format characters that would reorder the text around the name on staff pages).
+    Raises EnrolmentRefused (400, field ``display_name``).
+    """
+    if not isinstance(name, str):
+        raise EnrolmentRefused("Choose a display name.", field="display_name")
+    name = unicodedata.normalize("NFKC", name)
+    name = "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cf"))
+    name = " ".join(name.split())
+    if not name:
+        raise EnrolmentRefused("Choose a display name (letters or digits; it is what the study's staff see).",
+                               field="display_name")
+    if len(name) > DISPLAY_NAME_MAX:
+        raise EnrolmentRefused(f"Your display name is {len(name)} characters long; use at most {DISPLAY_NAME_MAX}.",
+                               field="display_name")
+    return name
+
+
+def prolific_params(query) -> dict[str, str]:
+    """The Prolific ids in a request's query or form data (``PROLIFIC_PID`` etc.), checked; {} when there is no PID.
+
+    Raises EnrolmentRefused (400) for an id with characters Prolific never uses, or ``STUDY_ID``
+    or ``SESSION_ID`` without ``PROLIFIC_PID``.
+    """
+    found = {field: str(query.get(param, "")).strip() for param, field in PROLIFIC_PARAMS.items()}
+    if not found["prolific_pid"]:
+        if any(found.values()):
+            raise EnrolmentRefused("STUDY_ID and SESSION_ID come with a PROLIFIC_PID; open the study from Prolific.",
+                                   field="PROLIFIC_PID")
+        return {}
+    for param, field in PROLIFIC_PARAMS.items():
+        if found[field]:
+            try:
+                PROLIFIC_TOKEN(found[field])
+            except ValidationError:
+                raise EnrolmentRefused(f"{param} is not a Prolific id (letters, digits, '_' or '-', at most 64).",
+                                       field=param) from None
+    return found
+
+
+def _new_username() -> str:
+    return f"participant-{secrets.token_hex(6)}"
+
+
+def participant_enrol(*, token: str, display_name: str = "", prolific: dict[str, str] | None = None
+                      ) -> tuple[Participant, bool]:
+    """Enrol someone through the link with ``token``; returns (participant, created).
+
+    With ``prolific`` (``prolific_params``) the participant is that Prolific id: the same id
+    gets its own participant back (``created`` False) and is never enrolled twice, even by
+    requests that race (the unique constraint decides; the loser reads the winner's row).
+    Otherwise ``display_name`` is checked (``display_name_clean``) and a new participant made.
+    A new participant gets a user with a generated username and an unusable password, is added
+    to the study's annotators and starts in onboarding when the study has one.
+
+    Raises EnrolmentRefused: 404 unknown link; 410 deactivated or expired; 403 study closed;
+    409 the link's cap is reached; 400 a bad display name. Nothing is created then.
+    """
+    prolific = prolific or {}
+    pid = prolific.get("prolific_pid", "")
+    for _attempt in range(3):
+        try:
+            with transaction.atomic():
+                return _enrol_once(token=token, display_name=display_name, prolific=prolific)
+        except IntegrityError:
+            if not pid:
+                raise
+            # Another request enrolled this Prolific id first: resume theirs (read after the rollback).
+    existing = Participant.objects.filter(link__token=token, prolific_pid=pid).select_related("user", "study").first()
+    if existing is None:
+        raise EnrolmentRefused("Enrolling failed; open the link again.", status=409)
+    return existing, False
+
+
+def _enrol_once(*, token: str, display_name: str, prolific: dict[str, str]) -> tuple[Participant, bool]:
+    now = timezone.now()
+    # The link's row lock serialises its enrolments: the cap is counted and the participant
+    # inserted by one request at a time.
+    link = StudyLink.objects.select_for_update().select_related("study").filter(token=token).first()
+    pid = prolific.get("prolific_pid", "")
+    if link is not None and pid:
+        existing = Participant.objects.filter(study=link.study, prolific_pid=pid).select_related("user").first()
+        if existing is not None:
+            return existing, False  # resumes, whatever the link's state: their work is theirs
+    if (refusal := link_refusal(link=link, now=now)) is not None:
+        raise refusal
+    name = f"Prolific {pid}" if pid else display_name_clean(display_name)
+    if link.max_participants is not None and link.participants.count() >= link.max_participants:
+        raise EnrolmentRefused("This study link is full: every place has been taken.", status=409)
+    crowd = crowd_settings_of(study=link.study)
+    user = User(username=_new_username())
+    user.set_unusable_password()
+    user.save()
+    minutes = crowd.minutes_per_participant
+    participant = Participant.objects.create(
+        study=link.study, link=link, user=user, display_name=name, enrolled_at=now,
+        deadline=now + timedelta(minutes=minutes) if minutes else None,
+        status=(Participant.Status.ACTIVE if crowd.onboarding == CrowdSettings.Onboarding.NONE
+                else Participant.Status.ONBOARDING),
+        **{field: prolific.get(field, "") for field in PROLIFIC_PARAMS.values()},
+    )
+    link.study.annotators.add(user)
+    return participant, True
+
+
+# --------------------------------------------------------------------------- life cycle
+
+
+def participant_of(*, user, study: Study) -> Participant | None:
+    """The user's participant of ``study`` (None for a named account or another study's participant)."""
+    if not getattr(user, "is_authenticated", False):
+        return None
+    return Participant.objects.filter(user=user, study=study).select_related("study", "link").first()
+
+
+def _reservations_free(*, participant: Participant) -> int:
+    """Give the participant's live reservations back to the pool now (what their expiry does later)."""
+    return Assignment.objects.filter(
+        annotator=participant.user, item__study=participant.study, status=Assignment.Status.RESERVED,
+    ).update(status=Assignment.Status.EXPIRED)
+
+
+def _participant_end(*, participant: Participant, status: str) -> Participant:
+    with transaction.atomic():
+        updated = Participant.objects.filter(pk=participant.pk, status__in=IN_PROGRESS).update(
+            status=status, ended_at=timezone.now())
+        if updated:
+            _reservations_free(participant=participant)
+    participant.refresh_from_db()
+    return participant
+
+
+def participant_leave(*, participant: Participant) -> Participant:
+    """The participant leaves: their reservations go back to the pool at once; their finished items
+    count or not per ``CrowdSettings.left_work_counts``. Leaving twice changes nothing."""
+    return _participant_end(participant=participant, status=Participant.Status.LEFT)
+
+
+def participant_refresh(*, participant: Participant, now: datetime | None = None) -> Participant:
+    """Apply the time limit: past the deadline an unfinished participant is out of time (reservations freed)."""
+    now = now or timezone.now()
+    if participant.status in IN_PROGRESS and participant.deadline is not None and participant.deadline <= now:
+        return _participant_end(participant=participant, status=Participant.Status.TIMED_OUT)
+    return participant
+
+
+def participant_items_done(*, participant: Participant) -> int:
+    """Items the participant finished in their study (quality-control items included)."""
+    return Assignment.objects.filter(annotator=participant.user, item__study=participant.study,
+                                     status=Assignment.Status.COMPLETED).count()
+
+
+def participant_may_take_items(*, study: Study, annotator) -> bool:
+    """Whether ``assignment_next`` may reserve an item for ``annotator``: always for a named account;
+    for a participant only while admitted (onboarding passed), in time, and under the study's
+    items per participant (reaching it finishes them)."""
+    participant = participant_of(user=annotator, study=study)
+    if participant is None:
+        return True
+    participant = participant_refresh(participant=participant)
+    if participant.status != Participant.Status.ACTIVE:
+        return False
+    quota = crowd_settings_of(study=study).items_per_participant
+    if quota is not None and participant_items_done(participant=participant) >= quota:
+        participant_finish(participant=participant)
+        return False
+    return True
+
+
+def participant_may_submit(*, study: Study, annotator) -> bool:
+    """Whether ``annotator`` may complete an item now: a named account always; a participant only while active
+    (not screened out, not gone, not past their time limit)."""
+    participant = participant_of(user=annotator, study=study)
+    if participant is None:
+        return True
+    return participant_refresh(participant=participant).status == Participant.Status.ACTIVE
+
+
+def participant_finish(*, participant: Participant) -> Participant:
+    """The participant is done (their items per participant reached, or nothing left for them)."""
+    return _participant_end(participant=participant, status=Participant.Status.FINISHED)
+
+
+def completion_url(*, participant: Participant) -> str | None:
+    """Where a participant goes at the end: Prolific's completion URL with the completion code when
+    they finished (the screen-out code when screened out), None for a volunteer or a missing code."""
+    if not participant.prolific_pid:
+        return None
+    crowd = crowd_settings_of(study=participant.study)
+    code = {Participant.Status.FINISHED: crowd.completion_code,
+            Participant.Status.SCREENED_OUT: crowd.screenout_code}.get(participant.status)
+    return PROLIFIC_COMPLETE_URL.format(code=code) if code else None
+
+
+def study_close_if_complete(*, study: Study, item: Item) -> bool:
+    """Close the study once every rated item has ``overlap`` completed assignments; True when it closed.
+
+    Only for studies with a link and ``close_when_complete`` (a crowd study). Called inside the
+    transaction that completes an assignment of ``item``; must run in a transaction.
+
+    Concurrent submits see each other's completions only once committed, so a check on this
+    transaction's snapshot alone can miss the moment the study completes (two raters finishing
+    the same item, or the last two items, would each see the other's still open). So: the item's
+    row lock orders the raters of one item and its completions are counted after it; the study
+    row's lock orders the last items of a study and the full check, a new statement, sees every
+    earlier commit. The locks are taken only when the item may be full (its completed plus live
+    reserved assignments reach the overlap).
+    """
+    if item.kind not in (Item.Kind.NORMAL, Item.Kind.GOLD) or not study.is_open:
+        return False
+    now = timezone.now()
+    completed = Q(status=Assignment.Status.COMPLETED)
+    held = completed | Q(status=Assignment.Status.RESERVED, expires_at__gt=now)
+    # Only a study with a link closes itself: checked first, so a named-account study pays one
+    # constant statement per submit (the annotate-load target, issue 17).
+    if not study.links.exists():
+        return False
+    if Assignment.objects.filter(held, item=item).count() < study.overlap:
+        return False
+    if not crowd_settings_of(study=study).close_when_complete:
+        return False
+    Item.objects.select_for_update(no_key=True).filter(pk=item.pk).first()
+    if Assignment.objects.filter(completed, item=item).count() < study.overlap:
+        return False
+    Study.objects.select_for_update(no_key=True).filter(pk=study.pk).first()
+    short = (Item.objects.filter(study=study, kind__in=[Item.Kind.NORMAL, Item.Kind.GOLD])
+             .annotate(done=Count("assignments", filter=Q(assignments__status=Assignment.Status.COMPLETED)))
+             .filter(done__lt=study.overlap))
+    if short.exists():
+        return False
+    closed = Study.objects.filter(pk=study.pk, is_open=True).update(is_open=False) == 1
+    study.is_open = False
+    return closed
