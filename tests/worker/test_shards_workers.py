@@ -136,3 +136,39 @@ def test_a_worker_killed_mid_shard_has_the_shard_redelivered_and_the_run_complet
     assert parent.progress_done == parent.progress_total == 12 * 4 * 2
     run.refresh_from_db()
     assert run.status == JudgeRun.Status.SUCCEEDED and run.reliability["verdict"]
+
+
+def test_augmentation_and_icl_in_shards_write_each_sample_once_as_one_worker_would(transactional_db, two_workers):
+    from modeling.importers.service import dataset_import
+    from modeling.models import Dataset, LLMCache, Response, Sample, System
+
+    dataset_import(kind="spc", path=shared_file("spc/Synthetic-Persona-Chat_test.csv"), limit=1, split="test")
+    dataset = Dataset.objects.get(name="spc")
+    samples = Sample.objects.filter(dataset=dataset, split="test").order_by("pk")
+    params = {"dataset": "spc", "split": "test", "model": "smollm2", "limit": 4, "batch_size": 2}
+
+    whole = _finished(job_launch(kind=Job.Kind.AUGMENT, task="worker.augment", params={**params, "shards": 1}),
+                      two_workers)
+    one_worker = list(samples[:4].values_list("pk", "generic_response"))
+    assert whole.result["generated"] == 4 and all(text for _, text in one_worker)
+    # Forget them (and the cache), then the same job in two shards.
+    samples.update(generic_response="", generic_model="", generic_prompt_version="")
+    LLMCache.objects.all().delete()
+    parent = _finished(job_launch(kind=Job.Kind.AUGMENT, task="worker.augment", params={**params, "shards": 2}),
+                       two_workers)
+    shards = list(parent.children.order_by("pk"))
+    assert [s.params["range"] for s in shards] == [[0, 2], [2, 4]]
+    assert parent.result["samples"] == 4 and parent.result["generated"] == 4 and parent.result["shards"] == 2
+    assert list(samples[:4].values_list("pk", "generic_response")) == one_worker  # greedy: the same text
+    rest = [text for _, text in samples.values_list("pk", "generic_response")[4:]]
+    assert rest and not any(rest)  # the limit holds across shards
+
+    icl = _finished(job_launch(kind=Job.Kind.ICL, task="worker.icl", params={
+        "dataset": "spc", "split": "test", "method": "icl_hist", "n_shot": 0, "model": "smollm2", "limit": 4,
+        "batch_size": 2, "shards": 2}), two_workers)
+    assert icl.children.count() == 2 and set(icl.children.values_list("status", flat=True)) == {"succeeded"}
+    (system,) = System.objects.filter(pk__in=icl.result["system_ids"])
+    assert system.status == System.Status.GENERATED
+    assert system.config["run"]["responses"] == 4 and system.config["run"]["generated"] == 4
+    assert system.config["run"]["degenerate"]["checked"] == 4
+    assert sorted(Response.objects.filter(system=system).values_list("sample_id", flat=True)) == [p for p, _ in one_worker]
