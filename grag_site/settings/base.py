@@ -248,8 +248,9 @@ CELERY_TASK_ROUTES = {
 # Seconds a publish may wait for the broker before the launch fails with a clear error.
 # visibility_timeout (Redis): a task taken by a worker that vanished whole (host lost, not just a
 # pool process) goes back to the queue after this many seconds; keep it above the longest task.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1,
-                                   "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):  # the SQLAlchemy transport passes options to its engine
+    CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
 # Judge, augment and ICL jobs split into shards that the queue's free workers run in parallel
 # (worker/shards.py, docs/llm.md): at most JOB_SHARDS by default (set it to the number of workers
 # on the queue; 1 keeps a job on one worker), one per JOB_SHARD_MIN_UNITS items or samples.
