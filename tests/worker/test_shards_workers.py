@@ -17,7 +17,7 @@ from judge.services import judge_run_create
 from tests.conftest import shared_file, start_celery_worker, wait_for
 from tests.judge.conftest import study_make
 from worker.models import Job
-from worker.services import job_cancel, job_launch
+from worker.services import job_cancel, job_launch, job_retry
 
 pytestmark = pytest.mark.slow
 STOPPED = (Job.Status.SUCCEEDED, Job.Status.FAILED, Job.Status.CANCELLED)
@@ -95,7 +95,7 @@ def test_two_workers_share_a_run_and_its_verdicts_equal_a_one_shard_run(transact
     assert sharded_run.summary["computed"] == 48
 
 
-def test_cancel_on_the_parent_stops_every_shard(transactional_db, two_workers, pairs):
+def test_cancel_on_the_parent_stops_every_shard_and_retry_resumes_each(transactional_db, two_workers, pairs):
     study = study_make(pairs, slug="shards-cancel")
     run = _run(study, "LLM-cancelled")
     parent = _launch(run, shards=2)
@@ -109,7 +109,17 @@ def test_cancel_on_the_parent_stops_every_shard(transactional_db, two_workers, p
     assert set(parent.children.values_list("status", flat=True)) == {Job.Status.CANCELLED}
     run.refresh_from_db()
     assert run.status == JudgeRun.Status.CANCELLED and not run.reliability
-    assert 16 <= JudgeVerdict.objects.filter(run=run).count() < 20 * 4 * 2
+    kept = {v.pk: v.probabilities for v in JudgeVerdict.objects.filter(run=run)}
+    assert 16 <= len(kept) < 20 * 4 * 2
+
+    # Retry on the parent reruns the cancelled shards; each resumes where it stopped.
+    parent = _finished(job_retry(job=parent), two_workers)
+    assert parent.children.count() == 2 and set(parent.children.values_list("attempts", flat=True)) == {2}
+    assert sum(s.result["computed"] for s in parent.children.all()) == 20 * 4 * 2 - len(kept)
+    assert {v.pk: v.probabilities for v in JudgeVerdict.objects.filter(pk__in=kept)} == kept
+    assert Rating.objects.filter(rater=run.name).count() == Rating.objects.filter(rater=run.name, is_current=True).count() == 80
+    run.refresh_from_db()
+    assert run.status == JudgeRun.Status.SUCCEEDED and run.reliability["verdict"]
 
 
 def test_a_worker_killed_mid_shard_has_the_shard_redelivered_and_the_run_completes_once(
