@@ -106,3 +106,12 @@ def test_the_job_page_lists_the_shards_with_their_range_and_worker_and_the_combi
 def test_the_judge_launch_form_refuses_zero_shards():
     form = JudgeForm(data={"model": "smollm2", "shards": 0})
     assert not form.is_valid() and "shards" in form.errors
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("args", [["--shards", "0", "--queue"], ["--shards", "2"]])
+def test_run_judge_refuses_shards_below_one_or_without_the_queue(args):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--shards needs --queue"):
+        call_command("run_judge", "any-study", *args)
