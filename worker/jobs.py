@@ -154,8 +154,8 @@ def job_context(job_id: int) -> Iterator[JobHandle]:
         raise
     else:
         if handle.detached:  # its shards run the work and finish it (worker/shards.py)
-            if handle.job.result:
-                Job.objects.filter(pk=job_id).update(result=handle.job.result)
+            if handle.job.result:  # unless the shards already finished it (their result wins)
+                Job.objects.filter(pk=job_id, status=Job.Status.RUNNING).update(result=handle.job.result)
             return
         job.refresh_from_db(fields=["progress_total"])
         Job.objects.filter(pk=job_id).update(
