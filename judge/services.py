@@ -131,26 +131,81 @@ class _Pending:
     messages: list[dict]
 
 
-def judge_run_execute(*, run: JudgeRun, limit: int | None = None, progress: ProgressCallback | None = None) -> dict:
+def judge_run_items(*, run: JudgeRun, limit: int | None = None) -> list[Item]:
+    """The items a run judges, in their fixed order (by primary key): the first ``limit`` (default:
+    the run's own limit) of its study. Shards of a run (``item_range``) are slices of this list."""
+    limit = limit if limit is not None else run.settings.get("limit")
+    items = run.study.items.order_by("pk")
+    return list(items[:limit] if limit else items)
+
+
+def judge_run_execute(
+    *, run: JudgeRun, limit: int | None = None, progress: ProgressCallback | None = None,
+    item_range: tuple[int, int] | None = None,
+) -> dict:
     """Judge every (item, question) of the run's study in both orders and write the Ratings.
 
     Resumable: verdicts already stored (not failed) are kept and not recomputed; each batch of
     items is committed in one transaction before ``progress`` is called, so a ``Cancelled`` raised
     by the callback (or a killed process) loses at most the batch in flight. Failed verdicts are
     retried on the next execution. Returns the run's summary (also stored in ``run.summary``).
+
+    ``item_range`` (start, stop): judge only ``judge_run_items(run)[start:stop]``, one shard of a
+    run spread over several workers (worker/shards.py). A shard leaves the run RUNNING and
+    returns only its own counts ({"items", "computed", "seconds", "usage"}); the run's summary
+    and reliability verdict are computed once, over every item, by ``judge_run_finish``.
     """
     progress = progress or no_progress
     started = time.monotonic()
-    limit = limit if limit is not None else run.settings.get("limit")
     template = prompt_template(run.prompt_version)
     study = run.study
     questions = list(study.questions.order_by("order", "key"))
-    items = list(study.items.order_by("pk")[:limit] if limit else study.items.order_by("pk"))
+    items = judge_run_items(run=run, limit=limit)
     if not questions or not items:
         raise JudgeRunError(f"Study {study.slug!r} has no {'questions' if not questions else 'items'} to judge.")
+    if item_range is not None:
+        start, stop = item_range
+        if not 0 <= start < stop <= len(items):
+            raise JudgeRunError(f"Item range {start}-{stop} is outside the run's {len(items)} items.")
+        items = items[start:stop]
+        # A reliability verdict describes a finished run: the shards' run is assessed when all finish.
+        JudgeRun.objects.filter(pk=run.pk).update(status=JudgeRun.Status.RUNNING, finished_at=None, reliability={})
+        computed, usage = _judge_items(run=run, items=items, questions=questions, template=template, progress=progress)
+        return {"items": len(items), "computed": computed, "seconds": round(time.monotonic() - started, 2),
+                "usage": usage}
 
-    # A reliability verdict describes a finished run: one resumed is assessed again when it finishes.
     JudgeRun.objects.filter(pk=run.pk).update(status=JudgeRun.Status.RUNNING, finished_at=None, reliability={})
+    computed, usage = _judge_items(run=run, items=items, questions=questions, template=template, progress=progress)
+    return judge_run_finish(run=run, items=items, computed=computed, seconds=time.monotonic() - started, usage=usage)
+
+
+def judge_run_finish(
+    *, run: JudgeRun, items: list[Item] | None = None, computed: int = 0, seconds: float = 0.0,
+    usage: dict | None = None,
+) -> dict:
+    """Summarise a finished run over all its ``items`` (default ``judge_run_items(run)``), assess its
+    reliability once, store both and mark it SUCCEEDED. ``computed``: prompts scored by this
+    execution (all shards); ``seconds``: its wall time; ``usage``: a server's token counts."""
+    items = items if items is not None else judge_run_items(run=run)
+    summary = judge_run_summary(run=run, items=items)
+    summary["computed"] = computed
+    summary["seconds"] = round(seconds, 2)
+    if usage:  # a server's token usage during this execution
+        summary["usage"] = usage
+    # Assessed once, when the run finishes, and stored: pages and reports only read it.
+    summary["reliability"] = judge_run_reliability(run=run, summary=summary)
+    JudgeRun.objects.filter(pk=run.pk).update(
+        status=JudgeRun.Status.SUCCEEDED, summary=summary, reliability=summary["reliability"],
+        finished_at=timezone.now(),
+    )
+    run.refresh_from_db()
+    logger.info("judge run %s: %s", run.name, summary)
+    return summary
+
+
+def _judge_items(*, run: JudgeRun, items: list[Item], questions, template, progress: ProgressCallback) -> tuple[int, dict]:
+    """Score and store every prompt of ``items`` still without a verdict; (prompts computed, token usage)."""
+
     done = set(
         JudgeVerdict.objects.filter(run=run, failed=False, item__in=[i.pk for i in items]).values_list(
             "item_id", "question", "baseline_side"
@@ -159,7 +214,6 @@ def judge_run_execute(*, run: JudgeRun, limit: int | None = None, progress: Prog
     total = len(items) * len(questions) * len(SIDES)
     progress(len(done), total)
     batch_size = max(1, int(run.settings.get("items_per_batch") or DEFAULT_ITEMS_PER_BATCH))
-    usage_before: dict = {}
     try:
         # The LLM layer: in-process (forward passes, prefix caches) or a server (top log-probabilities).
         backend = backend_for(run.model_id, quantization=run.settings.get("quantization", "auto"))
@@ -192,21 +246,8 @@ def judge_run_execute(*, run: JudgeRun, limit: int | None = None, progress: Prog
     except Exception:
         JudgeRun.objects.filter(pk=run.pk).update(status=JudgeRun.Status.FAILED, finished_at=timezone.now())
         raise
-    summary = judge_run_summary(run=run, items=items)
-    summary["computed"] = computed
-    summary["seconds"] = round(time.monotonic() - started, 2)
     usage_after = backend.usage()
-    if usage_after:  # a server's token usage during this execution
-        summary["usage"] = {k: v - usage_before.get(k, 0) for k, v in usage_after.items()}
-    # Assessed once, when the run finishes, and stored: pages and reports only read it.
-    summary["reliability"] = judge_run_reliability(run=run, summary=summary)
-    JudgeRun.objects.filter(pk=run.pk).update(
-        status=JudgeRun.Status.SUCCEEDED, summary=summary, reliability=summary["reliability"],
-        finished_at=timezone.now(),
-    )
-    run.refresh_from_db()
-    logger.info("judge run %s: %s", run.name, summary)
-    return summary
+    return computed, {k: v - usage_before.get(k, 0) for k, v in usage_after.items()}
 
 
 def judge_item_prompts(*, item: Item, questions, template) -> list[tuple[str, str, list[dict]]]:

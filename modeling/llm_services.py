@@ -146,6 +146,22 @@ def _samples(*, dataset: Dataset, split: str, limit: int | None) -> list[Sample]
     return samples
 
 
+def llm_samples(*, dataset: Dataset, split: str, limit: int | None) -> list[Sample]:
+    """The samples an augment or ICL job over ``dataset``/``split`` works on: the first ``limit`` by
+    primary key (its shards are slices of this list). Raises LLMServiceError for none or limit < 1."""
+    return _samples(dataset=dataset, split=split, limit=limit)
+
+
+def _slice(samples: list[Sample], sample_range: tuple[int, int] | None) -> list[Sample]:
+    """The shard ``sample_range`` (start, stop) of ``samples``; all of them for None."""
+    if sample_range is None:
+        return samples
+    start, stop = sample_range
+    if not 0 <= start < stop <= len(samples):
+        raise LLMServiceError(f"Sample range {start}-{stop} is outside the {len(samples)} samples.")
+    return samples[start:stop]
+
+
 def _backend_factory(model_id: str, backend: Backend | None) -> Backend | Callable[[], Backend]:
     return backend if backend is not None else (lambda: backend_for(model_id))
 
@@ -154,8 +170,12 @@ def augment_dataset(
     *, dataset: Dataset, split: str, model_id: str = SMOLLM2, limit: int | None = None, batch_size: int = 8,
     progress: ProgressCallback = no_progress, prompt_version: str | None = None,
     settings: GenerationSettings = AUGMENT_SETTINGS, backend: Backend | None = None,
+    sample_range: tuple[int, int] | None = None,
 ) -> dict:
     """Generate the generic response R_G of every sample of ``dataset``/``split`` (section 3.1).
+
+    ``sample_range`` (start, stop): only those samples of the split's first ``limit`` (by primary
+    key), one shard of a job spread over several workers; the summary then counts that shard.
 
     Samples whose R_G already comes from this model and prompt version are done; the rest are
     answered from the LLMCache or generated. Each R_G is cleaned by clean_generic_response (a
@@ -166,7 +186,7 @@ def augment_dataset(
     started = time.monotonic()
     model_id = canonical_model_id(backend.model_id if backend is not None else model_id)
     template = augment_template(dataset.kind, prompt_version)
-    samples = _samples(dataset=dataset, split=split, limit=limit)
+    samples = _slice(_samples(dataset=dataset, split=split, limit=limit), sample_range)
     done = [s for s in samples if s.generic_response and s.generic_model == model_id
             and s.generic_prompt_version == template.version]
     done_pks = {s.pk for s in done}
@@ -219,9 +239,15 @@ def icl_generate(
     *, dataset: Dataset, split: str, method: str, n_shot: int = 0, seeds: Sequence[int] | None = None,
     model_id: str = SMOLLM2, limit: int | None = None, progress: ProgressCallback = no_progress,
     batch_size: int = 8, shot_split: str = "train", settings: GenerationSettings = ICL_SETTINGS,
-    backend: Backend | None = None,
+    backend: Backend | None = None, sample_range: tuple[int, int] | None = None,
 ) -> list[System]:
     """Run ICL(Hist) or ICL(TST) (section 4.2.1) with ``n_shot`` demonstrations from ``shot_split``.
+
+    ``sample_range`` (start, stop): answer only those targets (of the split's first ``limit``), one
+    shard of a job spread over several workers. The demonstrations are drawn as for the whole
+    job, so every shard uses the same ones; a shard leaves each System's run statistics and
+    status to ``icl_system_finish``, called once all shards are done, and stores its own
+    counts in ``system.shard_counts``.
 
     One System per seed (n = 0 needs one: its prompt has nothing random), each with a Response per
     sample, named so that the seeds of one setting share a prefix; ``System.config["seed_group"]``
@@ -238,7 +264,8 @@ def icl_generate(
         seeds = seeds[:1]
     model_id = canonical_model_id(backend.model_id if backend is not None else model_id)
     template = icl_template(method, dataset.kind)
-    targets = _samples(dataset=dataset, split=split, limit=limit)
+    all_targets = _samples(dataset=dataset, split=split, limit=limit)
+    targets = _slice(all_targets, sample_range)
     tst = method == System.Method.ICL_TST
     if tst:
         lacking = [s.key for s in targets if not s.generic_response]
@@ -250,7 +277,7 @@ def icl_generate(
             )
     pool: list[int] = []
     if n_shot:
-        pool_qs = dataset.samples.filter(split=shot_split).exclude(pk__in=[s.pk for s in targets])
+        pool_qs = dataset.samples.filter(split=shot_split).exclude(pk__in=[s.pk for s in all_targets])
         if tst:
             pool_qs = pool_qs.exclude(generic_response="")
         pool = list(pool_qs.order_by("key").values_list("pk", flat=True))
@@ -299,13 +326,21 @@ def icl_generate(
             total=total,
         )
         done_before += len(targets)
-        flags = flag_counts(meta.get("degenerate") for meta in
-                            system.responses.filter(sample__in=targets).values_list("meta", flat=True))
-        system.config = {**system.config, "run": {**counts, "responses": system.responses.count(), "degenerate": flags}}
-        system.status = System.Status.GENERATED
-        system.save(update_fields=["config", "status"])
+        if sample_range is None:
+            icl_system_finish(system=system, targets=targets, counts=counts)
+        system.shard_counts = counts
         systems.append(system)
     return systems
+
+
+def icl_system_finish(*, system: System, targets: Sequence[Sample], counts: dict) -> None:
+    """Store an ICL system's run statistics over ``targets`` (its responses, degenerate-output flag
+    counts, ``counts`` of generated and cached prompts) and mark it generated."""
+    flags = flag_counts(meta.get("degenerate") for meta in
+                        system.responses.filter(sample__in=targets).values_list("meta", flat=True))
+    system.config = {**system.config, "run": {**counts, "responses": system.responses.count(), "degenerate": flags}}
+    system.status = System.Status.GENERATED
+    system.save(update_fields=["config", "status"])
 
 
 def icl_seed_group_metrics(*, seed_group: str, split: str = "test") -> dict:

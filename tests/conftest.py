@@ -58,10 +58,12 @@ def celery_worker_process(transactional_db, settings):
     yield from start_celery_worker(pool="solo")
 
 
-def start_celery_worker(*, pool: str = "solo"):
+def start_celery_worker(*, pool: str = "solo", name: str | None = None, purge: bool = True):
     """Run a worker for the test database and broker; a generator for fixtures (see above).
 
     ``pool="prefork"`` runs one child process, which a test may kill to lose a worker mid-task.
+    ``name``: the worker's node name (``-n name@%h``), so two workers tell apart in Job.worker_host;
+    each gets one torch thread. ``purge``: empty the queues first (not for a second worker).
     """
     from django.db import connection
 
@@ -83,11 +85,15 @@ def start_celery_worker(*, pool: str = "solo"):
 
     env["IMPORT_ROOTS"] = ",".join([*map(str, settings.IMPORT_ROOTS), tempfile.gettempdir()])
     env.pop("TEST_DATABASE_NAME", None)
-    app.control.purge()
-    log = ROOT / "var" / f"test-worker-{os.getpid()}.log"
+    if name:
+        env["LLM_CPU_THREADS"] = env["OMP_NUM_THREADS"] = "1"
+    if purge:
+        app.control.purge()
+    log = ROOT / "var" / f"test-worker-{os.getpid()}{'-' + name if name else ''}.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "grag_site", "worker", "-Q", "cpu,gpu", "--pool", pool, "--concurrency", "1",
-         "--without-heartbeat", "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
+         "--without-heartbeat", "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+         *(["-n", f"{name}@%h"] if name else [])],
         cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     deadline = time.monotonic() + 90

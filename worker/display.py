@@ -237,6 +237,9 @@ def stage_neighbours(job: Job) -> tuple[Job | None, Job | None, int, int]:
 def stage_subject(job: Job) -> str:
     """What a pipeline stage works on, for the stage list: its system, study or dataset split."""
     p = job.params or {}
+    if p.get("range") and job.parent_id:  # a shard of a job spread over workers
+        unit = "items" if job.kind == Job.Kind.JUDGE else "samples"
+        return f"{unit} {p['range'][0] + 1}–{p['range'][1]} on {job.worker_host or 'no worker yet'}"
     if p.get("system") or p.get("system_name"):
         return p.get("system") or p["system_name"]
     if job.kind == Job.Kind.STUDY:

@@ -116,6 +116,7 @@ class AugmentForm(LaunchForm):
     model = forms.CharField(initial="smollm2", help_text="e.g. meta-llama/Llama-3.1-8B-Instruct on a GPU worker")
     limit = forms.IntegerField(min_value=1, required=False)
     batch_size = forms.IntegerField(min_value=1, max_value=256, initial=8)
+    shards = forms.IntegerField(min_value=1, max_value=256, required=False)  # label, help: worker/labels.py
 
 
 class ICLForm(LaunchForm):
@@ -129,6 +130,7 @@ class ICLForm(LaunchForm):
     model = forms.CharField(initial="smollm2", help_text="e.g. Qwen/Qwen2.5-32B-Instruct on a GPU worker")
     limit = forms.IntegerField(min_value=1, required=False)
     batch_size = forms.IntegerField(min_value=1, max_value=256, initial=8)
+    shards = forms.IntegerField(min_value=1, max_value=256, required=False)  # label, help: worker/labels.py
 
     def clean_seeds(self):
         raw = self.cleaned_data["seeds"].strip()
@@ -215,6 +217,7 @@ class JudgeForm(LaunchForm):
     name = forms.CharField(required=False, help_text="Rater name, e.g. LLM-145.")
     limit = forms.IntegerField(min_value=1, required=False)
     min_option_mass = forms.FloatField(min_value=0.0, max_value=1.0, required=False)  # label, help: worker/labels.py
+    shards = forms.IntegerField(min_value=1, max_value=256, required=False)  # label, help: worker/labels.py
 
 
 LAUNCH_FORMS: dict[str, type[LaunchForm]] = {

@@ -20,9 +20,22 @@ from django.utils import timezone
 from modeling.progress import Cancelled
 
 from .models import Job
+from .shards import is_shard, shards_progress, shards_settle
 
 logger = logging.getLogger(__name__)
 LOG_TAIL_CHARS = 4000
+
+
+def _worker_name() -> str:
+    """The Celery node name of the worker running this task (``-n w1@%h``), so two workers on one
+    host tell apart on the job page; the host name outside a worker."""
+    try:
+        from celery import current_task
+
+        name = current_task.request.hostname if current_task else None
+    except Exception:  # no task context
+        name = None
+    return name or socket.gethostname()
 
 
 def _device() -> str:
@@ -65,6 +78,8 @@ class JobHandle:
     clock: Callable[[], float] = time.monotonic  # a test drives the rate with its own clock
     _last_write: float = float("-inf")
     _points: deque = field(default_factory=deque)
+    # Set by a job that handed its work to shards (worker/shards.py): they finish it, not its own task.
+    detached: bool = False
 
     def log(self, message: str) -> None:
         """Append a line to the job's log tail (kept short) and to the worker log."""
@@ -90,7 +105,11 @@ class JobHandle:
         self._last_write = now
         eta = (total - done) / rate if rate else None
         Job.objects.filter(pk=self.job.pk).update(progress_done=done, progress_total=total, rate=rate, eta_seconds=eta)
-        if Job.objects.filter(pk=self.job.pk, cancel_requested=True).exists():
+        watched = [self.job.pk]
+        if is_shard(self.job):  # a shard also stops when its parent is cancelled
+            shards_progress(self.job.parent_id)
+            watched.append(self.job.parent_id)
+        if Job.objects.filter(pk__in=watched, cancel_requested=True).exists():
             raise Cancelled(f"job {self.job.pk} was cancelled")
 
 
@@ -99,37 +118,61 @@ def job_context(job_id: int) -> Iterator[JobHandle]:
     """Run a job's body, keeping the Job row's status, timing and error up to date."""
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job_id)
-        if job.status == Job.Status.CANCELLED or job.cancel_requested:
+        parent_cancelled = is_shard(job) and Job.objects.filter(pk=job.parent_id, cancel_requested=True).exists()
+        stopped = job.status == Job.Status.CANCELLED or job.cancel_requested or parent_cancelled
+        if stopped:  # saved here, raised below: an exception inside the block would roll the save back
             job.status = Job.Status.CANCELLED
             job.finished_at = job.finished_at or timezone.now()
             job.save(update_fields=["status", "finished_at"])
-            raise Cancelled(f"job {job_id} was cancelled before it started")
-        job.status = Job.Status.RUNNING
-        job.started_at = timezone.now()
-        job.finished_at = None
-        job.error = job.traceback = ""
-        job.attempts += 1
-        job.worker_host = socket.gethostname()
-        job.device = _device()
-        job.save()
+        else:
+            job.status = Job.Status.RUNNING
+            job.started_at = timezone.now()
+            job.finished_at = None
+            job.error = job.traceback = ""
+            job.attempts += 1
+            job.worker_host = _worker_name()
+            job.device = _device()
+            job.save()
+    if stopped:
+        _settle_parent(job)
+        raise Cancelled(f"job {job_id} was cancelled before it started")
     handle = JobHandle(job=job)
+    if is_shard(job):
+        shards_settle(job.parent_id)  # the parent runs again while any shard does
     try:
         yield handle
     except Cancelled:
         Job.objects.filter(pk=job_id).update(status=Job.Status.CANCELLED, finished_at=timezone.now())
         handle.log("cancelled")
+        _settle_parent(job)
     except Exception as exc:
         Job.objects.filter(pk=job_id).update(
             status=Job.Status.FAILED, error=f"{type(exc).__name__}: {exc}", traceback=tb.format_exc(),
             finished_at=timezone.now(),
         )
+        _settle_parent(job)
         raise
     else:
+        if handle.detached:  # its shards run the work and finish it (worker/shards.py)
+            if handle.job.result:  # unless the shards already finished it (their result wins)
+                Job.objects.filter(pk=job_id, status=Job.Status.RUNNING).update(result=handle.job.result)
+            return
         job.refresh_from_db(fields=["progress_total"])
         Job.objects.filter(pk=job_id).update(
             status=Job.Status.SUCCEEDED, result=handle.job.result, finished_at=timezone.now(),
             progress_done=max(job.progress_total, 1), progress_total=max(job.progress_total, 1),
         )
-        if job.parent_id:  # a pipeline stage: the pipeline's progress counts finished stages
+        if is_shard(job):
+            shards_settle(job.parent_id)
+        elif job.parent_id:  # a pipeline stage: the pipeline's progress counts finished stages
             done = Job.objects.filter(parent_id=job.parent_id, status=Job.Status.SUCCEEDED).count()
             Job.objects.filter(pk=job.parent_id).update(progress_done=done)
+
+
+def _settle_parent(job: Job) -> None:
+    """A shard that stopped: its parent's status follows (never masking the shard's own error)."""
+    if is_shard(job):
+        try:
+            shards_settle(job.parent_id)
+        except Exception:
+            logger.exception("settling the parent of shard job %s failed", job.pk)

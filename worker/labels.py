@@ -67,6 +67,13 @@ TERMS: dict[str, Term] = {
     "augment": Term("Generate generic responses", show="bool", help="Run the augment stage first (skip if R_G exists)."),
     "judge": Term("Run the LLM judge", show="bool", help="Judge the study with the LLM after it is created."),
     "config": Term("Other settings", show="mapping"),
+    "shards": Term("Shards", show="number",
+                   help="Split the work into this many parts that the queue's free workers run in parallel "
+                        "(blank: from JOB_SHARDS and the work's size; 1: one worker; docs/llm.md)."),
+    "sharded": Term("Shards", show="hidden"),
+    "shard": Term("Shard", show="number"),
+    "range": Term("Range of the work", help="Items or samples start to stop (0-based, stop excluded)."),
+    "counts": Term("Counts per system", show="hidden"),
     # What a job made.
     "conversations": Term("Conversations", show="number"),
     "samples": Term("Samples", show="number"),

@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from .models import Job
 from .registry import task_for_kind
+from .shards import is_shard, shards_cancel, shards_settle
 
 
 class BrokerUnavailable(RuntimeError):
@@ -67,6 +68,9 @@ def job_cancel(*, job: Job) -> Job:
         Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(
             status=Job.Status.CANCELLED, finished_at=timezone.now()
         )
+    if (job.params or {}).get("sharded"):  # a job spread over workers: stop every shard
+
+        shards_cancel(job)
     job.refresh_from_db()
     return job
 
@@ -82,4 +86,7 @@ def job_retry(*, job: Job) -> Job:
     )
     job.refresh_from_db()
     job_enqueue(job=job, task=task_for_kind(job.kind))
+
+    if is_shard(job):  # its parent runs again while it does
+        shards_settle(job.parent_id)
     return job

@@ -246,7 +246,16 @@ CELERY_TASK_ROUTES = {
     "*": {"queue": "cpu"},
 }
 # Seconds a publish may wait for the broker before the launch fails with a clear error.
+# visibility_timeout (Redis): a task taken by a worker that vanished whole (host lost, not just a
+# pool process) goes back to the queue after this many seconds; keep it above the longest task.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):  # the SQLAlchemy transport passes options to its engine
+    CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
+# Judge, augment and ICL jobs split into shards that the queue's free workers run in parallel
+# (worker/shards.py, docs/llm.md): at most JOB_SHARDS by default (set it to the number of workers
+# on the queue; 1 keeps a job on one worker), one per JOB_SHARD_MIN_UNITS items or samples.
+JOB_SHARDS = env.int("JOB_SHARDS", default=1)
+JOB_SHARD_MIN_UNITS = env.int("JOB_SHARD_MIN_UNITS", default=8)
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 
 LOGGING = {

@@ -42,6 +42,9 @@ class Command(BaseCommand):
                             help=f"A verdict whose option letters get less of the next-token probability abstains "
                                  f"(0-1; default {DEFAULT_MIN_OPTION_MASS} for a new run; a resumed run keeps its own).")
         parser.add_argument("--queue", action="store_true", help="Send the run to a worker instead of running it here.")
+        parser.add_argument("--shards", type=int, default=None,
+                            help="With --queue: split the items into N shards that the queue's free workers judge in "
+                                 "parallel (default: from JOB_SHARDS; docs/llm.md, 'Several workers').")
         parser.add_argument("--systems", nargs=2, metavar=("BASELINE", "CHALLENGER"), default=None,
                             help="Judge these two systems' stored responses: creates study SLUG from the samples both "
                                  "answered (a seeded subset of --limit) the first time, reuses it later.")
@@ -49,6 +52,8 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0, help="With --systems: seed of the subset of --limit samples.")
 
     def handle(self, *args, **opts):
+        if opts["shards"] is not None and (opts["shards"] < 1 or not opts["queue"]):
+            raise CommandError("--shards needs --queue and a number of at least 1 (the workers judge the shards).")
         if opts["systems"]:
             study = self._systems_study(opts)
         else:
@@ -72,7 +77,8 @@ class Command(BaseCommand):
             if opts["queue"]:
                 try:
                     job = job_launch(kind=Job.Kind.JUDGE, task="worker.judge",
-                                     params={"run_id": run.pk, "limit": opts["limit"]})
+                                     params={"run_id": run.pk, "limit": opts["limit"],
+                                             **({"shards": opts["shards"]} if opts["shards"] else {})})
                 except BrokerUnavailable as exc:
                     raise CommandError(str(exc)) from None
                 self.stdout.write(json.dumps({"run": run.name, "job": job.pk, "status": "queued"}))
