@@ -425,3 +425,20 @@ def test_a_participant_whose_study_closes_before_their_first_item_gets_no_comple
     assert client.get(response["Location"])["Location"] == f"/studies/{study.slug}/end/"
     assert client.get(f"/studies/{study.slug}/end/")["Location"] == \
         "https://app.prolific.com/submissions/complete?cc=DONE1"
+
+
+def test_an_onboarding_item_offers_no_skip_flag_or_comment_and_a_rated_item_does(tmp_path):
+    """Qualification items are answered, never skipped, flagged or commented; admitted, the items offer all three."""
+    study = _onboarding_study(tmp_path, "own")
+    link = link_create(study=study)
+    client = Client()
+    client.post(f"/join/{link.token}/", {"display_name": "Ada"})
+    participant = Participant.objects.get()
+    services.instructions_confirm(study=study, annotator=participant.user)
+    page = client.get(f"/studies/{study.slug}/annotate/", follow=True)
+    assert page.redirect_chain[-1][0] == f"/studies/{study.slug}/onboarding/"
+    html = page.content.decode()
+    assert "Skip the item" not in html and "Report a problem" not in html and "Comment (optional)" not in html
+    assert _answer_onboarding(participant, right=3).status == Participant.Status.ACTIVE
+    html = client.get(f"/studies/{study.slug}/annotate/").content.decode()
+    assert "Skip the item" in html and "Report a problem" in html and "Comment (optional)" in html
