@@ -26,11 +26,14 @@ error or a 5xx is retried with a capped, jittered backoff: both API calls are sa
 (``next`` returns the live reservation; a repeated submit of the same answers stores nothing and
 answers 200).
 
-The clients are asyncio tasks in one thread over a minimal HTTP/1.1 client
-(``benchmarks/http_client.py``), not 100 threads with httpx: the benchmark measures the server,
-and its clients share the machine's cores with it. Measured on the 2-core machine, 100 httpx
-threads took 3.0 ms of CPU per request, httpx.AsyncClient 2.6 ms, this client 0.7 ms, next to the
-server's 5.5 ms and PostgreSQL's 3 ms (issue 17; docs/results.md). ``cpu_ms_per_request`` in the
+The clients are asyncio tasks in one thread (``benchmarks/simulated_annotator.py``), each with its
+own aiohttp.ClientSession (one connection, keep-alive when the server offers it), not 100 threads
+with httpx: the benchmark measures the server, and its clients share the machine's cores with it.
+Client CPU per request on the 2-core machine: 100 httpx threads 3.0 ms, httpx.AsyncClient 2.6 ms,
+aiohttp 1.0-1.1 ms with a new connection per request (sync workers) and 0.7-0.8 ms on kept-alive
+connections (gthread workers), next to the server's 5.5 ms and PostgreSQL's 3 ms. A home-made
+HTTP/1.1 client was 0.3-0.4 ms cheaper still; for code outside what the project is for, the team
+keeps a well-kept library (issue 17; docs/results.md). ``cpu_ms_per_request`` in the
 output says where the CPU went: ``client`` (this process), ``server`` (the gunicorn workers) and
 ``database`` (the PostgreSQL backends of the benchmark database, when the server runs on this
 machine; SQLite runs inside the workers), from /proc over the load, divided by the requests.
@@ -62,7 +65,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import shutil
 import signal
 import statistics
@@ -75,13 +77,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from http_client import Connection  # noqa: E402  (benchmarks/, next to this script)
-from private_postgres import PrivatePostgres  # noqa: E402
+from private_postgres import PrivatePostgres  # noqa: E402  (benchmarks/, next to this script)
+from simulated_annotator import QKEYS, Annotator  # noqa: E402
 
 from common.web_server import Gunicorn, process_cpu_s  # noqa: E402
-
-QKEYS = ["q1", "q2", "q3", "q4"]
-ATTEMPTS = 200  # per request; at most about 1 s apart, so a few minutes of outage
 
 
 def admin_url(server_url: str) -> str:
@@ -139,74 +138,6 @@ def setup(args, env: dict) -> dict[str, str]:
     # Our own connection must hold nothing during the run (and a database restart would break it).
     connections.close_all()
     return tokens
-
-
-class Annotator:
-    """One annotator: an asyncio task with its own HTTP client (its own connection, as a browser has) and token."""
-
-    def __init__(self, name: str, token: str, base: str, args, stop: asyncio.Event):
-        self.username, self.token, self.base, self.args, self.stop = name, token, base, args, stop
-        self.latencies: list[float] = []
-        self.acked: set[tuple[str, str]] = set()  # (item, question) the server confirmed
-        self.errors_seen = self.retries = self.submits = 0
-        self.error: str | None = None
-        self.rng = random.Random(name)
-        self.trace: list[tuple[float, str, float]] = []  # (start, request, ms) for --trace
-        self.backoff_rng = random.Random(f"{name}-backoff")  # keeps the answers' sequence independent of errors
-        self.client = None
-
-    async def open(self) -> None:
-        """Open the client and warm the server up (not measured) as a server in use is: every
-        gunicorn worker has its database connection and has run the API's code paths once.
-        Without it the first second of a run held requests of up to 4.5 s, a start-up cost, not load."""
-        url = urlsplit(self.base)
-        self.client = Connection(url.hostname, url.port, {"Authorization": f"Token {self.token}"})
-        for _ in range(self.args.warmup):
-            await self.client.request("GET", "/api/studies/load/")
-
-    async def request(self, method: str, url: str, **kw):
-        """Send; on a connection error or a 5xx (a killed worker, a restarting database), count it, back off, retry."""
-        for attempt in range(ATTEMPTS):
-            t0 = time.perf_counter()
-            try:
-                response = await self.client.request(method, url, **kw)
-            except Exception:
-                response = None
-            if response is not None and response.status_code < 500:
-                self.latencies.append((time.perf_counter() - t0) * 1000)
-                self.trace.append((t0, "next" if url.endswith("/next/") else "submit", self.latencies[-1]))
-                return response
-            self.errors_seen += 1
-            self.retries += 1
-            await asyncio.sleep(min(0.05 * 2 ** min(attempt, 5), 1.0) * self.backoff_rng.uniform(0.5, 1.5))
-        raise RuntimeError(f"{self.username}: {method} {url} failed {ATTEMPTS} times")
-
-    async def think(self) -> None:
-        if self.args.think_ms > 0:
-            await asyncio.sleep(self.rng.uniform(0.5, 1.5) * self.args.think_ms / 1000)
-
-    async def run(self) -> None:
-        try:
-            while not self.stop.is_set():
-                await self.think()
-                r = await self.request("POST", "/api/studies/load/next/")
-                if r.status_code == 204:
-                    return
-                r.raise_for_status()
-                item = r.json()["item"]
-                choices = [self.rng.choice("ABS") for _ in QKEYS]
-                body = {"answers": [{"question": q, "choice": c, "confidence": self.rng.randint(1, 5)}
-                                    for q, c in zip(QKEYS, choices)]}
-                await self.think()
-                r = await self.request("POST", f"/api/studies/load/items/{item}/ratings/", json_body=body)
-                if r.status_code not in (200, 201):
-                    raise RuntimeError(f"{self.username}: submit answered {r.status_code}: {r.text[:300]}")
-                self.submits += 1
-                self.acked.update((item, q) for q in QKEYS)
-        except Exception as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-        finally:
-            await self.client.close()
 
 
 def database_backends_cpu_s(url: str | None, name: str) -> dict[int, float]:
@@ -368,7 +299,7 @@ def main() -> None:
             "errors_seen": sum(c.errors_seen for c in clients),
             "server_errors_logged": log_text.count("Internal Server Error"),
             "database_locked_logged": log_text.count("database is locked"),
-            "threads": args.threads, "client": "asyncio",
+            "threads": args.threads, "client": "aiohttp",
             "cpu_ms_per_request": run["cpu_ms_per_request"],
             "loadavg_1min_before_after": run["loadavg_1min_before_after"],
         })
