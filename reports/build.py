@@ -193,7 +193,7 @@ def _robust_agreement(*, human: pd.DataFrame, overlap: int, seed: int) -> dict:
     packages'); the intervals resample items with the same formulas (``agreement``).
     """
     none = {"gwet_ac1": None, "prevalence_index": None, "bias_index": None, "dominant_category": None,
-            "agreement_ci95": {name: [None, None] for name in AGREEMENT_CI_NAMES}}
+            "interval_withheld": None, "agreement_ci95": {name: [None, None] for name in AGREEMENT_CI_NAMES}}
     if human.empty:
         return none
     q = len(LABELS)
@@ -203,6 +203,16 @@ def _robust_agreement(*, human: pd.DataFrame, overlap: int, seed: int) -> dict:
     _, rater_index = np.unique(human["rater"].to_numpy(dtype=object), return_inverse=True)
     rater_counts = np.bincount(rater_index * q + code, minlength=(rater_index.max() + 1) * q).reshape(-1, q)
     full = counts[counts.sum(axis=1) == overlap]
+    point = {
+        "gwet_ac1": agreement.number(agreement.gwet_ac1_weighted(counts=counts)[0]),
+        "prevalence_index": agreement.prevalence_index(counts=counts),
+        "bias_index": agreement.bias_index(rater_counts=rater_counts),
+        "dominant_category": agreement.dominant_category(counts=counts, labels=LABELS),
+    }
+    if len(counts) < agreement.INTERVAL_MIN_ITEMS:
+        return {**point, "agreement_ci95": none["agreement_ci95"],
+                "interval_withheld": f"{len(counts)} items with ratings: intervals need at least "
+                                     f"{agreement.INTERVAL_MIN_ITEMS}"}
     weights = agreement.bootstrap_weights(n_items=len(counts), resamples=agreement.AGREEMENT_RESAMPLES, seed=seed)
     # One pass over the weights for every coefficient; Fleiss' kappa on its own only when some items
     # have fewer ratings than the overlap (it needs the same number per item).
@@ -212,13 +222,8 @@ def _robust_agreement(*, human: pd.DataFrame, overlap: int, seed: int) -> dict:
     if not every_item_full:
         resampled["fleiss_kappa"] = (agreement.fleiss_kappa_weighted(counts=full, weights=agreement.bootstrap_weights(
             n_items=len(full), resamples=agreement.AGREEMENT_RESAMPLES, seed=seed)) if len(full) else np.array([]))
-    return {
-        "gwet_ac1": agreement.number(agreement.gwet_ac1_weighted(counts=counts)[0]),
-        "prevalence_index": agreement.prevalence_index(counts=counts),
-        "bias_index": agreement.bias_index(rater_counts=rater_counts),
-        "dominant_category": agreement.dominant_category(counts=counts, labels=LABELS),
-        "agreement_ci95": {name: agreement.percentile_interval(resampled[name]) for name in AGREEMENT_CI_NAMES},
-    }
+    return {**point, "interval_withheld": None,
+            "agreement_ci95": {name: agreement.percentile_interval(resampled[name]) for name in AGREEMENT_CI_NAMES}}
 
 
 AGREEMENT_CI_NAMES = ("fleiss_kappa", "krippendorff_alpha", "krippendorff_alpha_ordinal", "gwet_ac1")

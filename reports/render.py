@@ -85,7 +85,7 @@ def _csv_value(value):
 
 # --- issue 20: robust agreement, human + judge combined, judge audit, power --------------------------------
 
-QUESTION_EXTRA = ("gwet_ac1", "prevalence_index", "bias_index", "dominant_category", "agreement_ci95",
+QUESTION_EXTRA = ("gwet_ac1", "prevalence_index", "bias_index", "dominant_category", "agreement_ci95", "interval_withheld",
                   "human_only", "smallest_detectable_gap", "human_length_preference")
 LLM_EXTRA = ("judge_only", "ppi", "audit")
 

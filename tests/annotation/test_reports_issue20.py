@@ -30,6 +30,7 @@ from annotation.planner import (
 from judge.models import JudgeRun
 from reports import report_build, report_render
 from reports.agreement import (
+    INTERVAL_MIN_ITEMS,
     agreement_resampled,
     bootstrap_weights,
     fleiss_kappa_weighted,
@@ -420,3 +421,25 @@ def test_a_study_rated_only_by_a_judge_renders_every_format_without_nan():
     assert llm["audit"]["cohen_kappa_ci95"] == [None, None] and llm["audit"]["calibration"]["ece"] is None
     for fmt in ("json", "csv", "html", "tex", "svg"):
         assert "NaN" not in report_render(report=report, fmt=fmt)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("n_items", [1, 9, 10])
+def test_agreement_intervals_are_withheld_below_ten_items_and_the_report_says_why(n_items):
+    """An item bootstrap over one item gives a zero-width 'interval'; under INTERVAL_MIN_ITEMS none is shown."""
+    study = study_create(f"few{n_items}", overlap=3, min_confidence=1)
+    ratings_create(study, [(f"i{i}", rater, "q1", LABELS[(i + k) % 3 if k == 2 else i % 3], 4)
+                           for i in range(n_items) for k, rater in enumerate(HUMANS)])
+    report = report_build(study=study)
+    q1 = report["questions"]["q1"]
+    html = report_render(report=report, fmt="html")
+    rows = list(csv.reader(io.StringIO(report_render(report=report, fmt="csv"))))
+    withheld = [r for r in rows if r[:4] == ["question", "q1", "Human", "interval_withheld"]]
+    if n_items < INTERVAL_MIN_ITEMS:
+        assert q1["agreement_ci95"]["gwet_ac1"] == [None, None] and q1["gwet_ac1"] is not None
+        assert q1["interval_withheld"] == f"{n_items} items with ratings: intervals need at least {INTERVAL_MIN_ITEMS}"
+        assert "no 95% intervals" in html and withheld[0][4] == q1["interval_withheld"]
+    else:
+        low, high = q1["agreement_ci95"]["gwet_ac1"]
+        assert low is not None and low <= q1["gwet_ac1"] <= high
+        assert q1["interval_withheld"] is None and "no 95% intervals" not in html and withheld[0][4] == ""
