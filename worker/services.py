@@ -69,7 +69,6 @@ def job_cancel(*, job: Job) -> Job:
             status=Job.Status.CANCELLED, finished_at=timezone.now()
         )
     if (job.params or {}).get("sharded"):  # a job spread over workers: stop every shard
-
         shards_cancel(job)
     job.refresh_from_db()
     return job
@@ -84,9 +83,12 @@ def job_retry(*, job: Job) -> Job:
     Job.objects.filter(pk=job.pk).update(
         status=Job.Status.QUEUED, cancel_requested=False, error="", traceback="", finished_at=None
     )
+    if is_shard(job):
+        # A shard of a cancelled job: the parent's stop flag would stop it again before it started
+        # (its loops check the parent's flag too). Asking for the shard asks for the parent to run.
+        Job.objects.filter(pk=job.parent_id).update(cancel_requested=False)
     job.refresh_from_db()
     job_enqueue(job=job, task=task_for_kind(job.kind))
-
     if is_shard(job):  # its parent runs again while it does
         shards_settle(job.parent_id)
     return job

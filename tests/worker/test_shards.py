@@ -115,3 +115,21 @@ def test_run_judge_refuses_shards_below_one_or_without_the_queue(args):
 
     with pytest.raises(CommandError, match="--shards needs --queue"):
         call_command("run_judge", "any-study", *args)
+
+
+@pytest.mark.django_db
+def test_retrying_one_shard_of_a_cancelled_job_runs_it_instead_of_stopping_it_at_once():
+    """Review finding: the parent's stop flag stopped the retried shard before it started, while the
+    page said it was queued again."""
+    from worker.services import job_cancel, job_retry
+
+    parent, (one, two) = _sharded()
+    _set(one, status=Job.Status.RUNNING)
+    job_cancel(job=Job.objects.get(pk=parent.pk))
+    _set(one, status=Job.Status.CANCELLED)
+    shards_settle(parent.pk)
+    retried = job_retry(job=Job.objects.get(pk=one.pk))
+    assert retried.status == Job.Status.QUEUED
+    parent.refresh_from_db()
+    assert not parent.cancel_requested and parent.status in (Job.Status.QUEUED, Job.Status.RUNNING)
+    JobHandle(job=retried).progress(1, 10)  # runs: no Cancelled from the parent's flag
