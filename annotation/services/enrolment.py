@@ -381,25 +381,25 @@ def participant_when_none_left(*, participant: Participant, now: datetime | None
     (b) otherwise "finished" (status FINISHED, the completion code) when they completed at least
     one item; (c) otherwise "no_work" (status NO_WORK, no code: skipping every item earns
     nothing). A participant not active is left as is (returns their status); so is one whose
-    study closed before they completed anything (returns "active": "being prepared", no code).
+    study staff closed before they completed anything (returns "active": "being prepared", no
+    code); a study that closed itself complete is (b) or (c).
     """
     participant = participant_refresh(participant=participant, now=now)
     if participant.status != Participant.Status.ACTIVE:
         return participant.status
     now = now or timezone.now()
-    theirs = Assignment.objects.filter(item=OuterRef("pk"), annotator=participant.user,
-                                       status__in=[Assignment.Status.COMPLETED, Assignment.Status.SKIPPED])
-    held_by_others = Item.objects.filter(study=participant.study, kind__in=[Item.Kind.NORMAL, Item.Kind.GOLD]).exclude(
-        Exists(theirs)).annotate(
+    short = Item.objects.filter(study=participant.study, kind__in=[Item.Kind.NORMAL, Item.Kind.GOLD]).annotate(
         done=Count("assignments", filter=Q(assignments__status=Assignment.Status.COMPLETED)),
         held=Count("assignments", filter=Q(assignments__status=Assignment.Status.RESERVED,
                                            assignments__expires_at__gt=now)),
-    ).filter(done__lt=participant.study.overlap, held__gt=0)
-    if participant.study.is_open and held_by_others.exists():
+    ).filter(done__lt=participant.study.overlap)
+    theirs = Assignment.objects.filter(item=OuterRef("pk"), annotator=participant.user,
+                                       status__in=[Assignment.Status.COMPLETED, Assignment.Status.SKIPPED])
+    if participant.study.is_open and short.exclude(Exists(theirs)).filter(held__gt=0).exists():
         return "wait"
     done = participant_items_done(participant=participant)
-    if not done and not participant.study.is_open:
-        return participant.status
+    if not done and not participant.study.is_open and short.exists():
+        return participant.status  # closed by staff before they completed anything
     ended = Participant.Status.FINISHED if done else Participant.Status.NO_WORK
     return _participant_end(participant=participant, status=ended).status
 

@@ -251,3 +251,18 @@ def test_text_of_only_invisible_characters_is_empty_for_flags_comments_and_names
     flag = services.flag_create(study=study, annotator=annotator, public_id=a.item.public_id,
                                 comment="\u202ebroken\u200b\nline two")
     assert flag.comment == "broken\nline two"
+
+
+def test_a_waiting_participant_whose_study_then_closes_complete_gets_no_work_not_being_prepared(tmp_path):
+    study = toy_study(tmp_path, n=1, overlap=1)
+    crowd_settings_update(study=study, completion_code="DONE1")
+    link = link_create(study=study)
+    first = _prolific_client(study, link, pid="p1")
+    late = _prolific_client(study, link, pid="p2", session="s2")
+    first.post(_current_item(first, study), ANSWERS)  # the only item: the study closes itself, complete
+    study.refresh_from_db()
+    assert not study.is_open
+    assert late.get(f"/studies/{study.slug}/annotate/")["Location"] == f"/studies/{study.slug}/end/"
+    page = late.get(f"/studies/{study.slug}/end/")
+    assert page.status_code == 200 and b"no item left for you" in page.content
+    assert Participant.objects.get(prolific_pid="p2").status == Participant.Status.NO_WORK
