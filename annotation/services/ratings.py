@@ -19,7 +19,8 @@ from ..models import (
 from ..selectors import study_questions
 from .assignment import live_q
 from .base import CHOICES_SHOWN, Answer, ItemConflict, RatingInvalid, ReservationLost, StudyClosed
-from .enrolment import participant_may_act, study_close_if_complete
+from .closing import study_close_if_complete
+from .enrolment import participant_may_act
 
 
 def _canonical(shown: str, baseline_side: str) -> str:
