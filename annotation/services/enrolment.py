@@ -241,7 +241,11 @@ def participant_enrol(*, token: str, display_name: str = "", prolific: dict[str,
             if not pid:
                 raise
             # Another request enrolled this Prolific id first: resume theirs (read after the rollback).
-    existing = Participant.objects.filter(link__token=token, prolific_pid=pid).select_related("user", "study").first()
+    # The same rules as a resume: a usable link and the same SESSION_ID.
+    link = StudyLink.objects.select_related("study").filter(token=token).first()
+    if (refusal := link_refusal(link=link)) is not None:
+        raise refusal
+    existing = prolific_resume(link=link, prolific=prolific)
     if existing is None:
         raise EnrolmentRefused("Enrolling failed; open the link again.", status=409)
     return existing, False

@@ -266,3 +266,25 @@ def test_a_waiting_participant_whose_study_then_closes_complete_gets_no_work_not
     page = late.get(f"/studies/{study.slug}/end/")
     assert page.status_code == 200 and b"no item left for you" in page.content
     assert Participant.objects.get(prolific_pid="p2").status == Participant.Status.NO_WORK
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_with_duplicate_open_flags_migrates_keeping_the_newest_open(tmp_path):
+    """Migration 0006 resolves earlier open duplicates before adding the one-open-flag constraint."""
+    from django.core.management import call_command
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    study = toy_study(tmp_path, n=1, overlap=1)
+    annotator = services.annotator_add(username="ann", password=None, study=study)
+    item = study.items.get()
+    call_command("migrate", "annotation", "0005", verbosity=0)
+    try:
+        old = MigrationExecutor(connection).loader.project_state(("annotation", "0005_enrolment")).apps
+        OldFlag = old.get_model("annotation", "Flag")  # noqa: N806 (a model class)
+        ids = [OldFlag.objects.create(item_id=item.pk, annotator_id=annotator.pk, comment=f"spam {i}").pk
+               for i in range(3)]
+    finally:
+        call_command("migrate", "annotation", verbosity=0)
+    open_ids = list(Flag.objects.filter(resolved_at__isnull=True).values_list("pk", flat=True))
+    assert open_ids == [ids[-1]] and Flag.objects.count() == 3
