@@ -131,7 +131,8 @@ class ItemFlagView(APIView):
     @extend_schema(
         request=FlagSerializer,
         responses={201: FlagResultSerializer, 400: ErrorSerializer, 404: ErrorSerializer,
-                   409: OpenApiResponse(ErrorSerializer, description="The study is closed.")},
+                   409: OpenApiResponse(ErrorSerializer, description="The study is closed, you are a participant "
+                                        "no longer taking part, or your earlier report of the item is still open.")},
         summary="Report a problem with one of your items to the study's staff", tags=["annotate"],
     )
     def post(self, request, slug: str, item: str):
@@ -139,7 +140,7 @@ class ItemFlagView(APIView):
         try:
             flag = services.flag_create(study=study, annotator=request.user, public_id=item,
                                         comment=_body(request).get("comment"))
-        except services.StudyClosed as exc:
+        except (services.StudyClosed, services.ItemConflict) as exc:
             return _error(exc.errors, status.HTTP_409_CONFLICT)
         except services.RatingInvalid as exc:
             return _error(exc.errors)

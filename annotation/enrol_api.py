@@ -56,6 +56,7 @@ class ParticipantRowSerializer(serializers.Serializer):
     enrolled_at = serializers.CharField()
     ended_at = serializers.CharField(allow_blank=True)
     items_done = serializers.IntegerField()
+    skipped = serializers.IntegerField(help_text="Items the participant skipped.")
     seconds_rating = serializers.FloatField(help_text="Sum of reservation-to-submit times, seconds.")
     minutes_enrolled = serializers.FloatField()
     onboarding_correct = serializers.IntegerField(allow_null=True)

@@ -22,7 +22,7 @@ from .forms import RatingForm
 from .models import Study
 from .participants import PARTICIPANT_COLUMNS, participant_rows
 from .selectors import item_payload
-from .services import RatingInvalid, StudyFieldError
+from .services import ParticipantInactive, RatingInvalid, StudyFieldError, instructions_confirmed
 from .services.enrolment import (
     IN_PROGRESS,
     EnrolmentRefused,
@@ -34,13 +34,13 @@ from .services.enrolment import (
     link_set_active,
     links_with_usage,
     participant_enrol,
-    participant_finish,
-    participant_items_done,
     participant_leave,
     participant_of,
     participant_refresh,
     prolific_params,
+    prolific_resume,
 )
+from .services.enrolment import participant_when_none_left as none_left_outcome
 from .services.onboarding import onboarding_answer, onboarding_next
 
 BACKEND = "django.contrib.auth.backends.ModelBackend"
@@ -67,17 +67,22 @@ def participant_redirect(request, study: Study):
 
 
 def participant_when_none_left(request, study: Study):
-    """For ``views._render_item``: a participant with no item left has finished; send them to their end page.
+    """For ``views._render_item``: a participant with no item: the wait page, their end page, or None.
 
-    Not when the study is closed before they rated anything: they see the "being prepared"
-    page like any annotator, and no completion code."""
+    The rule is ``services.enrolment.participant_when_none_left``: wait while others hold the
+    items they could take; finished (completion code) after at least one completed item;
+    no_work (no code) otherwise. None (the "being prepared" page like any annotator, no code)
+    when the study is closed before they completed anything."""
     participant = participant_of(user=request.user, study=study)
     if participant is None:
         return None
-    if participant.status == Participant.Status.ACTIVE:
-        if not study.is_open and not participant_items_done(participant=participant):
-            return None  # closed before they rated anything (staff still checking): "being prepared", no code
-        participant_finish(participant=participant)
+    outcome = none_left_outcome(participant=participant)
+    if outcome == "wait":
+        if request.htmx:  # the wait page is a page of its own, not a fragment of the item
+            return HttpResponseClientRedirect(reverse("annotation:annotate", args=[study.slug]))
+        return render(request, "annotation/enrol_wait.html", {"study": study, "participant": participant})
+    if outcome == Participant.Status.ACTIVE:
+        return None
     return _go(request, reverse("annotation:participant_end", args=[study.slug]))
 
 
@@ -116,14 +121,15 @@ def enrol(request, token: str):
             return _refused(request, exc, link)
         login(request, participant.user, backend=BACKEND)
         return redirect(participant_next_url(participant))
-    resumable = bool(prolific) and link is not None and link.study.participants.filter(
-        prolific_pid=prolific["prolific_pid"]).exists()
-    refusal = None if resumable else link_refusal(link=link)
-    if refusal is None and not resumable and link.max_participants is not None \
-            and link.participants.count() >= link.max_participants:
-        refusal = EnrolmentRefused("This study link is full: every place has been taken.", status=409)
-    if refusal is not None:
-        return _refused(request, refusal, link)
+    # A new browser: the link must be usable before anybody resumes through it (``prolific_resume``).
+    try:
+        if (refusal := link_refusal(link=link)) is not None:
+            raise refusal
+        resumable = bool(prolific) and prolific_resume(link=link, prolific=prolific) is not None
+        if not resumable and link.max_participants is not None and link.participants.count() >= link.max_participants:
+            raise EnrolmentRefused("This study link is full: every place has been taken.", status=409)
+    except EnrolmentRefused as exc:
+        return _refused(request, exc, link)
     return _enrol_page(request, link, form, prolific)
 
 
@@ -138,6 +144,16 @@ def _participant(request, slug: str) -> Participant:
     if participant is None:
         raise Http404("You are not a participant of this study.")
     return participant
+
+
+def _onboarding_participant(request, slug: str) -> tuple[Participant, object]:
+    """The participant with the time limit applied, and where they must go first (None: stay).
+
+    Onboarding comes after the instructions, like the items (the annotate page's rule)."""
+    participant = participant_refresh(participant=_participant(request, slug))
+    if not instructions_confirmed(study=participant.study, annotator=request.user):
+        return participant, _go(request, reverse("annotation:study_instructions", args=[slug]))
+    return participant, None
 
 
 def _render_onboarding(request, participant: Participant, current: dict, form=None, status=200):
@@ -159,8 +175,10 @@ def _render_onboarding(request, participant: Participant, current: dict, form=No
 @require_GET
 @login_required_htmx
 def onboarding(request, slug: str):
-    """The participant's current qualification item."""
-    participant = _participant(request, slug)
+    """The participant's current qualification item (after the instructions, within the time limit)."""
+    participant, first = _onboarding_participant(request, slug)
+    if first is not None:
+        return first
     current = onboarding_next(participant=participant)
     if current is None:
         return redirect(participant_next_url(participant))
@@ -171,7 +189,9 @@ def onboarding(request, slug: str):
 @login_required_htmx
 def onboarding_item(request, slug: str, public_id: str):
     """Answers to a qualification item; after the last one, on to the study or to the screen-out."""
-    participant = _participant(request, slug)
+    participant, first = _onboarding_participant(request, slug)
+    if first is not None:
+        return first
     current = onboarding_next(participant=participant)
     if current is None:
         return _go(request, participant_next_url(participant))
@@ -179,6 +199,8 @@ def onboarding_item(request, slug: str, public_id: str):
     if form.is_valid():
         try:
             participant = onboarding_answer(participant=participant, public_id=public_id, answers=form.answers())
+        except ParticipantInactive:
+            return _go(request, participant_next_url(participant))  # out of time meanwhile: their end page
         except RatingInvalid as exc:
             form.add_service_errors(exc.errors)
         else:

@@ -91,6 +91,7 @@ class Participant(models.Model):
         ONBOARDING = "onboarding", "Onboarding"
         ACTIVE = "active", "Active"
         FINISHED = "finished", "Finished"
+        NO_WORK = "no_work", "No item left (none completed)"
         SCREENED_OUT = "screened_out", "Screened out"
         LEFT = "left", "Left"
         TIMED_OUT = "timed_out", "Out of time"

@@ -235,6 +235,11 @@ class Flag(models.Model):
     class Meta:
         ordering = ["created_at", "pk"]
         indexes = [models.Index(fields=["item", "resolved_at"])]
+        constraints = [
+            # One open report per annotator and item: a second waits until staff resolve the first (flag spam).
+            models.UniqueConstraint(fields=["annotator", "item"], condition=models.Q(resolved_at__isnull=True),
+                                    name="flag_one_open_per_annotator_item"),
+        ]
 
 
 class InstructionsConfirmation(models.Model):

@@ -18,7 +18,7 @@ from .models import Assignment, Item, Rating, Study
 
 PARTICIPANT_COLUMNS = (
     "participant", "display_name", "prolific_pid", "prolific_study_id", "prolific_session_id", "link", "status",
-    "counted", "enrolled_at", "ended_at", "items_done", "seconds_rating", "minutes_enrolled", "onboarding_correct",
+    "counted", "enrolled_at", "ended_at", "items_done", "skipped", "seconds_rating", "minutes_enrolled", "onboarding_correct",
     "onboarding_graded", "gold_pass_rate", "gold_checks", "trap_pass_rate", "trap_checks", "consistency", "repeats",
     "too_fast", "flags",
 )
@@ -92,7 +92,8 @@ def _rate(pair: list[int]) -> float | None:
 def participant_rows(*, study: Study) -> list[dict[str, Any]]:
     """One row per participant for approval and bonuses (``PARTICIPANT_COLUMNS``), in enrolment order.
 
-    - items_done: completed assignments (quality-control items included); seconds_rating: the
+    - items_done: completed assignments (quality-control items included); skipped: items they
+      skipped (a participant who skips nearly everything is one to reject); seconds_rating: the
       sum of their reservation-to-submit times (s); minutes_enrolled: enrolment to end (or now);
     - onboarding_correct / onboarding_graded: known answers right / asked;
     - gold_pass_rate (gold items), trap_pass_rate (identical pairs: "similar" is right),
@@ -110,6 +111,8 @@ def participant_rows(*, study: Study) -> list[dict[str, Any]]:
             items=Count("id"), seconds_sum=Sum("seconds"), too_fast=Count("id", filter=Q(seconds__lt=study.too_fast_seconds)),
         )
     }
+    skipped = dict(Assignment.objects.filter(item__study=study, annotator_id__in=users, status=Assignment.Status.SKIPPED)
+                   .order_by().values("annotator_id").annotate(n=Count("id")).values_list("annotator_id", "n"))
     quality = _quality_by_user(study=study, users=users)
     excluded = set(participants_excluded(study=study, now=now).values_list("pk", flat=True))
     rows = []
@@ -118,7 +121,7 @@ def participant_rows(*, study: Study) -> list[dict[str, Any]]:
         q = quality.get(p.user_id, {"gold": [0, 0], "trap": [0, 0], "repeat": [0, 0]})
         gold, trap, consistency = _rate(q["gold"]), _rate(q["trap"]), _rate(q["repeat"])
         flags = [p.status] if p.status in (Participant.Status.SCREENED_OUT, Participant.Status.LEFT,
-                                           Participant.Status.TIMED_OUT) else []
+                                           Participant.Status.TIMED_OUT, Participant.Status.NO_WORK) else []
         flags += [name for name, rate in (("gold_failed", gold), ("trap_failed", trap), ("inconsistent", consistency))
                   if rate is not None and rate < PASS_RATE_FLAG]
         if w["items"] and w["too_fast"] * 2 >= w["items"]:
@@ -128,7 +131,7 @@ def participant_rows(*, study: Study) -> list[dict[str, Any]]:
             "prolific_study_id": p.prolific_study_id, "prolific_session_id": p.prolific_session_id,
             "link": p.link.label or str(p.link_id), "status": p.status, "counted": p.pk not in excluded,
             "enrolled_at": p.enrolled_at.isoformat(), "ended_at": p.ended_at.isoformat() if p.ended_at else "",
-            "items_done": w["items"], "seconds_rating": round(float(w["seconds_sum"] or 0.0), 1),
+            "items_done": w["items"], "skipped": skipped.get(p.user_id, 0), "seconds_rating": round(float(w["seconds_sum"] or 0.0), 1),
             "minutes_enrolled": round(((p.ended_at or now) - p.enrolled_at).total_seconds() / 60, 1),
             "onboarding_correct": p.onboarding.get("correct"), "onboarding_graded": p.onboarding.get("graded"),
             "gold_pass_rate": gold, "gold_checks": q["gold"][0], "trap_pass_rate": trap, "trap_checks": q["trap"][0],

@@ -43,7 +43,13 @@ from .services import (
     study_update,
 )
 from .services.enrolment import participant_of
-from .workflow_selectors import assignment_current_comment, assignment_previous, study_flags
+from .workflow_selectors import (
+    MANAGE_FLAGS_SHOWN,
+    assignment_current_comment,
+    assignment_previous,
+    study_flags,
+    study_flags_open_count,
+)
 
 ITEM_FRAGMENT = "annotation/annotate.html#annotate"
 
@@ -228,9 +234,12 @@ def _study_overview(study: Study) -> dict:
         for user in study.annotators.order_by("username")
     ]
 
+    flags = study_flags(study=study, newest=MANAGE_FLAGS_SHOWN)  # the API lists every one
+    flags_open = study_flags_open_count(study=study)
     return {
         "items": items, "annotators": annotators, "items_done": sum(1 for i in items if i["state"] == "done"),
-        "giveaways": study_giveaway_report(study=study), "flags": study_flags(study=study),
+        "giveaways": study_giveaway_report(study=study), "flags": flags, "flags_open": flags_open,
+        "flags_more": flags_open - len(flags),
     }
 
 

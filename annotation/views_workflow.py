@@ -74,7 +74,7 @@ def item_flag(request, slug: str, public_id: str):
         return _refused(request, study, assignment, {"comment": "Send one comment."}, 400)
     try:
         flag_create(study=study, annotator=request.user, public_id=public_id, comment=request.POST.get("flag_comment", ""))
-    except StudyClosed as exc:
+    except (StudyClosed, ItemConflict) as exc:  # closed, participant no longer active, or already reported
         return _refused(request, study, assignment, exc.errors, 409)
     except RatingInvalid as exc:
         errors = {"comment": f"Report not sent: {exc.errors.get('comment', exc)}."}

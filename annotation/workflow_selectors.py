@@ -60,14 +60,26 @@ def assignment_current_comment(*, assignment: Assignment) -> str:
     return row or ""
 
 
-def study_flags(*, study: Study, include_resolved: bool = False) -> list[dict[str, Any]]:
-    """The study's flags for staff, oldest first: open ones only unless ``include_resolved``.
+# Open flags the manage page lists (the newest); the API lists every one.
+MANAGE_FLAGS_SHOWN = 100
+
+
+def study_flags_open_count(*, study: Study) -> int:
+    """How many open flags ``study`` has (the manage page says how many it does not list)."""
+    return Flag.objects.filter(item__study=study, resolved_at__isnull=True).count()
+
+
+def study_flags(*, study: Study, include_resolved: bool = False, newest: int | None = None) -> list[dict[str, Any]]:
+    """The study's flags for staff, oldest first: open ones only unless ``include_resolved``;
+    with ``newest``, only the newest that many, newest first (the manage page).
 
     Each row: {"id", "item_key", "item", "annotator", "comment", "created_at", "resolved_at", "resolved_by"}.
     """
     qs = Flag.objects.filter(item__study=study).select_related("item", "annotator", "resolved_by")
     if not include_resolved:
         qs = qs.filter(resolved_at__isnull=True)
+    if newest is not None:
+        qs = qs.order_by("-created_at", "-pk")[:newest]
     return [
         {"id": f.pk, "item_key": f.item.key, "item": f.item.public_id, "annotator": f.annotator.get_username(),
          "comment": f.comment, "created_at": f.created_at, "resolved_at": f.resolved_at,

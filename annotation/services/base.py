@@ -54,3 +54,11 @@ class StudyFieldError(ValueError):
     def __init__(self, field: str, message: str):
         self.field = field
         super().__init__(message)
+
+
+class ParticipantInactive(StudyClosed):
+    """A crowd participant who is no longer active (finished, screened out, left, out of time) tried to
+    rate, change an answer, skip or flag: refused with 409 like a closed study, with the reason."""
+
+    def __init__(self, message: str):
+        RatingInvalid.__init__(self, {"participant": message})

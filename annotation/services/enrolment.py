@@ -15,12 +15,14 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
+
+from common.text import text_visible
 
 from ..enrolment_models import DISPLAY_NAME_MAX, PROLIFIC_TOKEN, CrowdSettings, Participant, StudyLink
 from ..models import Assignment, Item, Study
-from .base import StudyFieldError, User
+from .base import ParticipantInactive, StudyFieldError, User
 
 PROLIFIC_COMPLETE_URL = "https://app.prolific.com/submissions/complete?cc={code}"
 PROLIFIC_PARAMS = {"PROLIFIC_PID": "prolific_pid", "STUDY_ID": "prolific_study_id", "SESSION_ID": "prolific_session_id"}
@@ -144,18 +146,16 @@ def link_refusal(*, link: StudyLink | None, now: datetime | None = None) -> Enro
 
 
 def display_name_clean(name: Any) -> str:
-    """The display name as stored: NFKC, no control or bidi-override characters, 1 to 60 characters.
+    """The display name as stored: NFKC, then ``common.text.text_visible`` (one line), 1 to 60 characters.
 
     Letters of every script are kept (an Arabic or Hebrew name is a name); what is dropped are
-    characters of Unicode categories Cc and Cf (controls, U+202E RIGHT-TO-LEFT OVERRIDE and
-    other format characters that would reorder the text around the name on staff pages).
-    Raises EnrolmentRefused (400, field ``display_name``).
+    invisible characters (controls, U+202E RIGHT-TO-LEFT OVERRIDE and other format characters
+    that would reorder the text around the name on staff pages): the rule flags and comments
+    follow too. Raises EnrolmentRefused (400, field ``display_name``).
     """
     if not isinstance(name, str):
         raise EnrolmentRefused("Choose a display name.", field="display_name")
-    name = unicodedata.normalize("NFKC", name)
-    name = "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cf"))
-    name = " ".join(name.split())
+    name = text_visible(unicodedata.normalize("NFKC", name))
     if not name:
         raise EnrolmentRefused("Choose a display name (letters or digits; it is what the study's staff see).",
                                field="display_name")
@@ -168,9 +168,15 @@ def display_name_clean(name: Any) -> str:
 def prolific_params(query) -> dict[str, str]:
     """The Prolific ids in a request's query or form data (``PROLIFIC_PID`` etc.), checked; {} when there is no PID.
 
-    Raises EnrolmentRefused (400) for an id with characters Prolific never uses, or ``STUDY_ID``
-    or ``SESSION_ID`` without ``PROLIFIC_PID``.
+    Raises EnrolmentRefused (400) for a parameter given twice (which one would count is
+    ambiguous), an id with characters Prolific never uses, or ``STUDY_ID`` or ``SESSION_ID``
+    without ``PROLIFIC_PID``.
     """
+    if hasattr(query, "getlist"):
+        for param in PROLIFIC_PARAMS:
+            if len(query.getlist(param)) > 1:
+                raise EnrolmentRefused(f"{param} is given more than once; open the study from Prolific again.",
+                                       field=param)
     found = {field: str(query.get(param, "")).strip() for param, field in PROLIFIC_PARAMS.items()}
     if not found["prolific_pid"]:
         if any(found.values()):
@@ -187,6 +193,24 @@ def prolific_params(query) -> dict[str, str]:
     return found
 
 
+def prolific_resume(*, link: StudyLink, prolific: dict[str, str]) -> Participant | None:
+    """The participant a Prolific id resumes through ``link`` (a new browser), or None when the id is new here.
+
+    Only for a usable link (the caller checks ``link_refusal`` first: a deactivated or expired
+    link resumes nobody) and only with the ``SESSION_ID`` stored at enrolment, when one was:
+    Prolific gives each submission its own, so somebody who only knows the PID cannot take the
+    participant's session over. Raises EnrolmentRefused (403) for another SESSION_ID; nothing changes.
+    """
+    existing = Participant.objects.filter(study=link.study, prolific_pid=prolific["prolific_pid"]) \
+        .select_related("user", "study").first()
+    if existing is None:
+        return None
+    if existing.prolific_session_id and prolific.get("prolific_session_id", "") != existing.prolific_session_id:
+        raise EnrolmentRefused("This Prolific id is already taking part from another Prolific session (SESSION_ID). "
+                               "Continue in the browser you started in, or contact the study's staff.", status=403)
+    return existing
+
+
 def _new_username() -> str:
     return f"participant-{secrets.token_hex(6)}"
 
@@ -196,14 +220,16 @@ def participant_enrol(*, token: str, display_name: str = "", prolific: dict[str,
     """Enrol someone through the link with ``token``; returns (participant, created).
 
     With ``prolific`` (``prolific_params``) the participant is that Prolific id: the same id
-    gets its own participant back (``created`` False) and is never enrolled twice, even by
+    (and SESSION_ID) gets its own participant back (``created`` False) and is never enrolled twice, even by
     requests that race (the unique constraint decides; the loser reads the winner's row).
     Otherwise ``display_name`` is checked (``display_name_clean``) and a new participant made.
     A new participant gets a user with a generated username and an unusable password, is added
     to the study's annotators and starts in onboarding when the study has one.
 
-    Raises EnrolmentRefused: 404 unknown link; 410 deactivated or expired; 403 study closed;
-    409 the link's cap is reached; 400 a bad display name. Nothing is created then.
+    Raises EnrolmentRefused: 404 unknown link; 410 deactivated or expired; 403 study closed, or
+    a known Prolific id with another SESSION_ID (``prolific_resume``); 409 the link's cap is
+    reached; 400 a bad display name. Nothing is created then. A known Prolific id resumes only
+    through a usable link.
     """
     prolific = prolific or {}
     pid = prolific.get("prolific_pid", "")
@@ -215,7 +241,11 @@ def participant_enrol(*, token: str, display_name: str = "", prolific: dict[str,
             if not pid:
                 raise
             # Another request enrolled this Prolific id first: resume theirs (read after the rollback).
-    existing = Participant.objects.filter(link__token=token, prolific_pid=pid).select_related("user", "study").first()
+    # The same rules as a resume: a usable link and the same SESSION_ID.
+    link = StudyLink.objects.select_related("study").filter(token=token).first()
+    if (refusal := link_refusal(link=link)) is not None:
+        raise refusal
+    existing = prolific_resume(link=link, prolific=prolific)
     if existing is None:
         raise EnrolmentRefused("Enrolling failed; open the link again.", status=409)
     return existing, False
@@ -227,12 +257,10 @@ def _enrol_once(*, token: str, display_name: str, prolific: dict[str, str]) -> t
     # inserted by one request at a time.
     link = StudyLink.objects.select_for_update().select_related("study").filter(token=token).first()
     pid = prolific.get("prolific_pid", "")
-    if link is not None and pid:
-        existing = Participant.objects.filter(study=link.study, prolific_pid=pid).select_related("user").first()
-        if existing is not None:
-            return existing, False  # resumes, whatever the link's state: their work is theirs
     if (refusal := link_refusal(link=link, now=now)) is not None:
         raise refusal
+    if pid and (existing := prolific_resume(link=link, prolific=prolific)) is not None:
+        return existing, False
     name = f"Prolific {pid}" if pid else display_name_clean(display_name)
     if link.max_participants is not None and link.participants.count() >= link.max_participants:
         raise EnrolmentRefused("This study link is full: every place has been taken.", status=409)
@@ -316,18 +344,68 @@ def participant_may_take_items(*, study: Study, annotator) -> bool:
     return True
 
 
-def participant_may_submit(*, study: Study, annotator) -> bool:
-    """Whether ``annotator`` may complete an item now: a named account always; a participant only while active
-    (not screened out, not gone, not past their time limit)."""
+ENDED_MESSAGES = {
+    Participant.Status.ONBOARDING: "finish the qualification items first",
+    Participant.Status.FINISHED: "you have finished this study",
+    Participant.Status.NO_WORK: "there is no item left for you in this study",
+    Participant.Status.SCREENED_OUT: "the qualification items ended this study for you",
+    Participant.Status.LEFT: "you left this study",
+    Participant.Status.TIMED_OUT: "your time for this study is up",
+}
+
+
+def participant_may_act(*, study: Study, annotator) -> None:
+    """Check that ``annotator`` may write in ``study`` now: rate, change answers or the comment, skip, flag.
+
+    The one check of every annotator write (``ratings._rating_store``, ``workflow.assignment_skip``,
+    ``workflow.flag_create``). A named account always may; a participant only while active (not
+    onboarding, finished, screened out, gone or past their time limit: applied here). Raises
+    ParticipantInactive (409) with the reason; nothing is written then.
+    """
     participant = participant_of(user=annotator, study=study)
     if participant is None:
-        return True
-    return participant_refresh(participant=participant).status == Participant.Status.ACTIVE
+        return
+    status = participant_refresh(participant=participant).status
+    if status != Participant.Status.ACTIVE:
+        raise ParticipantInactive(f"{ENDED_MESSAGES.get(status, 'you are not taking part any more')}: "
+                                  "nothing was stored")
 
 
 def participant_finish(*, participant: Participant) -> Participant:
     """The participant is done (their items per participant reached, or nothing left for them)."""
     return _participant_end(participant=participant, status=Participant.Status.FINISHED)
+
+
+def participant_when_none_left(*, participant: Participant, now: datetime | None = None) -> str:
+    """What happens to an active participant ``assignment_next`` has nothing for: "wait", "finished" or "no_work".
+
+    The one rule (docs/crowd.md, "When no item is left"): (a) "wait" while an item they could
+    still take (rated kind, not theirs, never skipped by them, fewer completions than the
+    overlap) is only held by other people's live reservations: status stays active, no code;
+    (b) otherwise "finished" (status FINISHED, the completion code) when they completed at least
+    one item; (c) otherwise "no_work" (status NO_WORK, no code: skipping every item earns
+    nothing). A participant not active is left as is (returns their status); so is one whose
+    study staff closed before they completed anything (returns "active": "being prepared", no
+    code); a study that closed itself complete is (b) or (c).
+    """
+    participant = participant_refresh(participant=participant, now=now)
+    if participant.status != Participant.Status.ACTIVE:
+        return participant.status
+    now = now or timezone.now()
+    short = Item.objects.filter(study=participant.study, kind__in=[Item.Kind.NORMAL, Item.Kind.GOLD]).annotate(
+        done=Count("assignments", filter=Q(assignments__status=Assignment.Status.COMPLETED)),
+        held=Count("assignments", filter=Q(assignments__status=Assignment.Status.RESERVED,
+                                           assignments__expires_at__gt=now)),
+    ).filter(done__lt=participant.study.overlap)
+    theirs = Assignment.objects.filter(item=OuterRef("pk"), annotator=participant.user,
+                                       status__in=[Assignment.Status.COMPLETED, Assignment.Status.SKIPPED])
+    if participant.study.is_open and short.exclude(Exists(theirs)).filter(held__gt=0).exists():
+        return "wait"
+    done = participant_items_done(participant=participant)
+    if not done and not participant.study.is_open and short.exists():
+        return participant.status  # closed by staff before they completed anything
+    ended = Participant.Status.FINISHED if done else Participant.Status.NO_WORK
+    return _participant_end(participant=participant, status=ended).status
 
 
 def completion_url(*, participant: Participant) -> str | None:
@@ -339,44 +417,3 @@ def completion_url(*, participant: Participant) -> str | None:
     code = {Participant.Status.FINISHED: crowd.completion_code,
             Participant.Status.SCREENED_OUT: crowd.screenout_code}.get(participant.status)
     return PROLIFIC_COMPLETE_URL.format(code=code) if code else None
-
-
-def study_close_if_complete(*, study: Study, item: Item) -> bool:
-    """Close the study once every rated item has ``overlap`` completed assignments; True when it closed.
-
-    Only for studies with a link and ``close_when_complete`` (a crowd study). Called inside the
-    transaction that completes an assignment of ``item``; must run in a transaction.
-
-    Concurrent submits see each other's completions only once committed, so a check on this
-    transaction's snapshot alone can miss the moment the study completes (two raters finishing
-    the same item, or the last two items, would each see the other's still open). So: the item's
-    row lock orders the raters of one item and its completions are counted after it; the study
-    row's lock orders the last items of a study and the full check, a new statement, sees every
-    earlier commit. The locks are taken only when the item may be full (its completed plus live
-    reserved assignments reach the overlap).
-    """
-    if item.kind not in (Item.Kind.NORMAL, Item.Kind.GOLD) or not study.is_open:
-        return False
-    now = timezone.now()
-    completed = Q(status=Assignment.Status.COMPLETED)
-    held = completed | Q(status=Assignment.Status.RESERVED, expires_at__gt=now)
-    # Only a study with a link closes itself: checked first, so a named-account study pays one
-    # constant statement per submit (the annotate-load target, issue 17).
-    if not study.links.exists():
-        return False
-    if Assignment.objects.filter(held, item=item).count() < study.overlap:
-        return False
-    if not crowd_settings_of(study=study).close_when_complete:
-        return False
-    Item.objects.select_for_update(no_key=True).filter(pk=item.pk).first()
-    if Assignment.objects.filter(completed, item=item).count() < study.overlap:
-        return False
-    Study.objects.select_for_update(no_key=True).filter(pk=study.pk).first()
-    short = (Item.objects.filter(study=study, kind__in=[Item.Kind.NORMAL, Item.Kind.GOLD])
-             .annotate(done=Count("assignments", filter=Q(assignments__status=Assignment.Status.COMPLETED)))
-             .filter(done__lt=study.overlap))
-    if short.exists():
-        return False
-    closed = Study.objects.filter(pk=study.pk, is_open=True).update(is_open=False) == 1
-    study.is_open = False
-    return closed

@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from ..enrolment_models import Participant
 from ..models import Assignment, Item
-from .base import Answer, RatingInvalid
-from .enrolment import crowd_settings_of, onboarding_pool
+from .base import Answer, ParticipantInactive, RatingInvalid
+from .enrolment import ENDED_MESSAGES, crowd_settings_of, onboarding_pool, participant_refresh
 from .ratings import answers_validate
 
 
@@ -64,15 +64,25 @@ def _canonical(shown: str, baseline_side: str) -> str:
     return "baseline" if shown == baseline_side else "challenger"
 
 
-@transaction.atomic
 def onboarding_answer(*, participant: Participant, public_id: str, answers: list[Answer]) -> Participant:
     """Store the participant's answers to their current onboarding item; after the last one, admit or screen out.
+
+    The time limit holds in onboarding too: past their deadline the participant becomes timed
+    out (reservations freed, committed) and ParticipantInactive (409) is raised; nothing is stored.
 
     Grading counts each question with a known answer (``Item.gold_answers``) of each onboarding
     item: admitted (status ACTIVE) when correct / graded >= ``onboarding_threshold``, otherwise
     SCREENED_OUT. Raises RatingInvalid for answers ``answers_validate`` refuses, an item that is
     not the participant's current onboarding item, or a participant not in onboarding.
     """
+    participant = participant_refresh(participant=Participant.objects.select_related("study", "user").get(pk=participant.pk))
+    if participant.status == Participant.Status.TIMED_OUT:
+        raise ParticipantInactive(f"{ENDED_MESSAGES[participant.status]}: this answer was not stored")
+    return _onboarding_answer(participant=participant, public_id=public_id, answers=answers)
+
+
+@transaction.atomic
+def _onboarding_answer(*, participant: Participant, public_id: str, answers: list[Answer]) -> Participant:
     participant = Participant.objects.select_for_update().select_related("study", "user").get(pk=participant.pk)
     current = onboarding_next(participant=participant)
     if current is None:

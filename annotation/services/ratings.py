@@ -4,6 +4,8 @@
 from django.db import connection, transaction
 from django.utils import timezone
 
+from common.text import text_visible
+
 from ..models import (
     COMMENT_MAX_CHARS,
     CONFIDENCE_MAX,
@@ -17,7 +19,8 @@ from ..models import (
 from ..selectors import study_questions
 from .assignment import live_q
 from .base import CHOICES_SHOWN, Answer, ItemConflict, RatingInvalid, ReservationLost, StudyClosed
-from .enrolment import participant_may_submit, study_close_if_complete
+from .closing import study_close_if_complete
+from .enrolment import participant_may_act
 
 
 def _canonical(shown: str, baseline_side: str) -> str:
@@ -55,9 +58,12 @@ def answers_validate(*, study: Study, answers: list[Answer]) -> list[Answer]:
 
 
 def comment_clean(text, *, field: str = "comment", required: bool = False) -> str:
-    """An annotator's free text (a comment or a flag) as stored: stripped, at most ``COMMENT_MAX_CHARS``.
+    """An annotator's free text (a comment or a flag) as stored: ``common.text.text_visible`` (multiline),
+    at most ``COMMENT_MAX_CHARS``.
 
-    Raises RatingInvalid({field: reason}) for a non-string, a NUL character, an empty text when
+    Invisible characters (zero-width, bidi marks, controls other than newline and tab) are
+    dropped, so a text of only those is empty: the rule display names follow too. Raises
+    RatingInvalid({field: reason}) for a non-string, a NUL character, an empty text when
     ``required``, or a text over the limit. HTML is kept as typed: every page escapes it and
     every CSV goes through ``common.csv_safe``.
     """
@@ -65,9 +71,9 @@ def comment_clean(text, *, field: str = "comment", required: bool = False) -> st
         text = ""
     if not isinstance(text, str):
         raise RatingInvalid({field: "must be text"})
-    text = text.replace("\r\n", "\n").strip()
     if "\x00" in text:
         raise RatingInvalid({field: "must not contain NUL characters"})
+    text = text_visible(text.replace("\r\n", "\n"), multiline=True)
     if required and not text:
         raise RatingInvalid({field: "write what is wrong with this item"})
     if len(text) > COMMENT_MAX_CHARS:
@@ -137,6 +143,7 @@ def rating_submit(*, assignment: Assignment, answers: list[Answer], comment: str
     (an API client that never sends one does not erase it); "" clears it.
 
     Raises RatingInvalid (bad answers or comment), StudyClosed (the study is closed),
+    ParticipantInactive (a crowd participant no longer active: ``participant_may_act``),
     ItemConflict (the annotator skipped this item), ReservationLost (expired and taken).
     """
     locked = _assignment_lock(Assignment.objects.filter(pk=assignment.pk))
@@ -180,6 +187,7 @@ def _rating_store(*, assignment: Assignment, answers: list[Answer], comment: str
     item, study, annotator = assignment.item, assignment.item.study, assignment.annotator
     if not study.is_open:
         raise StudyClosed()
+    participant_may_act(study=study, annotator=annotator)  # new and changed answers alike
     if assignment.status == Assignment.Status.SKIPPED:
         raise ItemConflict({"item": "you skipped this item: it went back to the pool and cannot be rated by you"})
     errors = {}
@@ -211,8 +219,6 @@ def _rating_store(*, assignment: Assignment, answers: list[Answer], comment: str
                 r.is_new = False
             return [current[a.question] for a in answers]
     else:
-        if not participant_may_submit(study=study, annotator=annotator):
-            raise ReservationLost({"item": "your time in this study is over or you left it: this answer was not stored"})
         if assignment.status == Assignment.Status.EXPIRED or assignment.expires_at <= now:
             # A late submit still counts if the slot is free; lock the item to decide.
             Item.objects.select_for_update(no_key=True).filter(pk=item.pk).first()

@@ -5,12 +5,15 @@ item the annotator rated while the study is open, and appends (docs/annotation.m
 annotator's workflow").
 """
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from ..models import Assignment, Flag, InstructionsConfirmation, Study
 from .base import ItemConflict, RatingInvalid, StudyClosed
+from .enrolment import participant_may_act
 from .ratings import comment_clean
+
+OPEN_FLAG = {"comment": "you already reported this item; the study's staff have not looked at it yet"}
 
 
 def _own_assignment_locked(*, study: Study, annotator, public_id: str) -> Assignment | None:
@@ -31,6 +34,7 @@ def assignment_skip(*, study: Study, annotator, public_id: str, reason: str) -> 
 
     Returns the assignment, or None when the annotator has no assignment of that item (404).
     Raises RatingInvalid({"reason"}) for an unknown reason, StudyClosed when the study is closed,
+    ParticipantInactive when a crowd participant is no longer active (``participant_may_act``),
     ItemConflict when the item was already rated (change the answers instead).
     """
     if reason not in Assignment.SkipReason.values:
@@ -40,6 +44,7 @@ def assignment_skip(*, study: Study, annotator, public_id: str, reason: str) -> 
         return None
     if not study.is_open:
         raise StudyClosed()
+    participant_may_act(study=study, annotator=annotator)
     if assignment.status == Assignment.Status.COMPLETED:
         raise ItemConflict({"item": "you already answered this item: change your answers instead of skipping it"})
     assignment.status = Assignment.Status.SKIPPED
@@ -53,9 +58,12 @@ def flag_create(*, study: Study, annotator, public_id: str, comment: str) -> Fla
     """Report item ``public_id`` to the study's staff with ``comment`` (1 to ``COMMENT_MAX_CHARS`` characters).
 
     Any item the annotator was given can be flagged (reserved, rated or skipped); the flag does
-    not change their assignment. Returns the new flag, or None when the annotator has no
-    assignment of that item (404). Raises RatingInvalid({"comment"}) for an empty or too long
-    comment, StudyClosed when the study is closed.
+    not change their assignment. At most one open flag per (annotator, item) (the constraint
+    ``flag_one_open_per_annotator_item``): a second one before staff resolve the first raises
+    ItemConflict (409). Returns the new flag, or None when the annotator has no assignment of
+    that item (404). Raises RatingInvalid({"comment"}) for an empty (invisible characters only
+    count as empty) or too long comment, StudyClosed when the study is closed,
+    ParticipantInactive when a crowd participant is no longer active.
     """
     comment = comment_clean(comment, required=True)
     assignment = Assignment.objects.filter(item__study=study, item__public_id=public_id, annotator=annotator).first()
@@ -63,7 +71,14 @@ def flag_create(*, study: Study, annotator, public_id: str, comment: str) -> Fla
         return None
     if not study.is_open:
         raise StudyClosed()
-    return Flag.objects.create(item_id=assignment.item_id, annotator=annotator, comment=comment)
+    participant_may_act(study=study, annotator=annotator)
+    if Flag.objects.filter(item_id=assignment.item_id, annotator=annotator, resolved_at__isnull=True).exists():
+        raise ItemConflict(OPEN_FLAG)
+    try:
+        with transaction.atomic():  # a savepoint: the constraint decides between two requests that race
+            return Flag.objects.create(item_id=assignment.item_id, annotator=annotator, comment=comment)
+    except IntegrityError:
+        raise ItemConflict(OPEN_FLAG) from None
 
 
 def flag_resolve(*, flag: Flag, by) -> Flag:

@@ -166,7 +166,7 @@ def test_the_items_per_participant_and_the_time_limit_stop_new_items(tmp_path):
     assert q.status == Participant.Status.TIMED_OUT
     held.refresh_from_db()
     assert held.status == Assignment.Status.EXPIRED
-    with pytest.raises(services.ReservationLost):
+    with pytest.raises(services.ParticipantInactive, match="time for this study is up"):
         services.rating_submit(assignment=held, answers=answer_all())
     # A named account is not limited.
     (named,) = [services.annotator_add(username="named", password=None, study=study)]

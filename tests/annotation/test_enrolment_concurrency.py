@@ -98,7 +98,12 @@ def _participant(base: str, token: str, n: int, start: threading.Barrier, outcom
     assert form is not None and "instructions" in r.text, r.text[:300]
     r = s.post(base + form.group(1), data={"csrfmiddlewaretoken": _csrf(r.text)}, headers={"Referer": r.url},
                timeout=120)
-    for _ in range(ITEMS):
+    for _ in range(ITEMS * 50):
+        if 'id="participant-wait"' in r.text:
+            # Every item open to them is reserved by others this moment: come back, as the wait page says.
+            time.sleep(0.2)
+            r = s.get(f"{base}/studies/crowd-race/annotate/", timeout=120)
+            continue
         action = re.search(r'id="rating-form"[^>]*action="([^"]+)"', r.text)
         if action is None:
             break
