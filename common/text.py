@@ -30,3 +30,21 @@ def text_visible(text: str, *, multiline: bool = False) -> str:
     if not multiline:
         out = " ".join(out.split())
     return out.strip()
+
+
+# Bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): they reorder the text
+# around them, so a comment could show staff other words than it holds.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def text_as_typed(text: str) -> str:
+    """Free text (comments, flags) as stored: what was typed, less controls other than newline and tab
+    and the bidi embeddings/overrides/isolates, stripped; "" when ``text_visible`` finds nothing visible.
+
+    Unlike ``text_visible`` it keeps the other format characters: the zero-width non-joiner that
+    Persian spelling needs, the joiners of emoji and Indic conjuncts, and the left/right marks.
+    """
+    if not text_visible(text, multiline=True):
+        return ""
+    out = "".join(ch for ch in text if ch in "\n\t" or (unicodedata.category(ch) != "Cc" and ch not in BIDI_CONTROLS))
+    return out.strip()

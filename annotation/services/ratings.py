@@ -4,7 +4,7 @@
 from django.db import connection, transaction
 from django.utils import timezone
 
-from common.text import text_visible
+from common.text import text_as_typed
 
 from ..models import (
     COMMENT_MAX_CHARS,
@@ -58,11 +58,12 @@ def answers_validate(*, study: Study, answers: list[Answer]) -> list[Answer]:
 
 
 def comment_clean(text, *, field: str = "comment", required: bool = False) -> str:
-    """An annotator's free text (a comment or a flag) as stored: ``common.text.text_visible`` (multiline),
-    at most ``COMMENT_MAX_CHARS``.
+    """An annotator's free text (a comment or a flag) as stored: ``common.text.text_as_typed``, at most
+    ``COMMENT_MAX_CHARS``.
 
-    Invisible characters (zero-width, bidi marks, controls other than newline and tab) are
-    dropped, so a text of only those is empty: the rule display names follow too. Raises
+    Controls other than newline and tab and the bidi overrides are dropped; a text with nothing
+    visible (only zero-width characters, marks or spaces) is empty, the rule display names follow
+    too. The zero-width (non-)joiners of Persian, Indic scripts and emoji are kept. Raises
     RatingInvalid({field: reason}) for a non-string, a NUL character, an empty text when
     ``required``, or a text over the limit. HTML is kept as typed: every page escapes it and
     every CSV goes through ``common.csv_safe``.
@@ -73,7 +74,7 @@ def comment_clean(text, *, field: str = "comment", required: bool = False) -> st
         raise RatingInvalid({field: "must be text"})
     if "\x00" in text:
         raise RatingInvalid({field: "must not contain NUL characters"})
-    text = text_visible(text.replace("\r\n", "\n"), multiline=True)
+    text = text_as_typed(text.replace("\r\n", "\n"))
     if required and not text:
         raise RatingInvalid({field: "write what is wrong with this item"})
     if len(text) > COMMENT_MAX_CHARS:

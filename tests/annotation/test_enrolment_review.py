@@ -250,7 +250,15 @@ def test_text_of_only_invisible_characters_is_empty_for_flags_comments_and_names
     assert {r.comment for r in ratings} == {""}
     flag = services.flag_create(study=study, annotator=annotator, public_id=a.item.public_id,
                                 comment="\u202ebroken\u200b\nline two")
-    assert flag.comment == "broken\nline two"
+    assert flag.comment == "broken\u200b\nline two"  # the override goes; a zero-width space is kept as typed
+
+
+def test_a_comment_keeps_the_joiners_persian_and_emoji_need():
+    """Only controls and bidi overrides go: a Persian word's zero-width non-joiner and an emoji's joiners stay."""
+    persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # "mi-khaham", ZWNJ inside
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+    assert services.comment_clean(f"{persian} {family}") == f"{persian} {family}"
+    assert services.comment_clean("\u202ea\x07b\u2066c\u2069") == "abc"
 
 
 def test_a_waiting_participant_whose_study_then_closes_complete_gets_no_work_not_being_prepared(tmp_path):
