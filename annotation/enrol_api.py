@@ -16,7 +16,7 @@ from .models import Study
 from .participants import participant_rows
 from .serializers import ErrorSerializer
 from .services import StudyFieldError
-from .services.enrolment import crowd_settings_of, crowd_settings_update, link_create, link_set_active, links_with_usage
+from .services.links import crowd_settings_of, crowd_settings_update, link_create, link_set_active, links_with_usage
 
 
 class StudyLinkSerializer(serializers.ModelSerializer):

@@ -25,14 +25,7 @@ from .selectors import item_payload
 from .services import ParticipantInactive, RatingInvalid, StudyFieldError, instructions_confirmed
 from .services.enrolment import (
     IN_PROGRESS,
-    EnrolmentRefused,
     completion_url,
-    crowd_settings_of,
-    crowd_settings_update,
-    link_create,
-    link_refusal,
-    link_set_active,
-    links_with_usage,
     participant_enrol,
     participant_leave,
     participant_of,
@@ -41,6 +34,15 @@ from .services.enrolment import (
     prolific_resume,
 )
 from .services.enrolment import participant_when_none_left as none_left_outcome
+from .services.links import (
+    EnrolmentRefused,
+    crowd_settings_of,
+    crowd_settings_update,
+    link_create,
+    link_refusal,
+    link_set_active,
+    links_with_usage,
+)
 from .services.onboarding import onboarding_answer, onboarding_next
 
 BACKEND = "django.contrib.auth.backends.ModelBackend"

@@ -8,7 +8,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from ..models import Assignment, Item, Study
-from .enrolment import crowd_settings_of
+from .links import crowd_settings_of
 
 
 def study_close_if_complete(*, study: Study, item: Item) -> bool:

@@ -18,7 +18,8 @@ from django.utils import timezone
 from ..enrolment_models import Participant
 from ..models import Assignment, Item
 from .base import Answer, ParticipantInactive, RatingInvalid
-from .enrolment import ENDED_MESSAGES, crowd_settings_of, onboarding_pool, participant_refresh
+from .enrolment import ENDED_MESSAGES, participant_refresh
+from .links import crowd_settings_of, onboarding_pool
 from .ratings import answers_validate
 
 

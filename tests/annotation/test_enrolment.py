@@ -14,16 +14,8 @@ from annotation.aggregation import study_aggregate
 from annotation.enrolment_models import CrowdSettings, Participant, StudyLink
 from annotation.models import Assignment, Item, Rating
 from annotation.participants import participant_rows, ratings_counted
-from annotation.services.enrolment import (
-    EnrolmentRefused,
-    crowd_settings_update,
-    display_name_clean,
-    link_create,
-    link_set_active,
-    participant_enrol,
-    participant_leave,
-    prolific_params,
-)
+from annotation.services.enrolment import display_name_clean, participant_enrol, participant_leave, prolific_params
+from annotation.services.links import EnrolmentRefused, crowd_settings_update, link_create, link_set_active
 from annotation.services.onboarding import onboarding_answer, onboarding_next
 from tests.factories import answer_all, jsonl_write, toy_study, toy_study_lines
 

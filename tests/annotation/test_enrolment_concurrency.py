@@ -23,7 +23,7 @@ from django.db.models import Count, Q
 
 from annotation.enrolment_models import Participant
 from annotation.models import Assignment, Item
-from annotation.services.enrolment import crowd_settings_update, link_create
+from annotation.services.links import crowd_settings_update, link_create
 from tests.conftest import ROOT
 from tests.factories import QKEYS, toy_study
 

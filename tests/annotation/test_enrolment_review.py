@@ -17,15 +17,8 @@ from django.utils import timezone
 from annotation import services
 from annotation.enrolment_models import Participant
 from annotation.models import Assignment, Flag, Rating
-from annotation.services.enrolment import (
-    EnrolmentRefused,
-    crowd_settings_update,
-    display_name_clean,
-    link_create,
-    link_set_active,
-    participant_enrol,
-    participant_leave,
-)
+from annotation.services.enrolment import display_name_clean, participant_enrol, participant_leave
+from annotation.services.links import EnrolmentRefused, crowd_settings_update, link_create, link_set_active
 from annotation.services.onboarding import onboarding_answer, onboarding_next
 from tests.annotation.test_enrolment import PROLIFIC, _onboarding_study
 from tests.factories import answer_all, toy_study

@@ -11,7 +11,7 @@ import pytest
 from annotation.enrolment_models import Participant
 from annotation.models import Assignment, Rating
 from annotation.services import study_import_jsonl
-from annotation.services.enrolment import crowd_settings_update, link_create
+from annotation.services.links import crowd_settings_update, link_create
 from annotation.services.onboarding import onboarding_next
 
 from .browsing import launch, needs_chromium, offline_page

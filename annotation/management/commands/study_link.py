@@ -8,7 +8,7 @@ from annotation.enrol_views import link_url
 from annotation.enrolment_models import StudyLink
 from annotation.models import Study
 from annotation.services import StudyFieldError
-from annotation.services.enrolment import link_create, link_set_active, links_with_usage
+from annotation.services.links import link_create, link_set_active, links_with_usage
 
 
 class Command(BaseCommand):
