@@ -179,18 +179,31 @@ def study_degenerate_report(*, study) -> dict[str, Any]:
     return {"by_system": by_system, "flags": rows}
 
 
+def gives_author_away(row: dict[str, Any]) -> bool:
+    """Whether a ``study_giveaways`` row can tell an annotator which side is which (blinding, paper 5.5).
+
+    The one rule for the study's creation check (``study_check_flagged``) and the staff page
+    (``study_giveaway_report``): a flagged baseline or challenger response, or a study text that
+    names a system, unblinds. A flagged generic response does not: it is shown beside A and B
+    alike, identical on both sides, so it names no side (it is still listed for staff)."""
+    return row["side"] != "generic_response"
+
+
 def study_check_flagged(*, study) -> dict[str, int]:
     """How many giveaway and degenerate flags a study has: what keeps a generated study closed."""
-    # A generic response is shown beside both A and B alike: a giveaway there names no side, so it
-    # cannot unblind the study (it is still listed for staff, but does not keep the study closed).
-    sided = [r for r in study_giveaways(study=study) if r["side"] != "generic_response"]
+    sided = [r for r in study_giveaways(study=study) if gives_author_away(r)]
     return {"giveaways": len(sided), "degenerate": len(study_degenerate(study=study))}
 
 
 def study_giveaway_report(*, study) -> dict[str, Any]:
     """A summary for staff: how many items are flagged, counts per rule and side, and the rows;
-    ``degenerate`` holds ``study_degenerate_report``."""
+    ``degenerate`` holds ``study_degenerate_report``.
+
+    ``flags`` lists every flagged text; ``unblinding`` the ones that give the author away
+    (``gives_author_away``: what keeps a study closed) and ``unblinding_items`` their item count;
+    ``generic`` the flagged generic responses, listed but harmless to blinding."""
     rows = study_giveaways(study=study)
+    unblinding = [r for r in rows if gives_author_away(r)]
     by_rule: dict[str, int] = {}
     by_side: dict[str, int] = {}
     for r in rows:
@@ -200,6 +213,8 @@ def study_giveaway_report(*, study) -> dict[str, Any]:
     return {
         "study": study.slug, "items": study.items.count(), "flagged_items": len(flagged_items),
         "by_rule": by_rule, "by_side": by_side, "flags": rows, "degenerate": study_degenerate_report(study=study),
+        "unblinding": unblinding, "unblinding_items": len({r["item"] for r in unblinding if r["item"] is not None}),
+        "generic": [r for r in rows if not gives_author_away(r)],
     }
 
 
