@@ -193,6 +193,7 @@ def item_rate(request, slug: str, public_id: str):
         return _render_item(request, study=study, assignment=assignment)
     payload = item_payload(assignment=assignment)
     form = RatingForm(request.POST, questions=payload["questions"])
+    earlier = assignment.status == Assignment.Status.COMPLETED  # "Save changes" on an earlier item
     if form.is_valid():
         try:
             rating_submit(assignment=assignment, answers=form.answers(), comment=form.cleaned_data["comment"])
@@ -204,6 +205,8 @@ def item_rate(request, slug: str, public_id: str):
         except RatingInvalid as exc:
             form.add_service_errors(exc.errors)
         else:
+            if earlier:
+                return _next(request, study, notice=EARLIER_SAVED, level=messages.SUCCESS)
             return _next(request, study)
     # 422 so the answers are known to be refused; the page's htmx config swaps it in anyway.
     # An answer sent twice is a malformed request, not a wrong answer: 400, as the API says.
@@ -211,14 +214,23 @@ def item_rate(request, slug: str, public_id: str):
     return _render_item(request, study=study, assignment=assignment, form=form, status=status)
 
 
-def _next(request, study: Study, notice: str = ""):
-    """After a stored rating: htmx gets the next item in place, a plain form is redirected (PRG)."""
+EARLIER_SAVED = "Your changes to the earlier item are saved. Here is your current item."
+
+
+def _next(request, study: Study, notice: str = "", level: int = messages.WARNING):
+    """After a stored rating: htmx gets the next item in place, a plain form is redirected (PRG).
+
+    Either way the address bar ends on the study's annotate URL (``HX-Push-Url`` for htmx), so a
+    reload shows the current item, never the earlier one that was just saved or the one skipped.
+    """
     if request.htmx:
-        return _render_item(
+        response = _render_item(
             request, study=study, assignment=assignment_next(study=study, annotator=request.user), notice=notice
         )
+        response["HX-Push-Url"] = reverse("annotation:annotate", args=[study.slug])
+        return response
     if notice:
-        messages.warning(request, notice)
+        messages.add_message(request, level, notice)
     return redirect("annotation:annotate", slug=study.slug)
 
 
