@@ -87,6 +87,8 @@ def misaligned_tables(page, selector: str = "main table") -> list[str]:
           const body = Array.from(table.querySelectorAll('tbody tr')).find(
             r => head && r.children.length === head.children.length);
           if (!head || !body) return;
+          const hidden = head.parentElement.getBoundingClientRect();
+          if (hidden.height <= 1 || hidden.width <= 1) return;  // header only for screen readers: rows are cards
           Array.from(head.children).forEach((th, c) => {
             const a = th.getBoundingClientRect(), b = body.children[c].getBoundingClientRect();
             if (Math.abs(a.left - b.left) > 1 || Math.abs(a.width - b.width) > 1)
@@ -96,6 +98,38 @@ def misaligned_tables(page, selector: str = "main table") -> list[str]:
         return bad;
     }""",
         selector,
+    )
+
+
+def broken_words(page, selector: str = "main td, main th, main .actions > *", *, longest: int = 30) -> list[str]:
+    """Words of at most ``longest`` characters that the layout breaks across lines inside these
+    elements (a squeezed table cell shows its words one letter per line); 'word' in 'cell text'.
+
+    Measured in the page: a word's text range that has more than one line box is broken.
+    """
+    return page.evaluate(
+        """([selector, longest]) => {
+        const bad = [];
+        document.querySelectorAll(selector).forEach(el => {
+          if (!el.getClientRects().length) return;
+          for (let up = el; up; up = up.parentElement) {  // visually hidden (sr-only): not laid out for reading
+            const box = up.getBoundingClientRect();
+            if (box.width <= 1 || box.height <= 1) return;
+          }
+          const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+          for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+            for (const m of node.data.matchAll(/\\S+/g)) {
+              if (m[0].length < 2 || m[0].length > longest) continue;
+              const range = document.createRange();
+              range.setStart(node, m.index); range.setEnd(node, m.index + m[0].length);
+              const tops = new Set(Array.from(range.getClientRects()).filter(r => r.width > 0).map(r => Math.round(r.top)));
+              if (tops.size > 1) bad.push(`'${m[0]}' in '${el.textContent.trim().slice(0, 60)}'`);
+            }
+          }
+        });
+        return bad;
+    }""",
+        [selector, longest],
     )
 
 
