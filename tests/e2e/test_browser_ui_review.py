@@ -11,6 +11,7 @@ from annotation.models import Flag
 from annotation.services import annotator_add
 
 from .browsing import broken_words, check_page, horizontal_overflow, log_in, needs_chromium, offline_page
+from .test_browser_staff import _world, staff  # noqa: F401 (fixture)
 from .test_browser_workflow import ALL_A, PASSWORD, _answer, _start, _study, browser  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.browser, needs_chromium]
@@ -112,3 +113,15 @@ def test_the_staff_study_page_with_an_open_flag_fits_390px(live_server, browser,
     assert horizontal_overflow(staff) == 0
     problems = check_page(staff, where="staff study page")
     assert not problems, "\n".join(problems)
+
+
+def test_the_systems_table_shows_every_metric_at_1280px(live_server, browser, staff):  # noqa: F811
+    """The review's screenshot cut the table off after BERT-R: at 1280 px every column is in view."""
+    _world(staff)
+    page = offline_page(browser, live_server, width=1280)
+    log_in(page, live_server, "admin", PASSWORD)
+    page.goto(f"{live_server.url}/results/")
+    box = page.locator(".scroll:has(table.results)")
+    hidden = box.evaluate("el => el.scrollWidth - el.clientWidth")
+    assert hidden <= 0, f"{hidden}px of the systems table lie outside its box"
+    assert page.locator("table.results th").last.is_visible()

@@ -17,7 +17,7 @@ from django.core.management import call_command
 from annotation.models import Assignment, Flag, Rating
 from annotation.services import annotator_add, study_import_jsonl
 
-from .browsing import check_page, launch, log_in, needs_chromium, offline_page
+from .browsing import broken_words, check_page, launch, log_in, needs_chromium, offline_page
 
 pytestmark = [pytest.mark.browser, needs_chromium]
 PASSWORD = "correct-horse-9"
@@ -187,6 +187,7 @@ def test_every_annotator_page_fits_390px_passes_axe_and_keeps_the_submit_bar_in_
 
     page.goto(f"{live_server.url}/studies/")
     check("study list")
+    problems.extend(f"study list: word broken {w}" for w in broken_words(page))  # no squeezed cells (review)
     page.goto(f"{live_server.url}/studies/{study.slug}/")
     check("instructions")
     page.get_by_role("button", name="I have read the instructions: start").click()
