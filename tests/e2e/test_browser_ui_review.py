@@ -12,7 +12,7 @@ from annotation.services import annotator_add
 
 from .browsing import broken_words, check_page, horizontal_overflow, log_in, needs_chromium, offline_page
 from .test_browser_staff import _world, staff  # noqa: F401 (fixture)
-from .test_browser_workflow import ALL_A, PASSWORD, _answer, _start, _study, browser  # noqa: F401 (fixture)
+from .test_browser_workflow import ALL_A, PASSWORD, SCREENSHOTS, _answer, _start, _study, browser  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.browser, needs_chromium]
 
@@ -30,6 +30,8 @@ def test_my_studies_at_390px_shows_each_study_as_a_card_with_whole_words(live_se
     log_in(page, live_server, "ann", PASSWORD)
     page.goto(f"{live_server.url}/studies/")
     expect(page.get_by_role("link", name="Start").first).to_be_visible()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "study-list-390.png"), full_page=True)
     problems = check_page(page, where="study list") + broken_words(page)
     assert not problems, "\n".join(problems)
     cells = page.locator("table.studies tbody tr").first.locator("td")
@@ -110,6 +112,7 @@ def test_the_staff_study_page_with_an_open_flag_fits_390px(live_server, browser,
     log_in(staff, live_server, "boss", PASSWORD)
     staff.goto(f"{live_server.url}/studies/{study.slug}/manage/")
     expect(staff.locator("#flags")).to_contain_text("Response B repeats itself.")
+    staff.screenshot(path=str(SCREENSHOTS / "study-manage-flag-390.png"), full_page=True)
     assert horizontal_overflow(staff) == 0
     problems = check_page(staff, where="staff study page")
     assert not problems, "\n".join(problems)
