@@ -101,11 +101,12 @@ def misaligned_tables(page, selector: str = "main table") -> list[str]:
     )
 
 
-def broken_words(page, selector: str = "main td, main th, main .actions > *", *, longest: int = 30) -> list[str]:
+def broken_words(page, selector: str = "main td, main th, main .actions", *, longest: int = 30) -> list[str]:
     """Words of at most ``longest`` characters that the layout breaks across lines inside these
     elements (a squeezed table cell shows its words one letter per line); 'word' in 'cell text'.
 
-    Measured in the page: a word's text range that has more than one line box is broken.
+    Measured in the page: a word's text range that has more than one line box is broken. A word
+    here runs between the places a line may break anyway (spaces, hyphens, dashes, ellipses, slashes).
     """
     return page.evaluate(
         """([selector, longest]) => {
@@ -118,7 +119,8 @@ def broken_words(page, selector: str = "main td, main th, main .actions > *", *,
           }
           const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
           for (let node = walker.nextNode(); node; node = walker.nextNode()) {
-            for (const m of node.data.matchAll(/\\S+/g)) {
+            // Words between the places a line may break anyway: spaces, hyphens, dashes, ellipses, slashes.
+            for (const m of node.data.matchAll(/[^\\s\\-\\u2010-\\u2015\\u2026\\/]+/g)) {
               if (m[0].length < 2 || m[0].length > longest) continue;
               const range = document.createRange();
               range.setStart(node, m.index); range.setEnd(node, m.index + m[0].length);
