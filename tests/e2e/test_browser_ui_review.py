@@ -108,13 +108,13 @@ def test_the_staff_study_page_with_an_open_flag_fits_390px(live_server, browser,
     page.get_by_role("button", name="Send the report").click()
     expect(page.locator(".notice").first).to_contain_text("staff will look at this item")
 
-    staff = offline_page(browser, live_server, width=390, height=844)
-    log_in(staff, live_server, "boss", PASSWORD)
-    staff.goto(f"{live_server.url}/studies/{study.slug}/manage/")
-    expect(staff.locator("#flags")).to_contain_text("Response B repeats itself.")
-    staff.screenshot(path=str(SCREENSHOTS / "study-manage-flag-390.png"), full_page=True)
-    assert horizontal_overflow(staff) == 0
-    problems = check_page(staff, where="staff study page") + broken_words(staff)
+    boss = offline_page(browser, live_server, width=390, height=844)
+    log_in(boss, live_server, "boss", PASSWORD)
+    boss.goto(f"{live_server.url}/studies/{study.slug}/manage/")
+    expect(boss.locator("#flags")).to_contain_text("Response B repeats itself.")
+    boss.screenshot(path=str(SCREENSHOTS / "study-manage-flag-390.png"), full_page=True)
+    assert horizontal_overflow(boss) == 0
+    problems = check_page(boss, where="staff study page") + broken_words(boss)
     assert not problems, "\n".join(problems)
 
 
