@@ -41,6 +41,7 @@ from .services.links import (
     link_create,
     link_refusal,
     link_set_active,
+    link_urls,
     links_with_usage,
 )
 from .services.onboarding import onboarding_answer, onboarding_next
@@ -137,7 +138,8 @@ def enrol(request, token: str):
 
 def _enrol_page(request, link, form, prolific, status=200):
     return render(request, "annotation/enrol.html", {"link": link, "study": link.study, "form": form,
-                                                      "prolific": prolific}, status=status)
+                                                      "prolific": prolific, "crowd": crowd_settings_of(study=link.study)},
+                  status=status)
 
 
 def _participant(request, slug: str) -> Participant:
@@ -208,6 +210,9 @@ def onboarding_item(request, slug: str, public_id: str):
         else:
             current = onboarding_next(participant=participant)
             if current is None:
+                if participant.status == Participant.Status.ACTIVE:
+                    messages.success(request, "You qualified: your answers to the qualification items were good "
+                                              "enough. Here is your first item of the study.")
                 return _go(request, participant_next_url(participant))
             if request.htmx:
                 return _render_onboarding(request, participant, current)
@@ -231,22 +236,34 @@ def participant_end(request, slug: str):
                   status=status)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @login_required_htmx
 def participant_leave_view(request, slug: str):
-    """The participant leaves the study: their reservation goes back to the pool at once."""
-    participant = participant_leave(participant=_participant(request, slug))
+    """GET: a page asking to confirm (a Prolific participant who leaves gets no completion code);
+    POST: the participant leaves the study, their reservation goes back to the pool at once."""
+    participant = _participant(request, slug)
+    if request.method == "GET":
+        if participant_refresh(participant=participant).status not in IN_PROGRESS:
+            return redirect(participant_next_url(participant))
+        crowd = crowd_settings_of(study=participant.study)
+        return render(request, "annotation/enrol_leave_confirm.html", {
+            "participant": participant, "study": participant.study, "quota": crowd.items_per_participant,
+            "left_work_counts": crowd.left_work_counts})
+    participant = participant_leave(participant=participant)
     return _go(request, reverse("annotation:participant_end", args=[participant.study.slug]))
 
 
 # --------------------------------------------------------------------------- staff
 
 
-def enrol_manage_context(study: Study, *, link_form=None, crowd_form=None) -> dict:
-    """What the study's manage page shows of links, crowd settings and participants."""
+def enrol_manage_context(request, study: Study, *, link_form=None, crowd_form=None) -> dict:
+    """What the study's manage page shows of links (with their absolute URLs), crowd settings and participants."""
     crowd = crowd_settings_of(study=study)
+    links = list(links_with_usage(study=study))
+    for link in links:
+        link.urls = link_urls(absolute_path=request.build_absolute_uri(link_url(link)))
     return {
-        "links": links_with_usage(study=study),
+        "links": links,
         "link_form": link_form or StudyLinkForm(),
         "crowd_form": crowd_form or CrowdSettingsForm(instance=crowd),
         "participants": participant_rows(study=study),

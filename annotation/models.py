@@ -109,6 +109,7 @@ class Question(models.Model):
         return f"{self.study}:{self.key}"
 
 
+
 class Item(models.Model):
     class Kind(models.TextChoices):
         NORMAL = "normal", "Normal"
@@ -136,6 +137,14 @@ class Item(models.Model):
 
     def __str__(self) -> str:
         return f"{self.study}:{self.key}"
+
+
+# The one rule of which items a study's results rest on (docs/crowd.md): normal and gold items
+# are rated items: each needs ``overlap`` ratings, every item count, the items table, the judge
+# and the study's completion use these. Traps are quality checks mixed into the rated items;
+# onboarding items are shown only in a participant's onboarding and are in no count.
+RATED_KINDS = (Item.Kind.NORMAL, Item.Kind.GOLD)
+TRAP_KINDS = (Item.Kind.TRAP_IDENTICAL, Item.Kind.TRAP_REPEAT)
 
 
 class Assignment(models.Model):

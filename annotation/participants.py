@@ -138,3 +138,15 @@ def participant_rows(*, study: Study) -> list[dict[str, Any]]:
             "consistency": consistency, "repeats": q["repeat"][0], "too_fast": w["too_fast"], "flags": flags,
         })
     return rows
+
+
+def staff_names(*, study: Study) -> dict[str, str]:
+    """How staff see the crowd participants of ``study``: {username: "display name (Prolific id)"}.
+
+    Participants have a generated username (``participant-<hex>``) nobody knows them by; staff
+    pages name them by display name, with the Prolific id when they came through Prolific (a Prolific
+    participant's display name, "Prolific <id>", already carries it). Named
+    accounts are absent: their username is their name (``annotation_tags.staff_name``)."""
+    return {username: f"{name} ({pid})" if pid and pid not in name else name
+            for username, name, pid in Participant.objects.filter(study=study)
+            .values_list("user__username", "display_name", "prolific_pid")}

@@ -12,13 +12,11 @@ from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
+from .enrolment_models import CrowdSettings, Participant
 from .giveaways import study_giveaways
 from .keys import key_normalise
-from .models import Assignment, Item, Question, Rating, Study
+from .models import RATED_KINDS, TRAP_KINDS, Assignment, Item, Question, Rating, Study
 from .participants import ratings_counted
-
-TRAP_KINDS = (Item.Kind.TRAP_IDENTICAL, Item.Kind.TRAP_REPEAT)
-RATED_KINDS = (Item.Kind.NORMAL, Item.Kind.GOLD)
 
 
 def annotator_studies(*, user) -> QuerySet[Study]:
@@ -90,7 +88,9 @@ def sql_params(*, study: Study, annotator, now, **extra: Any) -> dict[str, Any]:
 
 _PROGRESS_SQL = """
 SELECT COALESCE(SUM(mine_done), 0), COALESCE(SUM(mine_reserved), 0),
-       COUNT(*) FILTER (WHERE rated AND mine = 0 AND n < %(overlap)s)
+       COUNT(*) FILTER (WHERE rated AND mine = 0 AND n < %(overlap)s),
+       (SELECT c.items_per_participant FROM {crowd} c JOIN {participant} p ON p.study_id = c.study_id
+        WHERE c.study_id = %(study)s AND p.user_id = %(me)s)
 FROM (
     SELECT i.kind IN (%(normal)s, %(gold)s) AS rated,
            COUNT(a.id) FILTER (WHERE a.status <> %(skipped)s) AS n,
@@ -102,7 +102,8 @@ FROM (
     WHERE i.study_id = %(study)s
     GROUP BY i.id
 ) per_item
-""".format(item=Item._meta.db_table, assignment=Assignment._meta.db_table, live_a=live_sql("a"))
+""".format(item=Item._meta.db_table, assignment=Assignment._meta.db_table, live_a=live_sql("a"),
+           crowd=CrowdSettings._meta.db_table, participant=Participant._meta.db_table)
 
 
 def annotator_progress(*, study: Study, annotator) -> dict[str, int]:
@@ -110,14 +111,18 @@ def annotator_progress(*, study: Study, annotator) -> dict[str, int]:
 
     Done and reserved count the annotator's live assignments (quality-control items included);
     open items are rated items they hold no live assignment of and never skipped, with fewer
-    than ``overlap`` live assignments (a skipped assignment is not live: its slot is free). One statement, not three ORM queries: it runs on every ``next`` and
+    than ``overlap`` live assignments (a skipped assignment is not live: its slot is free). For a
+    crowd participant the total is at most the study's ``items_per_participant`` (docs/crowd.md). One statement, not three ORM queries: it runs on every ``next`` and
     submit, the two requests of the annotator-load target (p95 < 100 ms with 50 annotators).
     """
     with connection.cursor() as cursor:
         cursor.execute(_PROGRESS_SQL, sql_params(study=study, annotator=annotator, now=timezone.now()))
         # int(): PostgreSQL's SUM of counts is numeric (Decimal), which JSON payloads cannot carry.
-        done, reserved, open_items = (int(n) for n in cursor.fetchone())
-    return {"done": done, "total": done + reserved + open_items}
+        done, reserved, open_items, quota = cursor.fetchone()
+    done, total = int(done), int(done) + int(reserved) + int(open_items)
+    if quota is not None:  # a crowd participant rates at most the study's items per participant
+        total = min(int(quota), total)
+    return {"done": done, "total": total}
 
 
 def item_payload(*, assignment: Assignment) -> dict[str, Any]:
@@ -154,10 +159,12 @@ def assignment_current_answers(*, assignment: Assignment) -> dict[str, dict[str,
 
 
 def study_items_state(*, study: Study) -> list[dict[str, Any]]:
-    """Each item with its assignment state, for staff: completed, live reserved, expired and skipped counts."""
+    """Each study item (rated kinds and traps, ``models.RATED_KINDS``) with its assignment state, for staff:
+    completed, live reserved, expired and skipped counts. Onboarding items are not study items
+    (``study_onboarding_items``)."""
     now = timezone.now()
     rows = (
-        Item.objects.filter(study=study)
+        Item.objects.filter(study=study, kind__in=RATED_KINDS + TRAP_KINDS)
         .annotate(
             completed=Count("assignments", filter=Q(assignments__status=Assignment.Status.COMPLETED)),
             reserved=Count(
@@ -181,6 +188,14 @@ def study_items_state(*, study: Study) -> list[dict[str, Any]]:
         }
         for i in rows
     ]
+
+
+def study_onboarding_items(*, study: Study) -> list[dict[str, Any]]:
+    """The study's own onboarding items (kind ONBOARDING) for staff: [{"key", "item", "gold"}], by key.
+
+    Shown only in a participant's onboarding; in no count, no items table and no judge run (docs/crowd.md)."""
+    return [{"key": i.key, "item": i.public_id, "gold": i.gold_answers}
+            for i in study.items.filter(kind=Item.Kind.ONBOARDING).order_by("key")]
 
 
 def study_ratings(*, study: Study, include_quality_items: bool = False, rater_kind: str | None = None) -> QuerySet[Rating]:

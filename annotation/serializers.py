@@ -1,7 +1,7 @@
 """Request and response shapes of the annotation API (parse and render only; services do the work)."""
 from rest_framework import serializers
 
-from .models import COMMENT_MAX_CHARS, CONFIDENCE_MAX, CONFIDENCE_MIN, Question, Study
+from .models import COMMENT_MAX_CHARS, CONFIDENCE_MAX, CONFIDENCE_MIN, RATED_KINDS, Question, Study
 from .services import STUDY_EDITABLE
 
 
@@ -103,7 +103,8 @@ class StudySerializer(serializers.ModelSerializer):
         read_only_fields = ["instructions_version", "created_at"]
 
     def get_item_count(self, study: Study) -> int:
-        return study.items.count()
+        """Rated items (``models.RATED_KINDS``): traps and onboarding items are not counted."""
+        return study.items.filter(kind__in=RATED_KINDS).count()
 
 
 class StudyUpdateSerializer(serializers.ModelSerializer):

@@ -19,7 +19,8 @@ from common.permissions import login_required_htmx, staff_required
 from .enrol_views import enrol_manage_context, participant_redirect, participant_when_none_left
 from .forms import AnnotatorAddForm, InstructionsForm, QuestionFormSet, RatingForm, StudyPlanForm
 from .giveaways import study_giveaway_report
-from .models import Assignment, Study
+from .models import RATED_KINDS, Assignment, Study
+from .participants import staff_names
 from .selectors import (
     annotator_progress,
     annotator_quality,
@@ -29,6 +30,7 @@ from .selectors import (
     item_payload,
     study_for_annotator,
     study_items_state,
+    study_onboarding_items,
 )
 from .services import (
     ItemConflict,
@@ -249,7 +251,11 @@ def _study_overview(study: Study) -> dict:
     flags = study_flags(study=study, newest=MANAGE_FLAGS_SHOWN)  # the API lists every one
     flags_open = study_flags_open_count(study=study)
     return {
-        "items": items, "annotators": annotators, "items_done": sum(1 for i in items if i["state"] == "done"),
+        "items": items, "annotators": annotators, "onboarding_items": study_onboarding_items(study=study),
+        "names": staff_names(study=study),  # participants by display name, not generated username (issue 21)
+        # counts of rated items only (models.RATED_KINDS): traps are listed but are checks, not results
+        "items_rated": sum(1 for i in items if i["kind"] in RATED_KINDS),
+        "items_done": sum(1 for i in items if i["kind"] in RATED_KINDS and i["state"] == "done"),
         "giveaways": study_giveaway_report(study=study), "flags": flags, "flags_open": flags_open,
         "flags_more": flags_open - len(flags),
     }
@@ -267,7 +273,7 @@ def _render_manage(
         "annotator_form": annotator_form or AnnotatorAddForm(),
         "plan_form": StudyPlanForm(initial={"overlap": study.overlap}),
         **_study_overview(study),
-        **enrol_manage_context(study, **(enrol_forms or {})),  # links, crowd settings, participants (issue 21)
+        **enrol_manage_context(request, study, **(enrol_forms or {})),  # links, crowd settings, participants (issue 21)
     }
     return render(request, "annotation/manage.html", context, status=status)
 

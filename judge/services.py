@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.models import Item, Rating, Study
+from annotation.models import RATED_KINDS, Item, Rating, Study
 from annotation.services import ratings_append, ratings_retire
 from modeling.llm.backends import backend_for, served_model_id
 from modeling.progress import Cancelled, ProgressCallback, no_progress
@@ -135,7 +135,7 @@ def judge_run_items(*, run: JudgeRun, limit: int | None = None) -> list[Item]:
     """The items a run judges, in their fixed order (by primary key): the first ``limit`` (default:
     the run's own limit) of its study. Shards of a run (``item_range``) are slices of this list."""
     limit = limit if limit is not None else run.settings.get("limit")
-    items = run.study.items.order_by("pk")
+    items = run.study.items.filter(kind__in=RATED_KINDS).order_by("pk")
     return list(items[:limit] if limit else items)
 
 

@@ -4,6 +4,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
 from annotation.models import Study
+from annotation.participants import staff_names
 from common.permissions import staff_required
 
 from .build import min_confidence_parse, report_build
@@ -25,7 +26,7 @@ def study_report(request, slug: str):
     except ValueError as exc:
         return render(request, "reports/report_page.html", {**context, "error": str(exc)}, status=400)
     report = report_build(study=study, min_confidence=min_confidence)
-    context.update(report_context(report=report), min_confidence=min_confidence)
+    context.update(report_context(report=report), min_confidence=min_confidence, names=staff_names(study=study))
     return render(request, "reports/report_page.html", context)
 
 

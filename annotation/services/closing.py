@@ -7,7 +7,7 @@ from __future__ import annotations
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from ..models import Assignment, Item, Study
+from ..models import RATED_KINDS, Assignment, Item, Study
 from .links import crowd_settings_of
 
 
@@ -25,7 +25,7 @@ def study_close_if_complete(*, study: Study, item: Item) -> bool:
     earlier commit. The locks are taken only when the item may be full (its completed plus live
     reserved assignments reach the overlap).
     """
-    if item.kind not in (Item.Kind.NORMAL, Item.Kind.GOLD) or not study.is_open:
+    if item.kind not in RATED_KINDS or not study.is_open:
         return False
     now = timezone.now()
     completed = Q(status=Assignment.Status.COMPLETED)
@@ -42,7 +42,7 @@ def study_close_if_complete(*, study: Study, item: Item) -> bool:
     if Assignment.objects.filter(completed, item=item).count() < study.overlap:
         return False
     Study.objects.select_for_update(no_key=True).filter(pk=study.pk).first()
-    short = (Item.objects.filter(study=study, kind__in=[Item.Kind.NORMAL, Item.Kind.GOLD])
+    short = (Item.objects.filter(study=study, kind__in=RATED_KINDS)
              .annotate(done=Count("assignments", filter=Q(assignments__status=Assignment.Status.COMPLETED)))
              .filter(done__lt=study.overlap))
     if short.exists():

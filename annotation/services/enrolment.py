@@ -20,7 +20,7 @@ from django.utils import timezone
 from common.text import text_visible
 
 from ..enrolment_models import DISPLAY_NAME_MAX, PROLIFIC_TOKEN, CrowdSettings, Participant, StudyLink
-from ..models import Assignment, Item, Study
+from ..models import RATED_KINDS, Assignment, Item, Study
 from .base import ParticipantInactive, User
 from .links import EnrolmentRefused, crowd_settings_of, link_refusal
 
@@ -281,7 +281,7 @@ def participant_when_none_left(*, participant: Participant, now: datetime | None
     if participant.status != Participant.Status.ACTIVE:
         return participant.status
     now = now or timezone.now()
-    short = Item.objects.filter(study=participant.study, kind__in=[Item.Kind.NORMAL, Item.Kind.GOLD]).annotate(
+    short = Item.objects.filter(study=participant.study, kind__in=RATED_KINDS).annotate(
         done=Count("assignments", filter=Q(assignments__status=Assignment.Status.COMPLETED)),
         held=Count("assignments", filter=Q(assignments__status=Assignment.Status.RESERVED,
                                            assignments__expires_at__gt=now)),

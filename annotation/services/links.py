@@ -26,6 +26,16 @@ CROWD_EDITABLE = (
 )
 
 
+# Prolific's placeholders (docs/crowd.md, "Prolific"): Prolific fills them in for each participant.
+PROLIFIC_QUERY = "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
+
+
+def link_urls(*, absolute_path: str) -> dict[str, str]:
+    """The two URLs staff hand out for a link whose join page is at ``absolute_path`` (an absolute URL,
+    ``https://host/join/<token>/``): {"url": for volunteers, "prolific_url": the same with Prolific's placeholders}."""
+    return {"url": absolute_path, "prolific_url": absolute_path + PROLIFIC_QUERY}
+
+
 class EnrolmentRefused(ValueError):
     """An enrolment the link or the input does not allow; ``status`` is the HTTP answer (400, 403, 404, 409, 410)
     and ``field`` the input at fault, if any."""

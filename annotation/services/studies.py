@@ -17,6 +17,7 @@ from ..giveaways import study_check_flagged, text_giveaways
 from ..keys import key_normalise
 from ..models import (
     DEFAULT_QUESTIONS,
+    RATED_KINDS,
     Item,
     Question,
     Rating,
@@ -63,7 +64,7 @@ def study_import_jsonl(
             f"{challenger!r}; choose another --slug"
         )
     study_items_add(study=study, rows=rows)
-    return study, study.items.filter(kind__in=[Item.Kind.NORMAL, Item.Kind.GOLD]).count()
+    return study, study.items.filter(kind__in=RATED_KINDS).count()
 
 
 def study_items_add(*, study: Study, rows: list[tuple[str, dict[str, Any]]]) -> int:

@@ -18,3 +18,10 @@ def markdown_safe(text: str) -> str:
 def percent(done: int, total: int) -> int:
     """Whole percent of ``done`` over ``total`` (0 when there is nothing to do)."""
     return round(100 * done / total) if total else 0
+
+
+@register.filter
+def staff_name(username: str, names: dict | None) -> str:
+    """The name staff see for ``username``: a participant's display name and Prolific id from ``names``
+    (``participants.staff_names``), else the username itself. Escaped by the template like any text."""
+    return (names or {}).get(username, username)

@@ -2,13 +2,14 @@
 import json
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.enrol_views import link_url
 from annotation.enrolment_models import StudyLink
 from annotation.models import Study
 from annotation.services import StudyFieldError
-from annotation.services.links import link_create, link_set_active, links_with_usage
+from annotation.services.links import link_create, link_set_active, link_urls, links_with_usage
 
 
 class Command(BaseCommand):
@@ -16,7 +17,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="action", required=True)
-        create = sub.add_parser("create", help="A new link; prints its token and path as JSON.")
+        create = sub.add_parser("create", help="A new link; prints its token, path and (with --base-url) full and Prolific URLs as JSON.")
         create.add_argument("slug")
         create.add_argument("--label", default="")
         create.add_argument("--cap", type=int, help="At most this many participants through the link.")
@@ -26,11 +27,17 @@ class Command(BaseCommand):
         off = sub.add_parser("deactivate", help="No more enrolments through the link; its participants keep working.")
         off.add_argument("slug")
         off.add_argument("link_id", type=int)
+        for action in (create, listing, off):
+            action.add_argument("--base-url", default=getattr(settings, "SITE_URL", ""),
+                                help="Scheme and host the site is served at (https://eval.example.org): each link "
+                                     "then carries its full URL and its Prolific URL. Default: settings.SITE_URL.")
 
     def handle(self, *args, **o):
         study = Study.objects.filter(slug=o["slug"]).first()
         if study is None:
             raise CommandError(f"no study {o['slug']!r}")
+        if o["base_url"] and not o["base_url"].startswith(("http://", "https://")):
+            raise CommandError(f"--base-url {o['base_url']!r} must start with http:// or https://")
         if o["action"] == "create":
             expires = None
             if o["expires"]:
@@ -44,19 +51,21 @@ class Command(BaseCommand):
                 link = link_create(study=study, label=o["label"], max_participants=o["cap"], expires_at=expires)
             except StudyFieldError as exc:
                 raise CommandError(str(exc)) from None
-            self.stdout.write(json.dumps(self._row(link, 0)))
+            self.stdout.write(json.dumps(self._row(link, 0, o['base_url'])))
         elif o["action"] == "list":
             for link in links_with_usage(study=study):
-                self.stdout.write(json.dumps(self._row(link, link.participants_count)))
+                self.stdout.write(json.dumps(self._row(link, link.participants_count, o['base_url'])))
         else:
             link = StudyLink.objects.filter(study=study, pk=o["link_id"]).first()
             if link is None:
                 raise CommandError(f"study {study.slug!r} has no link {o['link_id']}")
             link_set_active(link=link, is_active=False)
-            self.stdout.write(json.dumps(self._row(link, link.participants.count())))
+            self.stdout.write(json.dumps(self._row(link, link.participants.count(), o['base_url'])))
 
     @staticmethod
-    def _row(link: StudyLink, participants: int) -> dict:
-        return {"id": link.pk, "label": link.label, "token": link.token, "path": link_url(link),
+    def _row(link: StudyLink, participants: int, base_url: str) -> dict:
+        urls = link_urls(absolute_path=base_url.rstrip("/") + link_url(link)) if base_url else {"url": None,
+                                                                                             "prolific_url": None}
+        return {"id": link.pk, "label": link.label, "token": link.token, "path": link_url(link), **urls,
                 "max_participants": link.max_participants, "participants": participants,
                 "expires_at": link.expires_at.isoformat() if link.expires_at else None, "is_active": link.is_active}
