@@ -72,6 +72,11 @@ def recent_rate(points: deque, now: float, done: int,
     return (done - done0) / (now - t0)
 
 
+def log_tail_append(tail: str, message: str) -> str:
+    """``tail`` with ``message`` as its last line, cut to the last LOG_TAIL_CHARS characters."""
+    return (tail + message.rstrip() + "\n")[-LOG_TAIL_CHARS:]
+
+
 @dataclass
 class JobHandle:
     job: Job
@@ -84,7 +89,7 @@ class JobHandle:
     def log(self, message: str) -> None:
         """Append a line to the job's log tail (kept short) and to the worker log."""
         logger.info("job %s: %s", self.job.pk, message)
-        tail = (self.job.log_tail + message.rstrip() + "\n")[-LOG_TAIL_CHARS:]
+        tail = log_tail_append(self.job.log_tail, message)
         self.job.log_tail = tail
         Job.objects.filter(pk=self.job.pk).update(log_tail=tail)
 

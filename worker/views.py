@@ -9,7 +9,7 @@ from common.permissions import staff_required
 from .display import JobLinks, made_links, param_rows, result_rows, stage_neighbours, stage_subject
 from .forms import LAUNCH_FORMS
 from .models import Job
-from .pipeline import pipeline_launch
+from .pipeline import PlanError, pipeline_launch
 from .registry import task_for_kind
 from .selectors import job_list as select_jobs
 from .selectors import jobs_active
@@ -89,7 +89,7 @@ def job_launch_view(request, kind: str):
                 job = pipeline_launch(plan=form.plan(), user=request.user)
             else:
                 job = job_launch(kind=kind, task=task_for_kind(kind), params=form.job_params(), user=request.user)
-        except BrokerUnavailable as exc:
+        except (BrokerUnavailable, PlanError) as exc:
             form.add_error(None, str(exc))
         else:
             messages.success(request, f"Launched {job}.")

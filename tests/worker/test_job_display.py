@@ -11,6 +11,7 @@ from annotation.models import Study
 from modeling.models import Dataset, System
 from worker.jobs import JobHandle
 from worker.models import Job
+from tests.factories import samples_create
 from worker.pipeline import PipelinePlan, pipeline_create
 
 
@@ -51,8 +52,17 @@ def test_a_train_job_shows_labelled_parameters_and_results_not_dicts_or_server_p
     assert f'href="{reverse("modeling:system_list")}?dataset=spc"' in page
 
 
+def _spc_with_train_and_test() -> Dataset:
+    """A dataset a pipeline's pre-flight check accepts: samples in its training and evaluation splits."""
+    dataset = Dataset.objects.create(name="spc", kind="spc")
+    for split in ("train", "test"):
+        samples_create([{"key": f"spc/{split}/c1/{i}", "reference": "r"} for i in range(2)], dataset=dataset,
+                       split=split)
+    return dataset
+
+
 def test_a_pipeline_links_each_stage_and_each_stage_links_back_and_to_its_neighbours(staff_client):
-    Dataset.objects.create(name="spc", kind="spc")
+    _spc_with_train_and_test()
     parent, children = pipeline_create(plan=PipelinePlan(dataset="spc", judge=True))
     page = staff_client.get(reverse("worker:job_detail", args=[parent.pk])).content.decode()
     for child in children:
@@ -68,9 +78,9 @@ def test_a_pipeline_links_each_stage_and_each_stage_links_back_and_to_its_neighb
 
 
 def test_a_finished_pipeline_links_its_systems_study_report_and_results_table(staff_client):
-    dataset = Dataset.objects.create(name="spc", kind="spc")
-    plan = PipelinePlan(dataset="spc")
-    parent, children = pipeline_create(plan=plan)
+    dataset = _spc_with_train_and_test()
+    parent, children = pipeline_create(plan=PipelinePlan(dataset="spc"))
+    plan = PipelinePlan(**parent.params)  # as run: with its own study slug
     systems = {m: System.objects.create(name=plan.system_name(m), method=m, dataset=dataset) for m in plan.methods}
     study = Study.objects.create(slug=plan.slug())
     for child in children:
