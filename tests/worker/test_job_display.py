@@ -9,9 +9,9 @@ from django.utils import timezone
 
 from annotation.models import Study
 from modeling.models import Dataset, System
+from tests.factories import samples_create
 from worker.jobs import JobHandle
 from worker.models import Job
-from tests.factories import samples_create
 from worker.pipeline import PipelinePlan, pipeline_create
 
 
