@@ -57,7 +57,12 @@ def job_detail(request, pk: int):
 @require_POST
 @staff_required
 def job_cancel_view(request, pk: int):
-    job = job_cancel(job=get_object_or_404(Job, pk=pk))
+    """Cancel a job once confirmed: a POST without ``confirm=yes`` (a page without the job page's
+    confirm step) gets that step as its answer, with status 400, and cancels nothing."""
+    job = get_object_or_404(Job, pk=pk)
+    if request.POST.get("confirm") != "yes":
+        return render(request, "worker/job_cancel_confirm.html", {"job": job}, status=400)
+    job = job_cancel(job=job, by=request.user.get_username())
     messages.info(request, f"Asked {job} to stop.")
     return redirect("worker:job_detail", pk=job.pk)
 

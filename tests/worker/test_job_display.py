@@ -151,3 +151,18 @@ def test_a_generation_job_with_degenerate_outputs_finishes_with_warnings_not_a_p
     assert "Finished: with warnings (39 of 46 outputs flagged)" in html and "Succeeded" not in html
     clean = Job(kind=Job.Kind.AUGMENT, status=Job.Status.SUCCEEDED, result={"degenerate": {"checked": 46, "flagged": 0}})
     assert "Succeeded" in render_to_string("worker/_status.html", {"job": clean})
+
+
+def test_a_judge_jobs_reliability_reads_as_its_verdict_and_reasons_and_its_limit_counts_items(staff_client):
+    reasons = ["median option mass 0.08 below 0.5: most verdicts abstain", "abstention rate 92 % above 20 %"]
+    job = Job.objects.create(kind=Job.Kind.JUDGE, status=Job.Status.SUCCEEDED, result={
+        "reliability": {"verdict": "unreliable", "reasons": reasons, "checks": {"option_mass": 0.08}}})
+    page = staff_client.get(reverse("worker:job_detail", args=[job.pk])).content.decode()
+    row = page[page.index(">Reliability</th>"):]
+    row = row[:row.index("</tr>")]
+    assert "<strong>unreliable</strong>" in row and all(f"<li>{r}</li>" in row for r in reasons)
+    assert "{" not in row and "verdict:" not in row and "reasons" not in row  # no raw dict
+    form = staff_client.get(reverse("worker:job_launch", args=["judge"])).content.decode()
+    limit = form[form.index('for="id_limit"'):]
+    assert "first N items of the study" in limit[:600] and "samples" not in limit[:600]
+
