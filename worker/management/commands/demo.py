@@ -234,7 +234,7 @@ def pipeline_cancel_unfinished(parent: Job) -> list[Job]:
 
     unfinished = [Job.Status.QUEUED, Job.Status.RUNNING]
     with transaction.atomic():
-        jobs = list(Job.objects.select_for_update().filter(
+        jobs = list(Job.objects.select_for_update(of=("self",)).filter(
             Q(pk=parent.pk) | Q(parent=parent) | Q(parent__parent=parent), status__in=unfinished).order_by("pk"))
         for job in jobs:
             job.log_tail = log_tail_append(job.log_tail, "cancelled: the demo that ran it stopped (Retry resumes it)")
