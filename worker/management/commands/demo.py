@@ -19,12 +19,16 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 
 from annotation.models import Rating, Study
 from common.processes import stop_process_group
 from common.threads import THREADS_ENV, shared_cpu_default, torch_threads_apply
 from modeling.importers.service import dataset_import
 from modeling.models import Dataset, MetricResult, Sample, System
+from worker.jobs import log_tail_append
 from worker.models import Job
 from worker.pipeline import PipelinePlan, PlanError, pipeline_check, pipeline_create, pipeline_launch
 from worker.registry import task_for_kind
@@ -226,12 +230,6 @@ def pipeline_cancel_unfinished(parent: Job) -> list[Job]:
     """Mark the pipeline ``parent`` and its stages (and their shards) that are still queued or running
     cancelled, with a log line each; for a demo whose worker is gone, nothing else would. Their
     tasks are idempotent, so Retry resumes them. Returns the jobs marked, pipeline first. One transaction."""
-    from django.db import transaction
-    from django.db.models import Q
-    from django.utils import timezone
-
-    from worker.jobs import log_tail_append
-
     unfinished = [Job.Status.QUEUED, Job.Status.RUNNING]
     with transaction.atomic():
         jobs = list(Job.objects.select_for_update(of=("self",)).filter(
