@@ -45,6 +45,17 @@ def system_config(*, system: System) -> GRAGConfig:
     return GRAGConfig.from_dict(data)
 
 
+VALID_LIMIT_DEFAULT = 200  # validation samples a training run scores L_P on when its config names none
+
+
+def dataset_valid_split(*, dataset: Dataset, train_split: str) -> str:
+    """The split a training run on ``train_split`` validates on when its config names none: the
+    dataset's first of "valid", "validation", "dev" that has samples and is not the training split;
+    "" when there is none (the run then validates on nothing)."""
+    return next((s for s in ("valid", "validation", "dev") if s != train_split and
+                 Sample.objects.filter(dataset=dataset, split=s).exists()), "")
+
+
 def _samples(*, dataset: Dataset, split: str, limit: int | None) -> list[Sample]:
     qs = Sample.objects.filter(dataset=dataset, split=split).order_by("id")
     return list(qs[:limit] if limit else qs)
@@ -88,10 +99,10 @@ def train_system(
         raise ValueError(f"Dataset {system.dataset.name!r} has no samples in split {split!r}; import it first.")
     _check_generic(train_rows, config, f"{system.dataset.name}/{split}")
     valid_split = system.config.get("valid_split")
-    if valid_split is None:  # the dataset's validation split, when it has one besides the training split
-        valid_split = next((s for s in ("valid", "validation", "dev") if s != split and
-                            Sample.objects.filter(dataset=system.dataset, split=s).exists()), "")
-    valid_rows = _samples(dataset=system.dataset, split=valid_split, limit=system.config.get("valid_limit", 200)) if valid_split else []
+    if valid_split is None:
+        valid_split = dataset_valid_split(dataset=system.dataset, train_split=split)
+    valid_limit = system.config.get("valid_limit", VALID_LIMIT_DEFAULT)
+    valid_rows = _samples(dataset=system.dataset, split=valid_split, limit=valid_limit) if valid_split else []
     _check_generic(valid_rows, config, f"{system.dataset.name}/{valid_split}")
     run_dir = system_run_dir(system=system)
     System.objects.filter(pk=system.pk).update(status=System.Status.TRAINING)

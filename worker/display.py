@@ -142,6 +142,9 @@ def _row(key: str, value, kind: str, links: JobLinks) -> Row | None:
         row.value, row.url = str(value), links.study(value)
     elif t.show == "systems" and isinstance(value, list):
         row.items = [(str(v), links.system(v)) for v in value]
+    elif t.show == "reliability" and isinstance(value, dict):  # a judge run's verdict and its reasons
+        row.value = str(value.get("verdict") or "not assessed")
+        row.items = [(str(reason), "") for reason in value.get("reasons") or []]
     elif t.show in ("method", "methods"):
         names = dict(System.Method.choices)
         values = value if isinstance(value, list) else [value]

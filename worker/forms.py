@@ -250,6 +250,7 @@ class PipelineForm(LaunchForm):
     eval_split = forms.ChoiceField(choices=SPLITS, initial="test")
     train_limit = forms.IntegerField(min_value=1, required=False, initial=64)
     eval_limit = forms.IntegerField(min_value=1, required=False, initial=12)
+    valid_limit = forms.IntegerField(min_value=1, required=False, initial=16)  # label, help: worker/labels.py
     # The pipeline's demo-sized defaults (PipelinePlan), GRAGConfig's help and bounds.
     max_steps = config_field("max_steps", initial=8)
     batch_size = config_field("batch_size", initial=4)

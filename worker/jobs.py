@@ -72,6 +72,11 @@ def recent_rate(points: deque, now: float, done: int,
     return (done - done0) / (now - t0)
 
 
+def log_tail_append(tail: str, message: str) -> str:
+    """``tail`` with ``message`` as its last line, cut to the last LOG_TAIL_CHARS characters."""
+    return (tail + message.rstrip() + "\n")[-LOG_TAIL_CHARS:]
+
+
 @dataclass
 class JobHandle:
     job: Job
@@ -84,7 +89,9 @@ class JobHandle:
     def log(self, message: str) -> None:
         """Append a line to the job's log tail (kept short) and to the worker log."""
         logger.info("job %s: %s", self.job.pk, message)
-        tail = (self.job.log_tail + message.rstrip() + "\n")[-LOG_TAIL_CHARS:]
+        # The row's tail, not this handle's copy: a cancel request logs there too (worker/services.py).
+        current = Job.objects.filter(pk=self.job.pk).values_list("log_tail", flat=True).first()
+        tail = log_tail_append(self.job.log_tail if current is None else current, message)
         self.job.log_tail = tail
         Job.objects.filter(pk=self.job.pk).update(log_tail=tail)
 
@@ -143,7 +150,7 @@ def job_context(job_id: int) -> Iterator[JobHandle]:
         yield handle
     except Cancelled:
         Job.objects.filter(pk=job_id).update(status=Job.Status.CANCELLED, finished_at=timezone.now())
-        handle.log("cancelled")
+        handle.log("stopped: cancelled (Retry resumes it)")
         _settle_parent(job)
     except Exception as exc:
         Job.objects.filter(pk=job_id).update(

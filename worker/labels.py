@@ -14,7 +14,7 @@ from modeling.grag.config import launch_fields
 class Term:
     """label: words a researcher reads; help is rendered as HTML by Django's forms, so no angle brackets; unit: shown after the value (and in headers);
     show: how the value is rendered and linked (see worker.display): text, number, path,
-    seconds, bool, dataset, system, systems, study, method, methods, judge_run, mapping, hidden;
+    seconds, bool, dataset, system, systems, study, method, methods, judge_run, mapping, reliability, hidden;
     help: the launch form's help text."""
 
     label: str
@@ -63,6 +63,9 @@ TERMS: dict[str, Term] = {
     "train_limit": Term("Training samples", "samples", "number", help="Use only the first N training samples (blank: all)."),
     "eval_limit": Term("Evaluation samples", "samples", "number",
                        help="Generate for and study only the first N evaluation samples (blank: all)."),
+    "valid_split": Term("Validation split", help="Split training scores L_P on (the dataset's valid split, fixed at launch; blank: none)."),
+    "valid_limit": Term("Validation samples", "samples", "number",
+                        help="Score L_P on only the first N validation samples (blank: all); their generic responses are written too."),
     "study_slug": Term("Study", show="study", help="Short name of the study; defaults to dataset-baseline-vs-challenger, e.g. spc-presft_hist-vs-postgrag."),
     "augment": Term("Generate generic responses", show="bool", help="Run the augment stage first (skip if R_G exists)."),
     "judge": Term("Run the LLM judge", show="bool", help="Judge the study with the LLM after it is created."),
@@ -110,6 +113,7 @@ TERMS: dict[str, Term] = {
     "failures": Term("Failures", show="hidden"),
     "consistency": Term("Same verdict in both orders", "share per question", "mapping"),
     "position_bias": Term("Position bias P(A) − P(B)", "per question", "mapping"),
+    "reliability": Term("Reliability", show="reliability"),
     "pong": Term("Worker answered", show="bool"),
     "database": Term("Database"),
     "host": Term("Worker host"),
@@ -124,6 +128,7 @@ KIND_TERMS: dict[str, dict[str, Term]] = {
                  "challenger": Term("Challenger", show="method", help="The method being evaluated."),
                  "dataset": Term("Dataset", show="dataset", help="The imported dataset the whole pipeline runs on.")},
     "judge": {"name": Term("Rater name", help="Name of the judge in reports, e.g. LLM-145."),
+              "limit": Term("Limit", "items", "number", help="Judge only the first N items of the study (blank: all)."),
               "model": Term("Judge model", help=TERMS["judge_model"].help),
               "min_option_mass": Term("Minimum option mass", show="number",
                                       help=f"A verdict whose option letters get less of the next-token probability "

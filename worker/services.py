@@ -5,6 +5,7 @@ from celery import current_app as app  # the project's app (grag_site/celery.py)
 from django.db import transaction
 from django.utils import timezone
 
+from .jobs import log_tail_append
 from .models import Job
 from .registry import task_for_kind
 from .shards import is_shard, shards_cancel, shards_settle
@@ -59,15 +60,26 @@ def job_enqueue(*, job: Job, task: str | Any) -> None:
     transaction.on_commit(publish)
 
 
-def job_cancel(*, job: Job) -> Job:
-    """Ask a job to stop: revoke it if still queued, and set the flag its loops check if running."""
+def _log(job: Job, message: str) -> None:
+    """Append a line to the job's log tail (the row's current tail, not ``job``'s copy)."""
+    with transaction.atomic():
+        tail = Job.objects.select_for_update().values_list("log_tail", flat=True).get(pk=job.pk)
+        Job.objects.filter(pk=job.pk).update(log_tail=log_tail_append(tail, message))
+
+
+def job_cancel(*, job: Job, by: str = "") -> Job:
+    """Ask a job to stop: revoke it if still queued, and set the flag its loops check if running.
+    The job's log says who asked, and says when a queued job stops there and then (a running one's
+    own loop logs its stop, worker/jobs.py)."""
     Job.objects.filter(pk=job.pk).update(cancel_requested=True)
+    _log(job, f"cancel requested{f' by {by}' if by else ''}")
     if job.celery_id:
         app.control.revoke(job.celery_id)
     if job.status == Job.Status.QUEUED:
-        Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(
+        if Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(
             status=Job.Status.CANCELLED, finished_at=timezone.now()
-        )
+        ):
+            _log(job, "stopped: cancelled before it started (Retry runs it)")
     if (job.params or {}).get("sharded"):  # a job spread over workers: stop every shard
         shards_cancel(job)
     job.refresh_from_db()

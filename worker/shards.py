@@ -12,8 +12,8 @@ The parent job follows its shards (``shards_settle``): running while any is queu
 running; failed, naming the shard, when one failed and none still runs; cancelled when one was
 cancelled; succeeded when all did, and only then is the whole job finished once (the judge
 run's summary and reliability verdict over every item, ICL systems' run statistics). Its
-progress is the sum of the shards' done/total and its rate the sum of the running shards'
-rates. Cancelling the parent stops them all: a shard's progress checks its parent's flag too.
+progress is the sum of the shards' done/total, its rate the sum of the running shards' rates,
+its ETA the longest shard's and its worker the shards' workers (``shards_progress``). Cancelling the parent stops them all: a shard's progress checks its parent's flag too.
 """
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ import logging
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -140,15 +139,27 @@ STOPPERS = {Job.Kind.JUDGE: "worker.tasks.judge.judge_shards_stopped"}
 
 
 def shards_progress(parent_id: int) -> None:
-    """Write the parent's progress from its shards: done and total summed, rate the sum of the
-    running shards' rates (units per second), ETA = (total - done) / rate."""
-    shards = Job.objects.filter(parent_id=parent_id)
-    sums = shards.aggregate(done=Sum("progress_done"), total=Sum("progress_total"))
-    rate = shards.filter(status=Job.Status.RUNNING, rate__isnull=False).aggregate(r=Sum("rate"))["r"]
-    done, total = sums["done"] or 0, sums["total"] or 0
+    """Write the parent's progress from its shards: done and total summed; rate the sum of the
+    running shards' rates (units per second: the whole job's throughput); ETA the longest of its
+    shards' (seconds): a running shard's left work at its own rate, a queued shard's at the mean
+    rate of the running ones (the parent ends with its slowest shard, not at the summed rate's
+    average); worker: the shards' workers, in shard order ("w1@lab, w2@lab")."""
+    shards = list(Job.objects.filter(parent_id=parent_id).order_by("pk"))
+    done = sum(s.progress_done for s in shards)
+    total = sum(s.progress_total for s in shards)
+    rates = [s.rate for s in shards if s.status == Job.Status.RUNNING and s.rate]
+    mean_rate = sum(rates) / len(rates) if rates else None
+    etas = []
+    for shard in shards:
+        rate = shard.rate if shard.status == Job.Status.RUNNING else mean_rate
+        left = max(shard.progress_total - shard.progress_done, 0)
+        if shard.status in ACTIVE and left:
+            etas.append(left / rate if rate else None)
+    eta = None if not etas or None in etas else max(etas)
+    workers = ", ".join(dict.fromkeys(s.worker_host for s in shards if s.worker_host))
     Job.objects.filter(pk=parent_id).update(
-        progress_done=done, progress_total=total, rate=rate,
-        eta_seconds=(total - done) / rate if rate and total > done else None,
+        progress_done=done, progress_total=total, rate=sum(rates) if rates else None, eta_seconds=eta,
+        **({"worker_host": workers[:200]} if workers else {}),
     )
 
 

@@ -9,7 +9,7 @@ from common.permissions import staff_required
 from .display import JobLinks, made_links, param_rows, result_rows, stage_neighbours, stage_subject
 from .forms import LAUNCH_FORMS
 from .models import Job
-from .pipeline import pipeline_launch
+from .pipeline import PlanError, pipeline_launch
 from .registry import task_for_kind
 from .selectors import job_list as select_jobs
 from .selectors import jobs_active
@@ -57,7 +57,12 @@ def job_detail(request, pk: int):
 @require_POST
 @staff_required
 def job_cancel_view(request, pk: int):
-    job = job_cancel(job=get_object_or_404(Job, pk=pk))
+    """Cancel a job once confirmed: a POST without ``confirm=yes`` (a page without the job page's
+    confirm step) gets that step as its answer, with status 400, and cancels nothing."""
+    job = get_object_or_404(Job, pk=pk)
+    if request.POST.get("confirm") != "yes":
+        return render(request, "worker/job_cancel_confirm.html", {"job": job}, status=400)
+    job = job_cancel(job=job, by=request.user.get_username())
     messages.info(request, f"Asked {job} to stop.")
     return redirect("worker:job_detail", pk=job.pk)
 
@@ -89,7 +94,7 @@ def job_launch_view(request, kind: str):
                 job = pipeline_launch(plan=form.plan(), user=request.user)
             else:
                 job = job_launch(kind=kind, task=task_for_kind(kind), params=form.job_params(), user=request.user)
-        except BrokerUnavailable as exc:
+        except (BrokerUnavailable, PlanError) as exc:
             form.add_error(None, str(exc))
         else:
             messages.success(request, f"Launched {job}.")

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from annotation.models import Study
 from modeling.models import Dataset, System
+from tests.factories import samples_create
 from worker.jobs import JobHandle
 from worker.models import Job
 from worker.pipeline import PipelinePlan, pipeline_create
@@ -51,8 +52,17 @@ def test_a_train_job_shows_labelled_parameters_and_results_not_dicts_or_server_p
     assert f'href="{reverse("modeling:system_list")}?dataset=spc"' in page
 
 
+def _spc_with_train_and_test() -> Dataset:
+    """A dataset a pipeline's pre-flight check accepts: samples in its training and evaluation splits."""
+    dataset = Dataset.objects.create(name="spc", kind="spc")
+    for split in ("train", "test"):
+        samples_create([{"key": f"spc/{split}/c1/{i}", "reference": "r"} for i in range(2)], dataset=dataset,
+                       split=split)
+    return dataset
+
+
 def test_a_pipeline_links_each_stage_and_each_stage_links_back_and_to_its_neighbours(staff_client):
-    Dataset.objects.create(name="spc", kind="spc")
+    _spc_with_train_and_test()
     parent, children = pipeline_create(plan=PipelinePlan(dataset="spc", judge=True))
     page = staff_client.get(reverse("worker:job_detail", args=[parent.pk])).content.decode()
     for child in children:
@@ -68,9 +78,9 @@ def test_a_pipeline_links_each_stage_and_each_stage_links_back_and_to_its_neighb
 
 
 def test_a_finished_pipeline_links_its_systems_study_report_and_results_table(staff_client):
-    dataset = Dataset.objects.create(name="spc", kind="spc")
-    plan = PipelinePlan(dataset="spc")
-    parent, children = pipeline_create(plan=plan)
+    dataset = _spc_with_train_and_test()
+    parent, children = pipeline_create(plan=PipelinePlan(dataset="spc"))
+    plan = PipelinePlan(**parent.params)  # as run: with its own study slug
     systems = {m: System.objects.create(name=plan.system_name(m), method=m, dataset=dataset) for m in plan.methods}
     study = Study.objects.create(slug=plan.slug())
     for child in children:
@@ -141,3 +151,18 @@ def test_a_generation_job_with_degenerate_outputs_finishes_with_warnings_not_a_p
     assert "Finished: with warnings (39 of 46 outputs flagged)" in html and "Succeeded" not in html
     clean = Job(kind=Job.Kind.AUGMENT, status=Job.Status.SUCCEEDED, result={"degenerate": {"checked": 46, "flagged": 0}})
     assert "Succeeded" in render_to_string("worker/_status.html", {"job": clean})
+
+
+def test_a_judge_jobs_reliability_reads_as_its_verdict_and_reasons_and_its_limit_counts_items(staff_client):
+    reasons = ["median option mass 0.08 below 0.5: most verdicts abstain", "abstention rate 92 % above 20 %"]
+    job = Job.objects.create(kind=Job.Kind.JUDGE, status=Job.Status.SUCCEEDED, result={
+        "reliability": {"verdict": "unreliable", "reasons": reasons, "checks": {"option_mass": 0.08}}})
+    page = staff_client.get(reverse("worker:job_detail", args=[job.pk])).content.decode()
+    row = page[page.index(">Reliability</th>"):]
+    row = row[:row.index("</tr>")]
+    assert "<strong>unreliable</strong>" in row and all(f"<li>{r}</li>" in row for r in reasons)
+    assert "{" not in row and "verdict:" not in row and "reasons" not in row  # no raw dict
+    form = staff_client.get(reverse("worker:job_launch", args=["judge"])).content.decode()
+    limit = form[form.index('for="id_limit"'):]
+    assert "first N items of the study" in limit[:600] and "samples" not in limit[:600]
+

@@ -54,9 +54,37 @@ def test_job_list_polls_only_while_jobs_are_active(staff_client):
 
 def test_cancel_a_queued_job_marks_it_cancelled_and_sets_the_stop_flag(staff_client):
     job = Job.objects.create(kind=Job.Kind.PING)
-    staff_client.post(reverse("worker:job_cancel", args=[job.pk]))
+    page = staff_client.get(reverse("worker:job_detail", args=[job.pk])).content.decode()
+    assert "<summary>Cancel…</summary>" in page and 'name="confirm" value="yes"' in page
+    staff_client.post(reverse("worker:job_cancel", args=[job.pk]), {"confirm": "yes"})
     job.refresh_from_db()
     assert job.status == Job.Status.CANCELLED and job.cancel_requested
+    assert job.log_tail.splitlines() == ["cancel requested by admin",
+                                         "stopped: cancelled before it started (Retry runs it)"]
+
+
+def test_cancel_without_its_confirmation_asks_for_it_and_cancels_nothing(staff_client):
+    job = Job.objects.create(kind=Job.Kind.PING, status=Job.Status.RUNNING)
+    response = staff_client.post(reverse("worker:job_cancel", args=[job.pk]))
+    assert response.status_code == 400
+    assert "Nothing was cancelled yet" in response.content.decode()
+    job.refresh_from_db()
+    assert job.status == Job.Status.RUNNING and not job.cancel_requested and not job.log_tail
+
+
+@pytest.mark.django_db
+def test_a_running_job_logs_the_cancel_request_and_its_stop():
+    from worker.jobs import job_context
+    from worker.services import job_cancel
+
+    job = Job.objects.create(kind=Job.Kind.PING)
+    with job_context(job.pk) as handle:
+        handle.log("working")
+        job_cancel(job=Job.objects.get(pk=job.pk), by="admin")
+        handle.progress(1, 10)  # the loop's check: raises Cancelled, which job_context records
+    job.refresh_from_db()
+    assert job.status == Job.Status.CANCELLED
+    assert job.log_tail.splitlines() == ["working", "cancel requested by admin", "stopped: cancelled (Retry resumes it)"]
 
 
 def test_retry_refuses_a_succeeded_job(staff_client):

@@ -56,6 +56,24 @@ def test_the_parent_runs_while_a_shard_runs_and_sums_their_progress_and_rates():
 
 
 @pytest.mark.django_db
+def test_the_parents_eta_is_its_slowest_shards_and_its_worker_lists_the_shards_workers():
+    """Review: the parent said 3 min 27 s (summed rate) while its slower shard said 4 min 12 s."""
+    parent, (fast, slow, queued) = _sharded(n=3)
+    _set(fast, status=Job.Status.RUNNING, progress_done=2, rate=2.0, worker_host="w1@lab")  # 8 left: 4 s
+    _set(slow, status=Job.Status.RUNNING, progress_done=6, rate=0.5, worker_host="w2@lab")  # 4 left: 8 s
+    shards_settle(parent.pk)
+    parent.refresh_from_db()
+    assert parent.rate == 2.5  # throughput: the running shards' rates summed
+    # queued: 10 left at the running shards' mean rate 1.25/s = 8 s; the slow shard also 8 s
+    assert parent.eta_seconds == pytest.approx(8.0)
+    assert parent.worker_host == "w1@lab, w2@lab"
+    _set(queued, status=Job.Status.RUNNING, progress_total=30, rate=1.0, worker_host="w1@lab")  # 30 s
+    shards_settle(parent.pk)
+    parent.refresh_from_db()
+    assert parent.eta_seconds == pytest.approx(30.0) and parent.worker_host == "w1@lab, w2@lab"
+
+
+@pytest.mark.django_db
 def test_a_failed_shard_fails_the_parent_by_name_once_none_runs():
     parent, (one, two) = _sharded()
     _set(one, status=Job.Status.FAILED, error="RuntimeError: out of memory")

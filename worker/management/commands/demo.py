@@ -19,14 +19,18 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 
 from annotation.models import Rating, Study
 from common.processes import stop_process_group
 from common.threads import THREADS_ENV, shared_cpu_default, torch_threads_apply
 from modeling.importers.service import dataset_import
 from modeling.models import Dataset, MetricResult, Sample, System
+from worker.jobs import log_tail_append
 from worker.models import Job
-from worker.pipeline import PipelinePlan, pipeline_create, pipeline_launch
+from worker.pipeline import PipelinePlan, PlanError, pipeline_check, pipeline_create, pipeline_launch
 from worker.registry import task_for_kind
 
 DEMO_DIR = Path(settings.BASE_DIR) / "data" / "demo"
@@ -82,6 +86,10 @@ class Command(BaseCommand):
             train_limit=opts["train_limit"], eval_limit=opts["eval_limit"], max_steps=opts["max_steps"],
             judge=not opts["no_judge"],
         )
+        try:  # a plan whose stages need data no earlier stage writes fails now, not minutes in
+            pipeline_check(plan)
+        except PlanError as exc:
+            raise CommandError(str(exc)) from exc
         admin = User.objects.get(username="admin")
         if opts["no_serve"]:
             summary = self._run_foreground(plan, admin)
@@ -124,6 +132,7 @@ class Command(BaseCommand):
         torch_threads_apply()
         started = time.monotonic()
         parent, children = pipeline_create(plan=plan, user=admin)
+        plan = PipelinePlan(**parent.params)  # as run: its study slug is this pipeline's
         app.tasks["worker.pipeline_start"](parent.pk)
         for child in children:
             self.stderr.write(f"[{time.monotonic() - started:6.0f}s] {child.get_kind_display()} {child.params}")
@@ -184,6 +193,7 @@ class Command(BaseCommand):
             start_new_session=True,
         )
         parent = pipeline_launch(plan=plan, user=admin)
+        plan = PipelinePlan(**parent.params)  # as run: its study slug is this pipeline's
         url = f"http://127.0.0.1:{port}"
         self.stdout.write(
             f"\nGRAG demo running at {url}\n"
@@ -210,6 +220,25 @@ class Command(BaseCommand):
             self.stdout.write("Stopping the web server and the worker…")
             for proc in (web, worker):
                 stop_process_group(proc, timeout=10)
+            stopped = pipeline_cancel_unfinished(parent)
+            if stopped:
+                self.stdout.write(f"Marked {len(stopped)} unfinished job(s) of pipeline #{parent.pk} cancelled "
+                                  f"({', '.join(str(job) for job in stopped)}); Retry on /jobs/{parent.pk}/ resumes them.")
+
+
+def pipeline_cancel_unfinished(parent: Job) -> list[Job]:
+    """Mark the pipeline ``parent`` and its stages (and their shards) that are still queued or running
+    cancelled, with a log line each; for a demo whose worker is gone, nothing else would. Their
+    tasks are idempotent, so Retry resumes them. Returns the jobs marked, pipeline first. One transaction."""
+    unfinished = [Job.Status.QUEUED, Job.Status.RUNNING]
+    with transaction.atomic():
+        jobs = list(Job.objects.select_for_update(of=("self",)).filter(
+            Q(pk=parent.pk) | Q(parent=parent) | Q(parent__parent=parent), status__in=unfinished).order_by("pk"))
+        for job in jobs:
+            job.log_tail = log_tail_append(job.log_tail, "cancelled: the demo that ran it stopped (Retry resumes it)")
+            Job.objects.filter(pk=job.pk).update(status=Job.Status.CANCELLED, cancel_requested=True,
+                                                 finished_at=timezone.now(), log_tail=job.log_tail)
+    return jobs
 
 
 def _interrupt(signum, frame):
