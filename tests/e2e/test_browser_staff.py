@@ -102,6 +102,11 @@ def _world(staff):
         history=[{"role": "user", "text": f"I just got back from a {i + 5}-mile run with my dog."}],
         reference=f"My two dogs would love a {i + 5}-mile run!", generic_response="That sounds like a great day!")
         for i in range(25)], dataset=dataset)
+    for split in ("train", "valid"):  # the pipeline's check wants what its stages read (worker/pipeline_check.py)
+        samples_create([dict(key=f"spc/{split}/c2/{i:02d}", agent_persona="I am a nurse.",
+                             history=[{"role": "user", "text": "Hi there."}], reference="Hello!",
+                             generic_response="Hello, how are you?") for i in range(4)],
+                       dataset=dataset, split=split, source_id=f"{split}-c2")
     figures = {"presft_hist": [0.317, 0.381, 0.235, 0.365, 17.444, 0.384, 0.709, 0.704, 0.704],
                "postgrag": [0.366, 0.438, 0.288, 0.423, 21.086, 0.403, 0.741, 0.734, 0.735]}
     systems = {}
@@ -116,7 +121,7 @@ def _world(staff):
         Response.objects.bulk_create([Response(system=systems[method], sample=s, text=f"{method} says {i}")
                                       for i, s in enumerate(samples)])
     parent, children = pipeline_create(plan=plan, user=staff)
-    study = study_create(plan.slug())
+    study = study_create(PipelinePlan(**parent.params).slug())  # the plan as run: its own study slug
     rows = []
     for i in range(6):
         for rater, choice in (("ann1", C), ("ann2", C if i % 2 else S), ("ann3", B if i % 3 == 0 else C)):
