@@ -63,30 +63,6 @@ def _stored(assignment: Assignment) -> dict:
     }
 
 
-@pytest.fixture
-def browser(monkeypatch):
-    from django.db import connections
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an event loop running in this thread; the test's ORM calls are
-    # still plain synchronous calls, so Django's async-safety check is switched off for them.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
-            # The ORM calls made while Playwright ran opened their own connection (Django keys
-            # connections by context); close it so the test database can be dropped.
-            connections.close_all()
-
-
 def _new_page(browser, **options):
     page = browser.new_context(viewport={"width": 1280, "height": 900}, **options).new_page()
     page.set_default_timeout(15_000)

@@ -14,27 +14,12 @@ from annotation.services import study_import_jsonl
 from annotation.services.links import crowd_settings_update, link_create
 from annotation.services.onboarding import onboarding_next
 
-from .browsing import launch, log_in, needs_chromium, offline_page
+from .browsing import log_in, needs_chromium, offline_page
 
 pytestmark = [pytest.mark.browser, needs_chromium]
 BASELINE, CHALLENGER = "PreSFT(Hist)", "PostGRAG"
 CHOICE_LABEL = {"A": "Response A is better", "B": "Response B is better", "S": "Similar"}
 PROLIFIC = "https://app.prolific.com/"
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    from django.db import connections
-    from playwright.sync_api import sync_playwright
-
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # ORM calls beside Playwright's loop
-    with sync_playwright() as pw:
-        browser = launch(pw)
-        try:
-            yield browser
-        finally:
-            browser.close()
-            connections.close_all()
 
 
 def _study(tmp_path, *, slug: str, gold: int = 0, normal: int = 4):

@@ -18,7 +18,6 @@ from .test_browser_annotate import (
     _click_answers,
     _log_in_and_start,
     _new_page,
-    browser,  # noqa: F401 (the fixture)
 )
 
 pytestmark = [

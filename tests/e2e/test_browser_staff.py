@@ -8,26 +8,10 @@ to docs/img/ at 1280 px.
 import pytest
 from django.contrib.auth.models import User
 
-from .browsing import launch, log_in, needs_chromium, offline_page
+from .browsing import log_in, needs_chromium, offline_page
 
 pytestmark = [pytest.mark.browser, needs_chromium]
 PASSWORD = "correct-horse-9"
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    from django.db import connections
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; the test's ORM calls stay synchronous.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as pw:
-        browser = launch(pw)
-        try:
-            yield browser
-        finally:
-            browser.close()
-            connections.close_all()
 
 
 @pytest.fixture

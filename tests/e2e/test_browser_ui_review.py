@@ -12,7 +12,7 @@ from annotation.services import annotator_add
 
 from .browsing import broken_words, check_page, horizontal_overflow, log_in, needs_chromium, offline_page
 from .test_browser_staff import _world, staff  # noqa: F401 (fixture)
-from .test_browser_workflow import ALL_A, PASSWORD, SCREENSHOTS, _answer, _start, _study, browser  # noqa: F401 (fixture)
+from .test_browser_workflow import ALL_A, PASSWORD, SCREENSHOTS, _answer, _start, _study
 
 pytestmark = [pytest.mark.browser, needs_chromium]
 

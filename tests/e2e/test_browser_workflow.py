@@ -17,7 +17,7 @@ from django.core.management import call_command
 from annotation.models import Assignment, Flag, Rating
 from annotation.services import annotator_add, study_import_jsonl
 
-from .browsing import broken_words, check_page, launch, log_in, needs_chromium, offline_page
+from .browsing import broken_words, check_page, log_in, needs_chromium, offline_page
 
 pytestmark = [pytest.mark.browser, needs_chromium]
 PASSWORD = "correct-horse-9"
@@ -26,21 +26,6 @@ CHOICE_LABEL = {"A": "Response A is better", "B": "Response B is better", "S": "
 LONG_WORD = "Pneumonoultramicroscopicsilicovolcanoconiosis" * 4
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 RTL = "שלום, מה שלומך היום? مرحبا كيف حالك"
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    from django.db import connections
-    from playwright.sync_api import sync_playwright
-
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as pw:
-        browser = launch(pw)
-        try:
-            yield browser
-        finally:
-            browser.close()
-            connections.close_all()
 
 
 def _study(tmp_path: Path, *, n: int = 3, overlap: int = 1, slug: str = "wf"):
